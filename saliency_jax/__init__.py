@@ -1,0 +1,24 @@
+"""saliency_jax: the saliency sampler (Recasens et al., "Learning to Zoom", ECCV 2018) in JAX.
+
+The top level re-exports the pure ops only, so `import saliency_jax` needs nothing beyond JAX.
+The Flax models live in `saliency_jax.models`, the input pipelines in `saliency_jax.data` and the
+trainer in `saliency_jax.train`.
+"""
+
+from saliency_jax.ops import area_resize
+from saliency_jax.ops import attraction_grid
+from saliency_jax.ops import bilinear_resize
+from saliency_jax.ops import grid_sample
+from saliency_jax.ops import saliency_sample
+from saliency_jax.ops import softmax_saliency
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "area_resize",
+    "attraction_grid",
+    "bilinear_resize",
+    "grid_sample",
+    "saliency_sample",
+    "softmax_saliency",
+]

@@ -1,0 +1,222 @@
+"""Bilinear grid sampling with the semantics of `torch.nn.functional.grid_sample`.
+
+`grid[b, i, j] = (x, y)` in `[-1, 1]` names the point of `image[b]` that output pixel `(i, j)`
+reads, `x` along the width (column) and `y` along the height (row). With `align_corners=True`,
+-1 and 1 are the centres of the corner pixels; with `align_corners=False` they are the outer
+edges of the corner pixels (half a pixel further out). Points outside the image read zeros
+("zeros"), the nearest border pixel ("border"), or the image mirrored at its border
+("reflection"), exactly as PyTorch, including PyTorch's gradients at and beyond the border.
+
+How the taps are read (the part that matters for speed): each output pixel reads one 2x2 patch
+of whole pixels (all channels per tap). The patch's corner is clamped into the image,
+and the bilinear weights are assigned to the patch cells whose position matches the wanted taps,
+so taps that fall outside the image simply get no weight (zero padding) without any masking of
+the gathered values. A uint8 image is gathered as uint8 and converted to float only at those taps:
+no float copy of the high-resolution image is ever made. A custom VJP reuses the gathered patch
+for the gradient to the grid, and pays for the scatter-add into the image only when the image is
+itself being differentiated.
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+
+from saliency_jax.ops import validation
+
+PADDING_MODES = ("zeros", "border", "reflection")
+
+
+def _clip_with_grad(coord: jax.Array, limit: float) -> jax.Array:
+  # PyTorch's clip: gradient 1 strictly inside (0, limit) and 0 from the ends outwards, where
+  # PyTorch counts the border itself as out of bounds (jnp.clip would split it at the ends).
+  return jnp.where(coord <= 0, 0.0, jnp.where(coord >= limit, limit, coord))
+
+
+def _reflect(coord: jax.Array, twice_low: int, twice_high: int) -> jax.Array:
+  """Mirrors `coord` into `[twice_low / 2, twice_high / 2]`, as PyTorch's reflect_coordinates."""
+  if twice_low == twice_high:
+    return jnp.zeros_like(coord)
+  low = twice_low / 2
+  span = (twice_high - twice_low) / 2
+  coord = coord - low
+  coord = jnp.where(coord < 0, -coord, coord)  # PyTorch's sign convention at exactly 0.
+  extra = jnp.fmod(coord, span)
+  flips = jnp.floor(coord / span)
+  return jnp.where(jnp.fmod(flips, 2) == 0, extra + low, span - extra + low)
+
+
+def _source_coordinate(coord: jax.Array, size: int, align_corners: bool,
+                       padding_mode: str) -> jax.Array:
+  """Normalised `[-1, 1]` coordinate -> pixel coordinate, padding mode applied."""
+  if align_corners:
+    coord = (coord + 1) / 2 * (size - 1)
+  else:
+    coord = ((coord + 1) * size - 1) / 2
+  if padding_mode == "border":
+    coord = _clip_with_grad(coord, size - 1)
+  elif padding_mode == "reflection":
+    if align_corners:
+      coord = _reflect(coord, 0, 2 * (size - 1))
+    else:
+      coord = _reflect(coord, -1, 2 * size - 1)
+    coord = _clip_with_grad(coord, size - 1)
+  else:
+    # Beyond one pixel outside, every tap reads zero; clamping there keeps the integer tap index
+    # in range (and NaN in the grid propagates as NaN through the weights).
+    coord = jnp.clip(coord, -2.0, size + 1.0)
+  return coord
+
+
+def _axis_taps(coord: jax.Array, size: int):
+  """Patch start and per-patch-cell weights (and their derivative) along one axis.
+
+  Returns `start [...]` (int32, so that `start .. start + n - 1` lies in the image),
+  `weight [..., n]` and `dweight [..., n]` (d weight / d coord), with `n = min(2, size)`.
+  """
+  n = min(2, size)
+  floor = jnp.floor(coord)
+  frac = coord - floor
+  first = floor.astype(jnp.int32)
+  start = jnp.clip(first, 0, size - n)
+  cells = start[..., None] + jnp.arange(n, dtype=jnp.int32)
+  is_first = cells == first[..., None]
+  is_second = cells == first[..., None] + 1
+  frac = frac[..., None]
+  weight = jnp.where(is_first, 1.0 - frac, 0.0) + jnp.where(is_second, frac, 0.0)
+  dweight = is_second.astype(jnp.float32) - is_first.astype(jnp.float32)
+  return start, weight, dweight
+
+
+def _gather_taps(image: jax.Array, row: jax.Array, col: jax.Array, rows: int, cols: int):
+  """Reads the `rows x cols` (at most 2x2) patch at each start: `patch[r][c]` is `[B, h, w, C]`.
+
+  The taps are separate flat-index gathers of whole pixels (all `C` channels at once); on CPU this
+  measured about 2x faster than a single gather of `[2, 2, C]` slices.
+  """
+  b, height, width, channels = image.shape
+  flat = image.reshape(b, height * width, channels)
+  base = (row * width + col).reshape(b, -1, 1)
+  return tuple(
+      tuple(
+          jnp.take_along_axis(flat, base + (r * width + c), axis=1, mode="promise_in_bounds")
+          .reshape(*row.shape, channels)
+          for c in range(cols))
+      for r in range(rows))
+
+
+def _interpolate(patch, wy, wx):
+  """Sum of `wy[r] wx[c] patch[r][c]` over the (at most 2x2) patch, in float32."""
+  out = 0.0
+  for r, patch_row in enumerate(patch):
+    row = 0.0
+    for c, tap in enumerate(patch_row):
+      row = row + wx[..., c, None] * tap.astype(jnp.float32)
+    out = out + wy[..., r, None] * row
+  return out
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _bilinear(size, image, x, y):
+  """Bilinear read of `image [B, H, W, C]` at pixel coordinates `x, y [B, h, w]` (float32 out).
+
+  `size = (H, W)` is passed separately so the backward pass knows it without the image.
+  """
+  row, wy, _ = _axis_taps(y, size[0])
+  col, wx, _ = _axis_taps(x, size[1])
+  return _interpolate(_gather_taps(image, row, col, wy.shape[-1], wx.shape[-1]), wy, wx)
+
+
+def _bilinear_fwd(size, image, x, y):
+  # symbolic_zeros=True: the primals arrive wrapped, with `.perturbed` telling whether the image
+  # is being differentiated at all.
+  image_perturbed = image.perturbed
+  image, x, y = image.value, x.value, y.value
+  row, wy, _ = _axis_taps(y, size[0])
+  col, wx, _ = _axis_taps(x, size[1])
+  patch = _gather_taps(image, row, col, wy.shape[-1], wx.shape[-1])
+  out = _interpolate(patch, wy, wx)
+  # The patches stay in the image's dtype (uint8 is 4x smaller than float32); the weights are
+  # cheap to re-derive from x, y. The image itself is kept only when its gradient is wanted.
+  return out, (patch, x, y, image if image_perturbed else None)
+
+
+def _bilinear_bwd(size, residuals, g):
+  patch, x, y, image = residuals
+  row, wy, dwy = _axis_taps(y, size[0])
+  col, wx, dwx = _axis_taps(x, size[1])
+  g = jnp.zeros(x.shape + patch[0][0].shape[-1:], jnp.float32) if isinstance(
+      g, jax.custom_derivatives.SymbolicZero) else g.astype(jnp.float32)
+  # d out / d x = sum_rc wy[r] dwx[c] patch[r, c], and likewise for y.
+  grad_x = jnp.sum(g * _interpolate(patch, wy, dwx), axis=-1)
+  grad_y = jnp.sum(g * _interpolate(patch, dwy, wx), axis=-1)
+  grad_image = None
+  if image is not None:
+    # The transpose of the tap gathers is the scatter-add into the image.
+    patch_grad = tuple(
+        tuple((wy[..., r, None] * wx[..., c, None] * g).astype(image.dtype)
+              for c in range(wx.shape[-1]))
+        for r in range(wy.shape[-1]))
+    _, scatter = jax.vjp(
+        lambda im: _gather_taps(im, row, col, wy.shape[-1], wx.shape[-1]), image)
+    (grad_image,) = scatter(patch_grad)
+  return grad_image, grad_x.astype(x.dtype), grad_y.astype(y.dtype)
+
+
+_bilinear.defvjp(_bilinear_fwd, _bilinear_bwd, symbolic_zeros=True)
+
+
+@functools.partial(jax.jit, static_argnames=("align_corners", "padding_mode"))
+def _grid_sample(image, grid, align_corners, padding_mode):
+  height, width = image.shape[1:3]
+  grid = grid.astype(jnp.float32)
+  x = _source_coordinate(grid[..., 0], width, align_corners, padding_mode)
+  y = _source_coordinate(grid[..., 1], height, align_corners, padding_mode)
+  out = _bilinear((height, width), image, x, y)
+  return out.astype(image.dtype) if jnp.issubdtype(image.dtype, jnp.floating) else out
+
+
+def grid_sample(
+    image: jax.Array,
+    grid: jax.Array,
+    *,
+    align_corners: bool = False,
+    padding_mode: str = "zeros",
+) -> jax.Array:
+  """Samples `image` bilinearly at `grid`, as `torch.nn.functional.grid_sample(mode="bilinear")`.
+
+  Args:
+    image: `[B, H, W, C]` float32, bfloat16 (any float) or uint8. uint8 is read as 0..255 values
+      and converted to float only at the sampled taps.
+    grid: `[B, h, w, 2]` floating, the `(x, y)` = (column, row) positions in `[-1, 1]`.
+    align_corners: True: -1 and 1 are the centres of the corner pixels (PyTorch before 1.3, the
+      authors' code); False: their outer edges (PyTorch's default today).
+    padding_mode: "zeros", "border" or "reflection": what points outside the image read.
+
+  Returns:
+    `[B, h, w, C]`: in the image's dtype for floating images (computed in float32), float32 in
+    0..255 for uint8. NaN in the grid gives NaN at those outputs under `jit`.
+
+  Gradients flow to the grid always and to a floating image when it is differentiated; the
+  scatter-add into the image is not computed otherwise.
+
+  Raises:
+    ValueError: on bad shapes, dtypes or options, and (outside `jit`) a grid holding NaN or inf.
+  """
+  image = validation.check_image(image, "image")
+  if not (jnp.issubdtype(image.dtype, jnp.floating) or image.dtype == jnp.uint8):
+    raise ValueError(f"image must be floating or uint8; got dtype {image.dtype}.")
+  if not hasattr(grid, "ndim"):
+    grid = jnp.asarray(grid)
+  if grid.ndim != 4 or grid.shape[-1] != 2:
+    raise ValueError(f"grid must have shape [batch, height, width, 2]; got shape {grid.shape}.")
+  if not jnp.issubdtype(grid.dtype, jnp.floating):
+    raise ValueError(f"grid must be floating (normalised coordinates in [-1, 1]); got dtype "
+                     f"{grid.dtype}.")
+  if grid.shape[0] != image.shape[0]:
+    raise ValueError(f"grid and image must have the same batch size; got grid shape "
+                     f"{grid.shape} and image shape {image.shape}.")
+  if padding_mode not in PADDING_MODES:
+    raise ValueError(f"padding_mode must be one of {PADDING_MODES}; got {padding_mode!r}.")
+  validation.check_finite(grid, "grid")
+  return _grid_sample(image, grid, bool(align_corners), padding_mode)
