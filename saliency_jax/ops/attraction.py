@@ -152,6 +152,21 @@ def _moments_fft(saliency, padding, fwhm, pad_mode):
 _MOMENTS = {"dense": _moments_dense, "separable": _moments_separable, "fft": _moments_fft}
 
 
+@jax.custom_jvp
+def _centre_of_mass(num: jax.Array, den: jax.Array) -> jax.Array:
+  return num / den
+
+
+@_centre_of_mass.defjvp
+def _centre_of_mass_jvp(primals, tangents):
+  # d(n / d) = (dn - (n / d) dd) / d. The quotient rule's 1 / d^2 would overflow float32 where
+  # the denominator is tiny (mass far from a cell), turning finite gradients into inf - inf.
+  num, den = primals
+  d_num, d_den = tangents
+  ratio = num / den
+  return ratio, (d_num - ratio * d_den) / den
+
+
 @functools.partial(jax.jit, static_argnames=("out_shape", "fwhm", "padding", "pad_mode", "method"))
 def _attraction_grid(saliency, out_shape, fwhm, padding, pad_mode, method):
   saliency = _normalise(saliency.astype(jnp.float32))
@@ -160,7 +175,7 @@ def _attraction_grid(saliency, out_shape, fwhm, padding, pad_mode, method):
     # FFT rounding can leave the smallest denominators at or below zero; the floor's own
     # contribution is a safe lower bound for the exact value.
     den = jnp.maximum(den, _FLOOR)
-  coarse = jnp.stack([num_x / den, num_y / den], axis=-1)
+  coarse = jnp.stack([_centre_of_mass(num_x, den), _centre_of_mass(num_y, den)], axis=-1)
   coarse = jnp.clip(2.0 * coarse - 1.0, -1.0, 1.0)
   return resize.bilinear_resize(coarse, out_shape)
 

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 
 from saliency_jax.ops import attraction
 from saliency_jax.ops import sampling
+from saliency_jax.ops import validation
 
 
 def softmax_saliency(logits: jax.Array, *, temperature: float = 1.0) -> jax.Array:
@@ -15,7 +16,9 @@ def softmax_saliency(logits: jax.Array, *, temperature: float = 1.0) -> jax.Arra
   A temperature below 1 sharpens the map, so the sampler zooms harder (users of the authors'
   code raised the map to a power for the same effect).
   """
-  if temperature <= 0:
+  if not hasattr(logits, "ndim"):
+    logits = jnp.asarray(logits)
+  if not temperature > 0:
     raise ValueError(f"temperature must be positive; got {temperature!r}.")
   if logits.ndim != 3:
     raise ValueError(f"saliency_logits must have shape [batch, grid_height, grid_width]; got "
@@ -55,14 +58,11 @@ def saliency_sample(
     `(sampled [B, h, w, C], grid [B, h, w, 2], saliency [B, gh, gw])`; `sampled` as
     `grid_sample` returns it, `saliency` the softmax map (summing to 1 per image).
   """
-  if not hasattr(saliency_logits, "ndim"):
-    saliency_logits = jnp.asarray(saliency_logits)
-  if hasattr(image, "shape") and len(image.shape) == 4 and (
-      saliency_logits.ndim >= 1 and saliency_logits.shape[0] != image.shape[0]):
-    raise ValueError(f"saliency_logits and image must have the same batch size; got "
-                     f"saliency_logits shape {saliency_logits.shape} and image shape "
-                     f"{image.shape}.")
+  image = validation.check_image(image, "image")
   saliency = softmax_saliency(saliency_logits, temperature=temperature)
+  if saliency.shape[0] != image.shape[0]:
+    raise ValueError(f"saliency_logits and image must have the same batch size; got "
+                     f"saliency_logits shape {saliency.shape} and image shape {image.shape}.")
   grid = attraction.attraction_grid(saliency, out_shape, **grid_options)
   sampled = sampling.grid_sample(image, grid, align_corners=align_corners,
                                  padding_mode=padding_mode)

@@ -1,0 +1,194 @@
+"""attraction_grid: the three methods, the authors' numerics, and the grid's properties."""
+
+import hypothesis
+from hypothesis import strategies as st
+import jax
+import jax.numpy as jnp
+from jax import test_util as jtu
+import numpy as np
+import pytest
+import torch
+
+import saliency_jax as sj
+from benchmarks import torch_sampler
+
+METHODS = ["dense", "separable", "fft"]
+# The FFT's rounding is relative to the map's total mass (see attraction.py), hence its own bound.
+ATOL = {"dense": 2e-6, "separable": 2e-6, "fft": 2e-5}
+
+
+def numpy_grid(saliency, out_shape, *, fwhm=13.0, padding=30, pad_mode="edge"):
+  """Eqs. 2-3 by direct summation over every window, in float64, then half-pixel upsampling.
+
+  Independent of the library (np.pad for the padding, explicit loops for the sums, torch for the
+  upsampling).
+  """
+  mode = {"edge": "edge", "reflect": "reflect", "none": "constant"}[pad_mode]
+  b, gh, gw = saliency.shape
+  padded = np.pad(saliency.astype(np.float64), ((0, 0), (padding,) * 2, (padding,) * 2), mode)
+  d = np.arange(-padding, padding + 1)
+  kernel = np.exp(-4 * np.log(2) * (d[:, None] ** 2 + d[None, :] ** 2) / fwhm**2)
+  x = (np.arange(gw + 2 * padding) - padding) / (gw - 1)
+  y = (np.arange(gh + 2 * padding) - padding) / (gh - 1)
+  coarse = np.zeros((b, 2, gh, gw))
+  for a in range(gh):
+    for c in range(gw):
+      window = padded[:, a:a + 2 * padding + 1, c:c + 2 * padding + 1] * kernel
+      den = window.sum(axis=(1, 2))
+      coarse[:, 0, a, c] = (window * x[c:c + 2 * padding + 1]).sum(axis=(1, 2)) / den
+      coarse[:, 1, a, c] = (window * y[a:a + 2 * padding + 1, None]).sum(axis=(1, 2)) / den
+  coarse = np.clip(2 * coarse - 1, -1, 1)
+  up = torch.nn.functional.interpolate(torch.tensor(coarse), size=out_shape, mode="bilinear",
+                                       align_corners=False)
+  return up.permute(0, 2, 3, 1).numpy()
+
+
+def random_saliency(rng, shape, scale=2.0):
+  return np.asarray(sj.softmax_saliency(rng.normal(0, scale, shape).astype(np.float32)))
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("grid_shape,out_shape,padding", [
+    ((31, 31), (224, 224), 30),  # The authors' configuration.
+    ((20, 27), (50, 61), 12),    # Rectangular grid and output, other padding.
+    ((9, 6), (9, 6), 3),         # No upsampling at all.
+])
+def test_matches_the_authors_pytorch_code(method, grid_shape, out_shape, padding):
+  saliency = random_saliency(np.random.default_rng(0), (2,) + grid_shape)
+  ref = torch_sampler.reference_grid(torch.tensor(saliency, dtype=torch.float64)[:, None],
+                                     out_shape, padding=padding).numpy()
+  grid = sj.attraction_grid(saliency, out_shape, padding=padding, method=method)
+  assert grid.shape == (2,) + out_shape + (2,) and grid.dtype == jnp.float32
+  np.testing.assert_allclose(grid, ref, atol=ATOL[method])
+
+
+@pytest.mark.parametrize("pad_mode", ["edge", "reflect", "none"])
+@pytest.mark.parametrize("method", METHODS)
+def test_pad_modes_match_direct_summation(pad_mode, method):
+  # padding 14 > 8 - 1 makes 'reflect' wrap around more than once.
+  saliency = random_saliency(np.random.default_rng(1), (2, 8, 11), scale=1.0)
+  ref = numpy_grid(saliency, (13, 17), fwhm=5.0, padding=14, pad_mode=pad_mode)
+  grid = sj.attraction_grid(saliency, (13, 17), fwhm=5.0, padding=14, pad_mode=pad_mode,
+                            method=method)
+  np.testing.assert_allclose(grid, ref, atol=ATOL[method])
+
+
+def test_methods_agree():
+  saliency = random_saliency(np.random.default_rng(2), (4, 31, 31), scale=3.0)
+  grids = {m: sj.attraction_grid(saliency, (64, 64), method=m) for m in METHODS}
+  np.testing.assert_allclose(grids["separable"], grids["dense"], atol=2e-6)
+  np.testing.assert_allclose(grids["fft"], grids["dense"], atol=2e-5)
+
+
+def identity_grid(grid_size, out_size):
+  """The upsampled identity: source position of the half-pixel upsampling, mapped to [-1, 1]."""
+  src = np.clip((np.arange(out_size) + 0.5) * grid_size / out_size - 0.5, 0, grid_size - 1)
+  return 2 * src / (grid_size - 1) - 1
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("scale", [1.0, 1e-30, 1e30])
+def test_uniform_saliency_gives_the_identity_grid(method, scale):
+  grid = sj.attraction_grid(np.full((1, 31, 25), scale, np.float32), (70, 50), method=method)
+  np.testing.assert_allclose(grid[0, 0, :, 0], identity_grid(25, 50), atol=ATOL[method])
+  np.testing.assert_allclose(grid[0, :, 0, 1], identity_grid(31, 70), atol=ATOL[method])
+  # x does not depend on the row, nor y on the column.
+  np.testing.assert_allclose(grid[0, :, :, 0], np.broadcast_to(grid[0, :1, :, 0], (70, 50)),
+                             atol=ATOL[method])
+
+
+def test_all_zero_map_is_the_identity_grid():
+  zero = sj.attraction_grid(np.zeros((1, 31, 31), np.float32), (224, 224))
+  uniform = sj.attraction_grid(np.ones((1, 31, 31), np.float32), (224, 224))
+  np.testing.assert_allclose(zero, uniform, atol=3e-6)
+
+
+def local_density(grid, row, col):
+  """Output samples per unit of input area at an output pixel: 1 / |det d(x, y) / d(col, row)|."""
+  dx = (grid[row, col + 1] - grid[row, col - 1]) / 2
+  dy = (grid[row + 1, col] - grid[row - 1, col]) / 2
+  return 1.0 / abs(dx[0] * dy[1] - dx[1] * dy[0])
+
+
+def test_a_peak_magnifies_its_neighbourhood():
+  logits = np.zeros((1, 31, 31), np.float32)
+  logits[0, 10, 20] = 6.0  # A peak at x = 20/30, y = 10/30 of the image.
+  _, grid, _ = sj.saliency_sample(np.zeros((1, 8, 8, 1), np.float32), logits, (224, 224))
+  grid = np.asarray(grid[0])
+  peak = np.array([2 * 20 / 30 - 1, 2 * 10 / 30 - 1])
+  row, col = np.unravel_index(np.argmin(np.linalg.norm(grid - peak, axis=-1)), grid.shape[:2])
+  assert np.linalg.norm(grid[row, col] - peak) < 0.02
+  uniform_density = 1.0 / (2 / 223) ** 2
+  # The peak's neighbourhood gets several times more samples than uniform sampling gives, and
+  # the far corner correspondingly fewer.
+  assert local_density(grid, row, col) > 3 * uniform_density
+  assert local_density(grid, 200, 20) < uniform_density
+
+
+@hypothesis.settings(max_examples=20, deadline=None)
+@hypothesis.given(
+    seed=st.integers(0, 2**31 - 1),
+    shape=st.tuples(st.integers(2, 31), st.integers(2, 31)),
+    scale=st.floats(0.0, 8.0),
+    method=st.sampled_from(["dense", "separable"]),
+)
+def test_no_fold_overs(seed, shape, scale, method):
+  # u is non-decreasing along every row and v along every column, whatever the map.
+  saliency = random_saliency(np.random.default_rng(seed), (1,) + shape, scale)
+  grid = np.asarray(sj.attraction_grid(saliency, (40, 40), method=method))
+  assert np.all(np.diff(grid[0, :, :, 0], axis=1) >= -1e-6)
+  assert np.all(np.diff(grid[0, :, :, 1], axis=0) >= -1e-6)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_degenerate_maps_give_finite_grids_and_gradients(method):
+  one_hot = np.zeros((1, 31, 31), np.float32)
+  one_hot[0, 3, 27] = 1.0
+  maps = {"one_hot": one_hot, "zeros": np.zeros_like(one_hot),
+          "tiny": np.full_like(one_hot, 1e-38)}
+  for padding in (30, 4):  # With padding 4 most cells cannot reach the one-hot peak at all.
+    for name, saliency in maps.items():
+      f = lambda s: sj.attraction_grid(s, (32, 32), padding=padding, method=method)
+      grid = f(saliency)
+      assert np.all(np.isfinite(grid)), (name, padding)
+      grad = jax.grad(lambda s: jnp.sum(f(s) ** 2))(saliency)
+      assert np.all(np.isfinite(grad)), (name, padding)
+
+
+def test_check_grads():
+  saliency = jnp.asarray(random_saliency(np.random.default_rng(3), (2, 7, 9)))
+  f = jax.jit(lambda s: sj.attraction_grid(s, (11, 12), fwhm=4.0, padding=5))
+  jtu.check_grads(f, (saliency,), order=1, modes=["rev"], eps=1e-4, atol=1e-2, rtol=1e-2)
+
+
+def test_jit_equals_eager_and_vmap_equals_loop():
+  saliency = jnp.asarray(random_saliency(np.random.default_rng(4), (3, 12, 12)))
+  f = lambda s: sj.attraction_grid(s, (20, 20), padding=11)
+  np.testing.assert_allclose(jax.jit(f)(saliency), f(saliency), atol=1e-6)
+  per_map = lambda s: f(s[None])[0]
+  np.testing.assert_allclose(jax.vmap(per_map)(saliency),
+                             np.stack([per_map(s) for s in saliency]), atol=1e-6)
+
+
+def test_nan_under_jit_poisons_only_that_image():
+  saliency = jnp.ones((2, 5, 5)).at[0, 2, 2].set(jnp.nan)
+  grid = jax.jit(lambda s: sj.attraction_grid(s, (6, 6), padding=4))(saliency)
+  assert np.all(np.isnan(grid[0])) and np.all(np.isfinite(grid[1]))
+
+
+@pytest.mark.parametrize("saliency,kwargs,message", [
+    (np.ones((31, 31)), {}, "saliency must have shape"),
+    (np.ones((1, 1, 31)), {}, "at least 2x2"),
+    (-np.ones((1, 4, 4)), {}, "non-negative"),
+    (np.full((1, 4, 4), np.nan), {}, "saliency must be finite"),
+    (np.ones((1, 4, 4), np.complex64), {}, "real array"),
+    (np.ones((1, 4, 4)), {"method": "conv"}, "method must be one of"),
+    (np.ones((1, 4, 4)), {"pad_mode": "wrap"}, "pad_mode must be one of"),
+    (np.ones((1, 4, 4)), {"padding": -1}, "padding"),
+    (np.ones((1, 4, 4)), {"fwhm": 0.0}, "fwhm"),
+    (np.ones((1, 4, 4)), {"out_shape": (0, 4)}, "out_shape must be positive"),
+])
+def test_bad_input_is_a_clear_error(saliency, kwargs, message):
+  kwargs = {"out_shape": (8, 8), **kwargs}
+  with pytest.raises(ValueError, match=message):
+    sj.attraction_grid(saliency, **kwargs)

@@ -1,0 +1,51 @@
+"""bilinear_resize and area_resize against torch.nn.functional (the authors' resizes)."""
+
+import jax
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import saliency_jax as sj
+
+
+def _nchw(x):
+  return torch.tensor(np.asarray(x, np.float64)).permute(0, 3, 1, 2)
+
+
+@pytest.mark.parametrize("in_shape,out_shape", [
+    ((31, 31), (224, 224)), ((14, 14), (31, 31)), ((9, 13), (5, 20)), ((7, 7), (7, 7)),
+    ((1, 5), (3, 4)),
+])
+def test_bilinear_resize_matches_torch(in_shape, out_shape):
+  x = np.random.default_rng(0).random((2,) + in_shape + (3,), dtype=np.float32)
+  ref = F.interpolate(_nchw(x), size=out_shape, mode="bilinear", align_corners=False)
+  out = sj.bilinear_resize(x, out_shape)
+  assert out.shape == (2,) + out_shape + (3,)
+  np.testing.assert_allclose(out, ref.permute(0, 2, 3, 1).numpy(), atol=2e-6)
+
+
+@pytest.mark.parametrize("in_shape,out_shape", [
+    ((800, 800), (224, 224)), ((100, 70), (31, 9)), ((12, 12), (4, 4)), ((5, 7), (5, 7)),
+])
+def test_area_resize_matches_adaptive_avg_pool(in_shape, out_shape):
+  x = np.random.default_rng(1).integers(0, 256, (1,) + in_shape + (3,), dtype=np.uint8)
+  ref = F.adaptive_avg_pool2d(_nchw(x), out_shape).permute(0, 2, 3, 1).numpy()
+  np.testing.assert_allclose(sj.area_resize(x, out_shape), ref, rtol=1e-5, atol=2e-4)
+
+
+def test_resizes_are_differentiable_and_jittable():
+  x = np.random.default_rng(2).random((1, 6, 6, 1), dtype=np.float32)
+  g = jax.grad(lambda v: jax.jit(lambda u: sj.bilinear_resize(u, (12, 12)))(v).sum())(x)
+  # Each input pixel's weights in the upsampling sum to the number of outputs it feeds.
+  np.testing.assert_allclose(g.sum(), 144.0, rtol=1e-5)
+  g = jax.grad(lambda v: sj.area_resize(v, (3, 3)).sum())(x)
+  np.testing.assert_allclose(g, np.full_like(x, 9 / 36), rtol=1e-5)
+
+
+@pytest.mark.parametrize("fn", [sj.bilinear_resize, sj.area_resize])
+def test_bad_input_is_a_clear_error(fn):
+  with pytest.raises(ValueError, match="image must have shape"):
+    fn(np.zeros((4, 4, 3)), (2, 2))
+  with pytest.raises(ValueError, match="out_shape"):
+    fn(np.zeros((1, 4, 4, 3)), (2,))

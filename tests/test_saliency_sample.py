@@ -1,0 +1,145 @@
+"""saliency_sample: the whole layer against the PyTorch port of the authors' code."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+
+import saliency_jax as sj
+from benchmarks import torch_sampler
+
+
+@pytest.mark.parametrize("grid_shape,out_shape,padding", [
+    ((31, 31), (56, 56), 30),
+    ((20, 27), (40, 48), 12),
+])
+def test_forward_and_logit_gradient_match_the_pytorch_port(grid_shape, out_shape, padding):
+  rng = np.random.default_rng(0)
+  image = rng.random((2, 70, 90, 3), dtype=np.float32)
+  logits = rng.normal(0, 2, (2,) + grid_shape).astype(np.float32)
+  cotangent = rng.normal(size=(2,) + out_shape + (3,)).astype(np.float32)
+
+  image_t = torch.tensor(image, dtype=torch.float64).permute(0, 3, 1, 2)
+  logits_t = torch.tensor(logits, dtype=torch.float64)[:, None].requires_grad_()
+  ref_sampled, ref_grid, ref_saliency = torch_sampler.reference_saliency_sample(
+      image_t, logits_t, out_shape, padding=padding)
+  (ref_sampled * torch.tensor(cotangent, dtype=torch.float64).permute(0, 3, 1, 2)).sum().backward()
+
+  def loss(lg):
+    sampled, _, _ = sj.saliency_sample(image, lg, out_shape, padding=padding)
+    return jnp.sum(sampled * cotangent)
+
+  sampled, grid, saliency = sj.saliency_sample(image, logits, out_shape, padding=padding)
+  np.testing.assert_allclose(saliency, ref_saliency[:, 0].detach().numpy(), rtol=1e-5, atol=1e-9)
+  np.testing.assert_allclose(grid, ref_grid.detach().numpy(), atol=2e-6)
+  np.testing.assert_allclose(sampled, ref_sampled.permute(0, 2, 3, 1).detach().numpy(), atol=2e-5)
+  grad = jax.grad(loss)(logits)
+  ref_grad = logits_t.grad[:, 0].numpy()
+  np.testing.assert_allclose(grad, ref_grad, atol=2e-3 * np.abs(ref_grad).max())
+
+
+def test_tuned_pytorch_variant_computes_the_same_layer():
+  # The benchmark's faster PyTorch baseline must be the same function as the reference.
+  rng = np.random.default_rng(1)
+  image = torch.tensor(rng.random((2, 3, 64, 64)), dtype=torch.float64)
+  logits = torch.tensor(rng.normal(size=(2, 1, 31, 31)), dtype=torch.float64)
+  tuned = torch_sampler.TunedSampler((31, 31), (32, 32), dtype=torch.float64)
+  for a, b in zip(tuned(image, logits), torch_sampler.reference_saliency_sample(
+      image, logits, (32, 32))):
+    np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-12)
+
+
+def test_defaults_are_the_authors():
+  # fwhm 13, padding 30, edge padding, align_corners=True sampling with zeros outside.
+  rng = np.random.default_rng(2)
+  image = rng.random((1, 40, 40, 3), dtype=np.float32)
+  logits = rng.normal(size=(1, 31, 31)).astype(np.float32)
+  sampled, grid, saliency = sj.saliency_sample(image, logits, (24, 24))
+  explicit_grid = sj.attraction_grid(saliency, (24, 24), fwhm=13.0, padding=30, pad_mode="edge")
+  np.testing.assert_array_equal(grid, explicit_grid)
+  np.testing.assert_array_equal(
+      sampled, sj.grid_sample(image, grid, align_corners=True, padding_mode="zeros"))
+
+
+def test_temperature_divides_the_logits():
+  rng = np.random.default_rng(3)
+  image = rng.random((1, 20, 20, 1), dtype=np.float32)
+  logits = rng.normal(size=(1, 8, 8)).astype(np.float32)
+  hot = sj.saliency_sample(image, logits, (10, 10), temperature=0.25, padding=7)
+  cold = sj.saliency_sample(image, logits * 4, (10, 10), padding=7)
+  for a, b in zip(hot, cold):
+    np.testing.assert_allclose(a, b, atol=1e-5)
+  # A lower temperature zooms harder: the map is sharper.
+  assert hot[2].max() > sj.softmax_saliency(logits).max()
+
+
+def test_uniform_logits_sample_the_uniformly_downsampled_image():
+  # A uniform map gives the identity grid, so the layer is plain bilinear resampling.
+  image = np.random.default_rng(4).random((1, 31, 31, 2), dtype=np.float32)
+  sampled, _, _ = sj.saliency_sample(image, np.zeros((1, 31, 31), np.float32), (31, 31))
+  np.testing.assert_allclose(sampled, image, atol=2e-5)
+
+
+@pytest.mark.parametrize("logits", [
+    np.full((1, 31, 31), 1e30, np.float32),                               # huge and equal
+    np.where(np.arange(961).reshape(1, 31, 31) == 400, 1e4, 0).astype(np.float32),  # one-hot
+    np.where(np.arange(961).reshape(1, 31, 31) == 0, 88.0, -88.0).astype(np.float32),
+])
+def test_extreme_logits_give_finite_outputs_and_gradients(logits):
+  image = np.random.default_rng(5).random((1, 50, 50, 3), dtype=np.float32)
+  loss = lambda lg: jnp.sum(sj.saliency_sample(image, lg, (32, 32))[0])
+  outputs = sj.saliency_sample(image, logits, (32, 32))
+  assert all(np.all(np.isfinite(o)) for o in outputs)
+  assert np.all(np.isfinite(jax.grad(loss)(logits)))
+
+
+def test_uint8_image_through_the_layer():
+  rng = np.random.default_rng(6)
+  image = rng.integers(0, 256, (2, 64, 64, 3), dtype=np.uint8)
+  logits = rng.normal(size=(2, 31, 31)).astype(np.float32)
+  a, _, _ = sj.saliency_sample(image, logits, (32, 32))
+  b, _, _ = sj.saliency_sample(image.astype(np.float32), logits, (32, 32))
+  assert a.dtype == jnp.float32
+  np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-4)
+
+
+def test_jit_equals_eager_vmap_equals_loop_and_no_recompilation():
+  rng = np.random.default_rng(7)
+  image = jnp.asarray(rng.random((3, 40, 40, 3)), jnp.float32)
+  logits = jnp.asarray(rng.normal(size=(3, 31, 31)), jnp.float32)
+  layer = lambda im, lg: sj.saliency_sample(im, lg, (24, 24))[0]
+  jitted = jax.jit(layer)
+  np.testing.assert_allclose(jitted(image, logits), layer(image, logits), atol=1e-5)
+  one = lambda im, lg: layer(im[None], lg[None])[0]
+  np.testing.assert_allclose(jax.vmap(one)(image, logits),
+                             np.stack([one(image[i], logits[i]) for i in range(3)]), atol=1e-5)
+  # New values of the same shapes reuse the compiled program, jitted or eager.
+  jitted(image + 1, logits * 2)
+  assert jitted._cache_size() == 1
+  from saliency_jax.ops import attraction, sampling
+  before = (attraction._attraction_grid._cache_size(), sampling._grid_sample._cache_size())
+  layer(image * 0.5, logits + 1)
+  after = (attraction._attraction_grid._cache_size(), sampling._grid_sample._cache_size())
+  assert before == after
+
+
+def test_gradient_reaches_the_logits_but_not_through_the_image():
+  rng = np.random.default_rng(8)
+  image = jnp.asarray(rng.random((1, 40, 40, 3)), jnp.float32)
+  logits = jnp.asarray(rng.normal(size=(1, 31, 31)), jnp.float32)
+  grad = jax.grad(lambda lg: jnp.sum(sj.saliency_sample(image, lg, (24, 24))[0] ** 2))(logits)
+  assert np.abs(grad).max() > 0
+  # Gradients sum to zero over each map: the softmax is invariant to adding a constant.
+  np.testing.assert_allclose(grad.sum(), 0.0, atol=1e-4 * np.abs(grad).sum())
+
+
+@pytest.mark.parametrize("image,logits,kwargs,message", [
+    (np.zeros((2, 8, 8, 3)), np.zeros((3, 4, 4)), {}, "same batch size"),
+    (np.zeros((1, 8, 8, 3)), np.zeros((4, 4)), {}, "saliency_logits must have shape"),
+    (np.zeros((1, 8, 8, 3)), np.zeros((1, 4, 4)), {"temperature": 0.0}, "temperature"),
+    (np.zeros((1, 8, 8, 3)), np.zeros((1, 4, 4)), {"method": "conv"}, "method"),
+])
+def test_bad_input_is_a_clear_error(image, logits, kwargs, message):
+  with pytest.raises(ValueError, match=message):
+    sj.saliency_sample(image, logits, (4, 4), padding=3, **kwargs)
