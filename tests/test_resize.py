@@ -1,6 +1,7 @@
 """bilinear_resize and area_resize against torch.nn.functional (the authors' resizes)."""
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
@@ -28,10 +29,13 @@ def test_bilinear_resize_matches_torch(in_shape, out_shape):
 @pytest.mark.parametrize("in_shape,out_shape", [
     ((800, 800), (224, 224)), ((100, 70), (31, 9)), ((12, 12), (4, 4)), ((5, 7), (5, 7)),
 ])
-def test_area_resize_matches_adaptive_avg_pool(in_shape, out_shape):
-  x = np.random.default_rng(1).integers(0, 256, (1,) + in_shape + (3,), dtype=np.uint8)
+@pytest.mark.parametrize("dtype", [np.uint8, np.float32])
+def test_area_resize_matches_adaptive_avg_pool(in_shape, out_shape, dtype):
+  x = np.random.default_rng(1).integers(0, 256, (1,) + in_shape + (3,)).astype(dtype)
   ref = F.adaptive_avg_pool2d(_nchw(x), out_shape).permute(0, 2, 3, 1).numpy()
-  np.testing.assert_allclose(sj.area_resize(x, out_shape), ref, rtol=1e-5, atol=2e-4)
+  out = sj.area_resize(x, out_shape)
+  assert out.dtype == np.float32
+  np.testing.assert_allclose(out, ref, rtol=1e-5, atol=2e-4)
 
 
 def test_resizes_are_differentiable_and_jittable():

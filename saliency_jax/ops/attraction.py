@@ -175,9 +175,13 @@ def _attraction_grid(saliency, out_shape, fwhm, padding, pad_mode, method):
     # FFT rounding can leave the smallest denominators at or below zero; the floor's own
     # contribution is a safe lower bound for the exact value.
     den = jnp.maximum(den, _FLOOR)
-  coarse = jnp.stack([_centre_of_mass(num_x, den), _centre_of_mass(num_y, den)], axis=-1)
-  coarse = jnp.clip(2.0 * coarse - 1.0, -1.0, 1.0)
-  return resize.bilinear_resize(coarse, out_shape)
+  b, gh, gw = den.shape
+  coarse = jnp.concatenate([_centre_of_mass(num_x, den), _centre_of_mass(num_y, den)])
+  coarse = jnp.clip(2.0 * coarse - 1.0, -1.0, 1.0)  # [2B, gh, gw]: all x planes, then all y.
+  h, w = out_shape
+  fine = resize.resize_planes(
+      coarse, resize.bilinear_matrix(gh, h), resize.bilinear_matrix(gw, w))
+  return jnp.stack([fine[:b], fine[b:]], axis=-1)
 
 
 def attraction_grid(
