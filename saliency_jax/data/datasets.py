@@ -1,0 +1,139 @@
+"""Which datasets exist: their task, output count, splits, sources and preprocessing.
+
+A *source* is a random-access sequence (`len`, `[index]`) of records
+`{"image": <encoded bytes | file path | array | PIL image>, "label": <int | float32 [2]>}`,
+picklable so that grain can hand it to worker processes. The loader decodes and preprocesses
+the records; how is decided here by `preprocessing`:
+- "crop": natural photographs; training takes a random-resized crop and a flip, evaluation
+  resizes the shorter side to `eval_resize` and takes the centre crop.
+- "resize": inputs that are framed already (synthetic images, GazeCapture faces and frames):
+  both splits resize the whole image to the square high-resolution size, nothing is cropped or
+  flipped (a flip would also mirror the gaze target or the synthetic textures' class).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from saliency_jax.data import config as config_lib
+
+TASKS = {
+    "synthetic": "classification",
+    "cub": "classification",
+    "inaturalist2017": "classification",
+    "image_folder": "classification",
+    "gazecapture": "regression",
+}
+DEFAULT_EVAL_SPLITS = {
+    "synthetic": "eval",
+    "cub": "test",
+    "inaturalist2017": "validation",
+    "image_folder": "val",
+    "gazecapture": "test",
+}
+TRAIN_SPLITS = {"synthetic": "train", "cub": "train", "inaturalist2017": "train",
+                "image_folder": "train", "gazecapture": "train"}
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+  """What the trainer needs to know about a dataset before building a model.
+
+  Attributes:
+    task: "classification" (integer labels) or "regression" (float32 `[2]` targets).
+    num_outputs: number of classes, or 2 for the gaze point.
+    train_size: examples in the training split.
+    eval_size: examples in the evaluation split.
+  """
+
+  task: str
+  num_outputs: int
+  train_size: int
+  eval_size: int
+
+
+def preprocessing(cfg: dict[str, Any]) -> str:
+  """"crop" or "resize" (see the module docstring)."""
+  return "resize" if cfg["name"] in ("synthetic", "gazecapture") else "crop"
+
+
+def split_name(cfg: dict[str, Any], split: str) -> str:
+  """The dataset's own name of the loader split "train" or "eval"."""
+  if split == "train":
+    return TRAIN_SPLITS[cfg["name"]]
+  return cfg["eval_split"] or DEFAULT_EVAL_SPLITS[cfg["name"]]
+
+
+def make_source(cfg: dict[str, Any], split: str):
+  """The source of the loader split "train" or "eval" of a parsed data config.
+
+  Raises:
+    FileNotFoundError: if the data is missing or unprepared; the message says what to do.
+  """
+  name = cfg["name"]
+  dataset_split = split_name(cfg, split)
+  if name == "synthetic":
+    # pylint: disable-next=g-import-not-at-top
+    from saliency_jax.data.synthetic import SyntheticZoom
+    syn = cfg["synthetic"]
+    if dataset_split not in ("train", "eval"):
+      raise ValueError(f"data.eval_split: the synthetic task has splits 'train' and 'eval'; got "
+                       f"{dataset_split!r}.")
+    return SyntheticZoom(
+        size=syn["train_size"] if dataset_split == "train" else syn["eval_size"],
+        split=dataset_split, image_size=syn["image_size"], num_classes=syn["num_classes"],
+        object_size=syn["object_size"], frame_width=syn["frame_width"],
+        detail_period=syn["detail_period"], num_distractors=syn["num_distractors"],
+        num_clutter=syn["num_clutter"], seed=syn["seed"])
+  if name == "cub":
+    from saliency_jax.data import cub  # pylint: disable=g-import-not-at-top
+    return cub.cub_source(dataset_split, data_dir=cfg["data_dir"])
+  if name == "inaturalist2017":
+    from saliency_jax.data import inaturalist  # pylint: disable=g-import-not-at-top
+    return inaturalist.inaturalist_source(dataset_split, data_dir=cfg["data_dir"])
+  if name == "image_folder":
+    from saliency_jax.data import image_folder  # pylint: disable=g-import-not-at-top
+    if not cfg["data_dir"]:
+      raise ValueError("data.data_dir: the image_folder dataset needs the folder that holds "
+                       "train/ and val/; got ''.")
+    return image_folder.ImageFolderSource.from_folder(cfg["data_dir"], dataset_split)
+  if name == "gazecapture":
+    from saliency_jax.data import gazecapture  # pylint: disable=g-import-not-at-top
+    if not cfg["data_dir"]:
+      raise ValueError("data.data_dir: the gazecapture dataset needs the folder of the "
+                       "extracted recordings; got ''.")
+    return gazecapture.GazeCaptureSource.from_folder(cfg["data_dir"], dataset_split,
+                                                     view=cfg["gaze_input"])
+  raise ValueError(f"data.name: expected one of {config_lib.DATASETS}; got {name!r}.")
+
+
+def _num_outputs(cfg: dict[str, Any], train_source) -> int:
+  name = cfg["name"]
+  if name == "synthetic":
+    return cfg["synthetic"]["num_classes"]
+  if name == "cub":
+    from saliency_jax.data import cub  # pylint: disable=g-import-not-at-top
+    return cub.NUM_CLASSES
+  if name == "inaturalist2017":
+    from saliency_jax.data import inaturalist  # pylint: disable=g-import-not-at-top
+    return inaturalist.NUM_CLASSES
+  if name == "image_folder":
+    return len(train_source.class_names)
+  return 2
+
+
+def dataset_info(data_config: Any) -> DatasetInfo:
+  """Task, output count and split sizes of the configured dataset.
+
+  Args:
+    data_config: a data config (`ConfigDict` or dict; see `default_data_config`).
+
+  Raises:
+    ValueError: for a bad config; FileNotFoundError: for missing or unprepared data.
+  """
+  cfg = config_lib.parse_data_config(data_config)
+  train = make_source(cfg, "train")
+  evaluation = make_source(cfg, "eval")
+  return DatasetInfo(task=TASKS[cfg["name"]], num_outputs=_num_outputs(cfg, train),
+                     train_size=len(train), eval_size=len(evaluation))
