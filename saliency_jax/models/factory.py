@@ -1,0 +1,321 @@
+"""Building models from a config, their learning-rate groups, and pretrained weights.
+
+`build_model` is what the trainer calls; every model it returns has the same interface:
+`model(images, *, blur_key=None) -> (outputs, extras)` (see `saliency_jax.models.task` for value
+conventions), `model.train()` / `model.eval()` switch BatchNorm and dropout, the task network is
+`model.task_net`, and a saliency or localisation network, when there is one, is
+`model.saliency_net` or `model.localisation_net` with a `backbone` and a `head`.
+"""
+
+from collections.abc import Mapping
+import os
+from typing import Any
+
+import jax
+import numpy as np
+from flax import nnx
+
+from saliency_jax.models import alexnet
+from saliency_jax.models import baselines
+from saliency_jax.models import blur
+from saliency_jax.models import inception
+from saliency_jax.models import resnet
+from saliency_jax.models import saliency_network
+from saliency_jax.models import sampler
+
+MODEL_NAMES = ("saliency_sampler", "uniform", "stn_affine", "stn_tps", "grid_estimator",
+               "cam_crop", "deformable")
+TASK_NETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet_tiny", "alexnet",
+             "inception_v3")
+# Smallest input each task network accepts (AlexNet's strided stem and three pools; Inception-v3
+# as torchvision checks).
+_MIN_TASK_SIZE = {"alexnet": 63, "inception_v3": 75}
+
+DEFAULTS = {
+    "name": "saliency_sampler",
+    "task_net": "resnet50",
+    "task_size": 224,
+    "low_res_size": 224,
+    "saliency_backbone": "resnet18",
+    "saliency_depth": 14,
+    "grid_size": 31,
+    "fwhm": 13.0,
+    "padding": 30,
+    "temperature": 1.0,
+    "align_corners": True,
+    "output_activation": None,
+    "blur_min": 64,
+    "dropout_rate": 0.5,
+    "crop_fraction": 0.5,
+    "tps_points_per_side": 4,
+    "deformable_convs": 3,
+}
+
+
+def _choice(config, field, allowed):
+  value = config[field]
+  if value not in allowed:
+    raise ValueError(f"model_config.{field} must be one of {allowed}; got {value!r}.")
+  return value
+
+
+def _integer(config, field, minimum):
+  value = config[field]
+  if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+    raise ValueError(f"model_config.{field} must be an int >= {minimum}; got {value!r}.")
+  return int(value)
+
+
+def _number(config, field, *, minimum=0.0, inclusive=False, maximum=None):
+  value = config[field]
+  ok = isinstance(value, (int, float, np.number)) and not isinstance(value, bool)
+  ok = ok and (value >= minimum if inclusive else value > minimum)
+  ok = ok and (maximum is None or value <= maximum)
+  if not ok:
+    bounds = f"{'>=' if inclusive else '>'} {minimum}" + (
+        f" and <= {maximum}" if maximum is not None else "")
+    raise ValueError(f"model_config.{field} must be a number {bounds}; got {value!r}.")
+  return float(value)
+
+
+def _as_dict(model_config: Mapping[str, Any]) -> dict[str, Any]:
+  if hasattr(model_config, "to_dict"):  # ml_collections.ConfigDict
+    model_config = model_config.to_dict()
+  if not isinstance(model_config, Mapping):
+    raise ValueError(f"model_config must be a mapping or ConfigDict; got "
+                     f"{type(model_config).__name__}.")
+  unknown = sorted(set(model_config) - set(DEFAULTS))
+  if unknown:
+    raise ValueError(f"model_config has unknown fields {unknown}; the fields are "
+                     f"{sorted(DEFAULTS)}.")
+  return {**DEFAULTS, **model_config}
+
+
+def validate_config(model_config: Mapping[str, Any]) -> dict[str, Any]:
+  """`model_config` with defaults filled in and every value checked (see `build_model`)."""
+  c = _as_dict(model_config)
+  _choice(c, "name", MODEL_NAMES)
+  _choice(c, "task_net", TASK_NETS)
+  _choice(c, "saliency_backbone", saliency_network.BACKBONES)
+  _choice(c, "saliency_depth", tuple(saliency_network.DEPTHS))
+  _choice(c, "output_activation", (None, "sigmoid"))
+  _choice(c, "align_corners", (True, False))
+  _integer(c, "task_size", _MIN_TASK_SIZE.get(c["task_net"], 32))
+  _integer(c, "low_res_size", 32)
+  _integer(c, "grid_size", 2)
+  _integer(c, "padding", 0)
+  _integer(c, "blur_min", 1)
+  _integer(c, "tps_points_per_side", 2)
+  _integer(c, "deformable_convs", 1)
+  _number(c, "fwhm")
+  _number(c, "temperature")
+  _number(c, "dropout_rate", inclusive=True, maximum=1.0)
+  _number(c, "crop_fraction", maximum=1.0)
+  if c["blur_min"] > blur.REFERENCE_SIZE:
+    raise ValueError(f"model_config.blur_min must be at most {blur.REFERENCE_SIZE} (it is given "
+                     f"at task size {blur.REFERENCE_SIZE}); got {c['blur_min']}.")
+  if c["name"] == "deformable" and c["task_net"] == "inception_v3":
+    raise ValueError("model_config.task_net must be a ResNet or alexnet for the deformable "
+                     "baseline; got 'inception_v3'.")
+  if c["name"] == "cam_crop" and c["task_net"] == "alexnet":
+    raise ValueError("model_config.task_net must end in global pooling and one linear layer for "
+                     "cam_crop (a ResNet or inception_v3); got 'alexnet'.")
+  return c
+
+
+def build_task_net(name: str, *, num_outputs: int, deformable_convs: int = 0,
+                   dropout_rate: float = 0.5, rngs: nnx.Rngs) -> nnx.Module:
+  """The task network `name` (one of `TASK_NETS`) with `num_outputs` outputs."""
+  if name in resnet.SPECS:
+    return resnet.build_resnet(name, num_classes=num_outputs, deformable_convs=deformable_convs,
+                         rngs=rngs)
+  if name == "alexnet":
+    return alexnet.AlexNet(num_classes=num_outputs, dropout_rate=dropout_rate,
+                           deformable_convs=deformable_convs, rngs=rngs)
+  if name == "inception_v3":
+    if deformable_convs:
+      raise ValueError("deformable convolutions are not supported in inception_v3.")
+    return inception.InceptionV3(num_classes=num_outputs, dropout_rate=dropout_rate, rngs=rngs)
+  raise ValueError(f"task_net must be one of {TASK_NETS}; got {name!r}.")
+
+
+def build_model(model_config: Mapping[str, Any], *, num_outputs: int,
+                rngs: nnx.Rngs) -> nnx.Module:
+  """Builds the model a config describes.
+
+  Fields of `model_config` (a dict or `ml_collections.ConfigDict`; missing ones take the default
+  in brackets, unknown ones are an error):
+    name: "saliency_sampler", "uniform" (plain downsampling), "stn_affine", "stn_tps",
+      "grid_estimator", "cam_crop" or "deformable" ["saliency_sampler"].
+    task_net: "resnet18", "resnet34", "resnet50", "resnet101", "resnet_tiny", "alexnet" or
+      "inception_v3" ["resnet50"].
+    task_size: side of the task network's input [224]; at least 63 for AlexNet, 75 for
+      Inception-v3, 32 otherwise.
+    low_res_size: side of the view the saliency / localisation network sees [224].
+    saliency_backbone: "resnet18" or "resnet_tiny", also the localisation networks' ["resnet18"].
+    saliency_depth: 6, 10 or 14 layers of the backbone [14].
+    grid_size: side of the saliency grid (and of the grid estimator's grid) [31].
+    fwhm, padding, temperature: of the attraction grid and softmax [13.0, 30, 1.0].
+    align_corners: `grid_sample` convention of every sampling model [True].
+    output_activation: None or "sigmoid" (gaze) [None].
+    blur_min: smallest blur size of the warm-up at task size 224, scaled proportionally to
+      `task_size` [64].
+    dropout_rate: dropout of AlexNet and Inception-v3 in training mode [0.5].
+    crop_fraction: side of the CAM crop as a fraction of the image side [0.5].
+    tps_points_per_side: the thin-plate spline's control lattice is n x n [4].
+    deformable_convs: how many of the task network's last convolutions are deformable in the
+      "deformable" baseline (the paper: 3) [3].
+
+  Args:
+    model_config: the fields above.
+    num_outputs: classes (logits) or regression outputs.
+    rngs: `nnx.Rngs` with "params" (and "dropout" for AlexNet / Inception-v3) streams.
+
+  Returns:
+    An `nnx.Module`, called as `model(images, *, blur_key=None) -> (outputs, extras)`.
+
+  Raises:
+    ValueError: naming the field, what is allowed and what was given.
+  """
+  c = validate_config(model_config)
+  if isinstance(num_outputs, bool) or not isinstance(num_outputs, int) or num_outputs < 1:
+    raise ValueError(f"num_outputs must be a positive int; got {num_outputs!r}.")
+  name = c["name"]
+  task_size = c["task_size"]
+  common = {"task_size": task_size, "blur_min": blur.scaled_min_size(task_size, c["blur_min"]),
+            "output_activation": c["output_activation"]}
+  warping = {**common, "low_res_size": c["low_res_size"], "align_corners": c["align_corners"]}
+  backbone = {"backbone": c["saliency_backbone"], "depth": c["saliency_depth"]}
+  task_net = build_task_net(
+      c["task_net"], num_outputs=num_outputs,
+      deformable_convs=c["deformable_convs"] if name == "deformable" else 0,
+      dropout_rate=c["dropout_rate"], rngs=rngs)
+
+  if name == "saliency_sampler":
+    saliency_net = saliency_network.SaliencyNetwork(grid_size=c["grid_size"], rngs=rngs,
+                                                    **backbone)
+    return sampler.SaliencySampler(
+        task_net, saliency_net, fwhm=c["fwhm"], padding=c["padding"],
+        temperature=c["temperature"], **warping)
+  if name in ("uniform", "deformable"):
+    return baselines.UniformSampler(task_net, **common)
+  if name == "stn_affine":
+    return baselines.STNAffine(task_net, baselines.affine_localisation(rngs=rngs, **backbone),
+                               **warping)
+  if name == "stn_tps":
+    n = c["tps_points_per_side"]
+    localisation = baselines.tps_localisation(points_per_side=n, rngs=rngs, **backbone)
+    return baselines.STNThinPlateSpline(task_net, localisation, points_per_side=n, **warping)
+  if name == "grid_estimator":
+    localisation = baselines.grid_localisation(grid_size=c["grid_size"], rngs=rngs, **backbone)
+    return baselines.GridEstimator(task_net, localisation, **warping)
+  # cam_crop
+  return baselines.CAMCrop(task_net, crop_fraction=c["crop_fraction"],
+                           align_corners=c["align_corners"], **common)
+
+
+# ---------------------------------------------------------------------------------------------
+# Learning-rate groups.
+
+LOCALISATION_ATTRIBUTES = ("saliency_net", "localisation_net")
+
+
+def _key_name(key) -> str:
+  for attribute in ("key", "name", "idx"):
+    if hasattr(key, attribute):
+      return str(getattr(key, attribute))
+  return str(key)
+
+
+def param_label(path: tuple[str, ...]) -> str:
+  """The group of the parameter at `path` (attribute names from the model's root)."""
+  if len(path) >= 2 and path[0] in LOCALISATION_ATTRIBUTES:
+    return "saliency_backbone" if path[1] == "backbone" else "saliency_head"
+  return "task"
+
+
+def param_labels(params: nnx.State) -> Any:
+  """Labels every leaf of `params` with its learning-rate group.
+
+  "saliency_backbone" for the saliency / localisation network's ResNet, "saliency_head" for its
+  head, "task" for everything else (the authors' multipliers 0.001 / 0.01 / 1). Usable as the
+  `param_labels` of `optax.multi_transform`.
+
+  Args:
+    params: `nnx.state(model, nnx.Param)` or any pytree with the model's attribute paths
+      (e.g. `nnx.to_pure_dict` of it).
+
+  Returns:
+    A pytree of the same structure with a string at every leaf.
+  """
+  return jax.tree_util.tree_map_with_path(
+      lambda path, _: param_label(tuple(_key_name(k) for k in path)), params)
+
+
+# ---------------------------------------------------------------------------------------------
+# Pretrained weights.
+
+
+def _classifier(net: nnx.Module) -> tuple[str, nnx.Linear] | None:
+  for name in ("fc", "fc8"):
+    layer = getattr(net, name, None)
+    if isinstance(layer, nnx.Linear):
+      return name, layer
+  return None
+
+
+def _convert():
+  # Imported on use, so that `python -m saliency_jax.models.convert` does not find the module
+  # already imported by the package (runpy warns about that).
+  from saliency_jax.models import convert  # pylint: disable=import-outside-toplevel
+  return convert
+
+
+def _load_task_net(net: nnx.Module, path: str | os.PathLike) -> None:
+  path = os.fspath(path)
+  if not isinstance(net, (resnet.ResNet, alexnet.AlexNet)):
+    raise ValueError(f"pretrained weights can be loaded into a ResNet or AlexNet; the network is "
+                     f"{type(net).__name__}.")
+  if path.endswith(".npz"):
+    skip = ()
+    classifier = _classifier(net)
+    if classifier is not None:
+      name, layer = classifier
+      with np.load(path) as data:
+        stored = data.get(f"{name}/kernel")
+        if stored is None or stored.shape != tuple(layer.kernel.get_value().shape):
+          skip = (name,)
+    _convert().load_converted(net, path, skip=skip)
+  else:
+    _convert().load_torchvision(net, path, load_fc=None)
+
+
+def load_pretrained(model: nnx.Module, *, task_net: str | os.PathLike | None = None,
+                    saliency_backbone: str | os.PathLike | None = None) -> None:
+  """Fills a model's task network and/or saliency backbone with pretrained weights, in place.
+
+  Args:
+    model: a model from `build_model`.
+    task_net: a torchvision ResNet/AlexNet checkpoint (`.pth`, `.safetensors`) or a converted
+      `.npz` for `model.task_net`. The final classifier is copied only when its class count
+      matches the model's (otherwise it keeps its initialisation).
+    saliency_backbone: the same for the saliency (or localisation) network's truncated ResNet;
+      the checkpoint's deeper stages and classifier are ignored.
+
+  Raises:
+    ValueError: when the model has no such network, or the checkpoint is another architecture
+      or lacks keys.
+  """
+  if task_net is not None:
+    _load_task_net(model.task_net, task_net)
+  if saliency_backbone is not None:
+    owner = next((getattr(model, a) for a in LOCALISATION_ATTRIBUTES if hasattr(model, a)), None)
+    if owner is None:
+      raise ValueError(f"{type(model).__name__} has no saliency or localisation network to load "
+                       f"a saliency_backbone into.")
+    backbone = owner.backbone
+    convert = _convert()
+    if os.fspath(saliency_backbone).endswith(".npz"):
+      convert.load_converted(backbone, saliency_backbone)
+    else:
+      convert.load_resnet(backbone, convert.read_state_dict(saliency_backbone), load_fc=False)

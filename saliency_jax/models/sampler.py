@@ -1,0 +1,82 @@
+"""The SaliencySampler layer: look at a low-resolution view, zoom into the salient regions.
+
+Pipeline of the paper (Fig. 1) with the authors' numerics:
+1. the full-resolution image (uint8 or float) is area-averaged to the low-resolution view
+   (`low_res_size`, adaptive average pooling);
+2. the saliency network maps the view to saliency logits on the grid (31x31);
+3. softmax (with `temperature`), Gaussian attraction (`fwhm`, `padding`) -> sampling grid,
+   upsampled to the task size;
+4. the full-resolution image is sampled bilinearly at the grid (`align_corners`), reading the
+   uint8 image only at the taps;
+5. optionally blurred (the warm-up), normalised, and fed to the task network.
+Value conventions: see `saliency_jax.models.task`.
+"""
+
+import jax
+from flax import nnx
+
+from saliency_jax import ops
+from saliency_jax.models import task
+
+
+class SaliencySampler(task.TaskModel):
+  """Saliency network + attraction grid + sampling + task network.
+
+  Args:
+    task_net: returns `(outputs, features)` from a normalised `[B, T, T, 3]` image.
+    saliency_net: returns `[B, g, g, 1]` saliency logits from the normalised low-res view (a
+      `SaliencyNetwork`).
+    task_size: side T of the task network's input (the authors: 224).
+    low_res_size: side of the view the saliency network sees (the authors: 224).
+    fwhm: Gaussian kernel width, in grid cells (the authors' code: 13).
+    padding: grid cells of border replication (the authors: 30).
+    temperature: softmax temperature of the saliency logits; below 1 zooms harder.
+    align_corners: `grid_sample` convention; True as the authors' PyTorch 0.4 ran.
+    blur_min: smallest blur size of the warm-up, in pixels at this task size; None: the
+      authors' 64 of 224, scaled to the task size.
+    output_activation: None (logits) or "sigmoid" (the gaze regression).
+
+  Attributes:
+    task_net, saliency_net: the two networks (`saliency_net.backbone`, `saliency_net.head`).
+  """
+
+  def __init__(self, task_net: nnx.Module, saliency_net: nnx.Module, *, task_size: int = 224,
+               low_res_size: int = 224, fwhm: float = 13.0, padding: int = 30,
+               temperature: float = 1.0, align_corners: bool = True, blur_min: int | None = None,
+               output_activation: str | None = None):
+    super().__init__(task_net, task_size=task_size, blur_min=blur_min,
+                     output_activation=output_activation)
+    if temperature <= 0:
+      raise ValueError(f"temperature must be positive; got {temperature!r}.")
+    self.saliency_net = saliency_net
+    self.low_res_size = int(low_res_size)
+    self.fwhm = float(fwhm)
+    self.padding = int(padding)
+    self.temperature = float(temperature)
+    self.align_corners = bool(align_corners)
+
+  def saliency_logits(self, images: jax.Array) -> jax.Array:
+    """`[B, H, W, 3]` images -> `[B, g, g]` saliency logits (before the softmax)."""
+    view = task.area_view(images, self.low_res_size)
+    return self.saliency_net(task.imagenet_normalize(view))[..., 0]
+
+  def __call__(self, images: jax.Array, *,
+               blur_key: jax.Array | None = None) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Runs the layer and the task network.
+
+    Args:
+      images: `[B, H, W, 3]` uint8 (0..255) or float (0..1), H, W >= task_size.
+      blur_key: PRNG key of the blur warm-up (a size per example), or None for no blur.
+
+    Returns:
+      `(outputs [B, num_outputs], extras)` with extras "sampled" `[B, T, T, 3]` (0..1, the task
+      network's input), "grid" `[B, T, T, 2]` ((x, y) in [-1, 1]) and "saliency" `[B, g, g]`
+      (the softmax map, summing to 1).
+    """
+    task.check_images(images, min_size=self.task_size)
+    logits = self.saliency_logits(images)
+    sampled, grid, saliency = ops.saliency_sample(
+        images, logits, (self.task_size, self.task_size), temperature=self.temperature,
+        align_corners=self.align_corners, fwhm=self.fwhm, padding=self.padding)
+    return self.run_task_net(sampled * task.unit_scale(images), blur_key,
+                             {"grid": grid, "saliency": saliency})

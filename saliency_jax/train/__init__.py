@@ -1,0 +1,37 @@
+"""The trainer: `train_and_evaluate(config, workdir)`, its config schema, steps and checkpoints.
+
+Importing this package loads Flax, optax and orbax (not tfds or grain, which load when training
+starts).
+"""
+
+from saliency_jax.train.checkpoint import CheckpointError
+from saliency_jax.train.checkpoint import Checkpointer
+from saliency_jax.train.config import ConfigError
+from saliency_jax.train.config import base_config
+from saliency_jax.train.config import validate_config
+from saliency_jax.train.optimizer import group_schedules
+from saliency_jax.train.optimizer import learning_rate_schedule
+from saliency_jax.train.optimizer import make_optimizer
+from saliency_jax.train.trainer import Experiment
+from saliency_jax.train.trainer import NonFiniteLossError
+from saliency_jax.train.trainer import TrainState
+from saliency_jax.train.trainer import build_experiment
+from saliency_jax.train.trainer import make_mesh
+from saliency_jax.train.trainer import train_and_evaluate
+
+__all__ = [
+    "CheckpointError",
+    "Checkpointer",
+    "ConfigError",
+    "Experiment",
+    "NonFiniteLossError",
+    "TrainState",
+    "base_config",
+    "build_experiment",
+    "group_schedules",
+    "learning_rate_schedule",
+    "make_mesh",
+    "make_optimizer",
+    "train_and_evaluate",
+    "validate_config",
+]

@@ -1,0 +1,125 @@
+"""SGD with the authors' per-group learning rates and schedules, as an optax transformation.
+
+The saliency sampler trains three groups of parameters at very different speeds (REFERENCE.md):
+the task network at the base rate, the 1x1 saliency head at 0.01 of it and the pretrained
+saliency backbone at 0.001. The update rule is PyTorch's `SGD(momentum, weight_decay)`:
+`g += wd * p; buf = momentum * buf + g; p -= lr * buf`, which optax's
+`add_decayed_weights` + `sgd(momentum=...)` computes exactly.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+Schedule = Callable[[jax.Array], jax.Array]
+
+
+def learning_rate_schedule(*, base: float, kind: str, total_steps: int, steps_per_epoch: float,
+                           decay_epochs: float = 30.0, decay_factor: float = 0.1,
+                           warmup_epochs: float = 0.0, restart_step: int = 0) -> Schedule:
+  """The learning rate as a function of the optimizer step.
+
+  Args:
+    base: the peak learning rate.
+    kind: "constant", "step" (multiply by `decay_factor` every `decay_epochs`) or "cosine"
+      (from `base` at `restart_step` to 0 at `total_steps`).
+    total_steps: length of the run, in steps.
+    steps_per_epoch: steps in one epoch (may be fractional for tiny data sets).
+    decay_epochs: period of the "step" schedule.
+    decay_factor: factor of the "step" schedule.
+    warmup_epochs: linear ramp from `base / warmup_steps` to `base` over the first steps.
+    restart_step: the decay counts from this step on (the rate is `base` before it); the
+      authors restart the task network's schedule when the blur warm-up ends.
+
+  Returns:
+    `schedule(step) -> lr`, jittable, float32 scalar.
+  """
+  if kind not in ("constant", "step", "cosine"):
+    raise ValueError(f"kind: expected 'constant', 'step' or 'cosine', got {kind!r}.")
+  if total_steps < 1 or steps_per_epoch <= 0:
+    raise ValueError(f"total_steps and steps_per_epoch: expected positive values, got "
+                     f"{total_steps} and {steps_per_epoch}.")
+  decay_steps = max(decay_epochs * steps_per_epoch, 1.0)
+  warmup_steps = warmup_epochs * steps_per_epoch
+  restart_step = min(max(restart_step, 0), total_steps - 1)
+
+  def schedule(step: jax.Array) -> jax.Array:
+    step = jnp.asarray(step, jnp.float32)
+    since = jnp.maximum(step - restart_step, 0.0)
+    if kind == "constant":
+      lr = jnp.full((), base, jnp.float32)
+    elif kind == "step":
+      lr = base * decay_factor ** jnp.floor(since / decay_steps)
+    else:
+      progress = jnp.minimum(since / (total_steps - restart_step), 1.0)
+      lr = base * 0.5 * (1.0 + jnp.cos(jnp.pi * progress))
+    if warmup_steps > 0:
+      lr = lr * jnp.minimum(1.0, (step + 1.0) / warmup_steps)
+    return lr.astype(jnp.float32)
+
+  return schedule
+
+
+def group_schedules(opt_config: ml_collections.ConfigDict, *, total_steps: int,
+                    steps_per_epoch: float, blur_steps: int) -> dict[str, Schedule]:
+  """One learning-rate schedule per parameter group, multipliers applied.
+
+  Args:
+    opt_config: `config.optimizer`.
+    total_steps: length of the run.
+    steps_per_epoch: steps in one epoch.
+    blur_steps: steps of the blur warm-up; the task group's decay restarts there when
+      `opt_config.restart_task_schedule_after_blur`.
+
+  Returns:
+    `{"task": schedule, "saliency_head": schedule, "saliency_backbone": schedule}`.
+  """
+  schedules = {}
+  for group, multiplier in dict(opt_config.lr_multipliers).items():
+    restart = blur_steps if (group == "task" and opt_config.restart_task_schedule_after_blur) else 0
+    schedules[group] = learning_rate_schedule(
+        base=opt_config.learning_rate * multiplier, kind=opt_config.schedule,
+        total_steps=total_steps, steps_per_epoch=steps_per_epoch,
+        decay_epochs=opt_config.decay_epochs, decay_factor=opt_config.decay_factor,
+        warmup_epochs=opt_config.warmup_epochs, restart_step=restart)
+  return schedules
+
+
+def make_optimizer(opt_config: ml_collections.ConfigDict, *, param_labels: Any,
+                   schedules: Mapping[str, Schedule]) -> optax.GradientTransformation:
+  """SGD with momentum and weight decay, one learning-rate schedule per parameter group.
+
+  Args:
+    opt_config: `config.optimizer` (momentum, nesterov, weight_decay, lr_multipliers,
+      grad_clip_norm).
+    param_labels: a pytree like the parameters whose leaves are group names ("task",
+      "saliency_head", "saliency_backbone"), or a function of the parameters returning one.
+    schedules: the learning rate of each group (`group_schedules`).
+
+  Returns:
+    An optax transformation; a group whose multiplier is 0 is frozen (no momentum buffer).
+  """
+  multipliers = dict(opt_config.lr_multipliers)
+  if set(multipliers) != set(schedules):
+    raise ValueError(f"schedules: expected one per group {sorted(multipliers)}, got "
+                     f"{sorted(schedules)}.")
+  transforms = {}
+  for group, multiplier in multipliers.items():
+    if multiplier == 0:
+      transforms[group] = optax.set_to_zero()
+      continue
+    transforms[group] = optax.chain(
+        optax.add_decayed_weights(opt_config.weight_decay),
+        optax.sgd(schedules[group], momentum=opt_config.momentum or None,
+                  nesterov=opt_config.nesterov),
+    )
+  tx = optax.multi_transform(transforms, param_labels)
+  if opt_config.grad_clip_norm > 0:
+    # Clipping sees the whole gradient, so it goes before the split into groups.
+    tx = optax.chain(optax.clip_by_global_norm(opt_config.grad_clip_norm), tx)
+  return tx

@@ -1,0 +1,120 @@
+"""Pictures of what the sampler does, in the style of the paper's Fig. 4.
+
+One panel per example, four tiles side by side: the input image, the saliency map, the sampling
+grid drawn over the input, and the sampled image the task network sees. Models without a
+saliency map or grid (the uniform baseline) get the tiles they have.
+"""
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+# Anchor colours of a perceptually ordered dark-to-bright map (close to matplotlib's inferno),
+# so that the saliency needs no matplotlib.
+_COLORMAP = np.array([
+    [0, 0, 4], [40, 11, 84], [101, 21, 110], [159, 42, 99], [212, 72, 66], [245, 125, 21],
+    [250, 193, 39], [252, 255, 164]], np.float64)
+_GRID_COLOR = (0, 255, 128)
+_TITLE_HEIGHT = 16
+
+
+def colorize(values: np.ndarray) -> np.ndarray:
+  """Maps `[h, w]` values to `[h, w, 3]` uint8 colours, the maximum to the brightest colour.
+
+  The map is scaled by its maximum (not min-max) so that a uniform saliency shows as one flat
+  colour rather than noise.
+  """
+  values = np.asarray(values, np.float64)
+  peak = values.max()
+  scaled = values / peak if peak > 0 else np.zeros_like(values)
+  position = np.clip(scaled, 0.0, 1.0) * (len(_COLORMAP) - 1)
+  low = np.floor(position).astype(int)
+  high = np.minimum(low + 1, len(_COLORMAP) - 1)
+  weight = (position - low)[..., None]
+  return np.round(_COLORMAP[low] * (1 - weight) + _COLORMAP[high] * weight).astype(np.uint8)
+
+
+def _to_uint8(image: np.ndarray) -> np.ndarray:
+  """uint8 stays; float is in 0..1, the models' convention for `extras["sampled"]`."""
+  image = np.asarray(image)
+  if image.dtype == np.uint8:
+    return image
+  return np.clip(np.round(image.astype(np.float64) * 255.0), 0, 255).astype(np.uint8)
+
+
+def _resize(image: np.ndarray, size: int, resample: int) -> Image.Image:
+  return Image.fromarray(_to_uint8(image)).resize((size, size), resample=resample)
+
+
+def grid_to_pixels(grid: np.ndarray, size: int, *, align_corners: bool) -> np.ndarray:
+  """Grid coordinates in [-1, 1] to pixel coordinates of a `size` x `size` picture.
+
+  Args:
+    grid: `[..., 2]`, (x, y) in the `grid_sample` convention.
+    size: the picture's side in pixels.
+    align_corners: the convention the grid was sampled with: -1 is the centre of the first
+      pixel (True) or its outer edge (False).
+
+  Returns:
+    `[..., 2]` float64 (column, row) positions, pixel centres at integers.
+  """
+  grid = np.asarray(grid, np.float64)
+  if align_corners:
+    return (grid + 1.0) / 2.0 * (size - 1)
+  return ((grid + 1.0) * size - 1.0) / 2.0
+
+
+def make_panel(image: np.ndarray, sampled: np.ndarray, *, saliency: np.ndarray | None = None,
+               grid: np.ndarray | None = None, align_corners: bool = True, tile: int = 224,
+               grid_lines: int = 16, caption: str = "") -> np.ndarray:
+  """One Fig. 4 style panel.
+
+  Args:
+    image: `[H, W, 3]` uint8 input (the high-resolution image).
+    sampled: `[t, t, 3]` sampled image, uint8, or float in [0, 1].
+    saliency: `[gh, gw]` saliency map, or None.
+    grid: `[t, t, 2]` sampling grid (x, y) in [-1, 1], or None.
+    align_corners: the grid's convention (see `grid_to_pixels`).
+    tile: side of each tile in pixels.
+    grid_lines: how many grid rows and columns to draw.
+    caption: text under the tiles (e.g. the label and the prediction).
+
+  Returns:
+    `[tile + titles, n_tiles * tile, 3]` uint8.
+  """
+  image = np.asarray(image)
+  if image.ndim != 3 or image.shape[-1] != 3:
+    raise ValueError(f"image: expected [H, W, 3], got shape {image.shape}.")
+  # Tiles are square: a non-square input is stretched, which keeps the drawn grid exact because
+  # grid coordinates are relative to the image sides.
+  tiles: list[tuple[str, Image.Image]] = []
+  input_tile = _resize(image, tile, Image.Resampling.BILINEAR)
+  tiles.append(("input", input_tile))
+  if saliency is not None:
+    tiles.append(("saliency", _resize(colorize(saliency), tile, Image.Resampling.BILINEAR)))
+  if grid is not None:
+    grid = np.asarray(grid)
+    if grid.ndim != 3 or grid.shape[-1] != 2:
+      raise ValueError(f"grid: expected [t, t, 2], got shape {grid.shape}.")
+    drawn = input_tile.copy()
+    draw = ImageDraw.Draw(drawn)
+    # PIL truncates float coordinates; rounding puts each line on its nearest pixel.
+    points = np.round(grid_to_pixels(grid, tile, align_corners=align_corners))
+    rows = np.unique(np.linspace(0, grid.shape[0] - 1, grid_lines).round().astype(int))
+    cols = np.unique(np.linspace(0, grid.shape[1] - 1, grid_lines).round().astype(int))
+    for r in rows:
+      draw.line([tuple(p) for p in points[r, :, :]], fill=_GRID_COLOR, width=1)
+    for c in cols:
+      draw.line([tuple(p) for p in points[:, c, :]], fill=_GRID_COLOR, width=1)
+    tiles.append(("grid", drawn))
+  tiles.append(("sampled", _resize(sampled, tile, Image.Resampling.NEAREST)))
+
+  caption_height = _TITLE_HEIGHT if caption else 0
+  panel = Image.new("RGB", (tile * len(tiles), tile + _TITLE_HEIGHT + caption_height), "white")
+  draw = ImageDraw.Draw(panel)
+  for i, (title, picture) in enumerate(tiles):
+    panel.paste(picture, (i * tile, _TITLE_HEIGHT))
+    draw.text((i * tile + 4, 2), title, fill="black")
+  if caption:
+    draw.text((4, tile + _TITLE_HEIGHT + 2), caption, fill="black")
+  return np.asarray(panel)

@@ -1,0 +1,497 @@
+"""The training program: `train_and_evaluate(config, workdir)` and the jitted step functions.
+
+Data parallel over a 1-D `jax.sharding.Mesh` of every device (axis "data"): the batch is split
+over the devices (`P("data")`), the train state is replicated (`P()`), and each step is one pure
+function compiled by `jax.jit` with those shardings, the state donated. XLA inserts the gradient
+all-reduce; BatchNorm statistics are those of the global batch, so a step on 8 devices computes
+what it computes on 1.
+
+The step function is compiled at most twice per run: once with the blur warm-up and once
+without (`blur` is static because it changes the graph), never per step.
+
+Several processes (TPU pods, multi-node GPU): give `--config.num_processes`,
+`--config.coordinator_address` and `--config.process_id`, or run under a launcher JAX detects
+(SLURM, Open MPI, a TPU pod slice) with `--config.num_processes=0`; then
+`jax.distributed.initialize()` runs before anything touches a device, every process runs the same
+command with the same workdir (on a shared file system), and process 0 writes logs and pictures.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import time
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from saliency_jax.train import checkpoint as checkpoint_lib
+from saliency_jax.train import config as config_lib
+from saliency_jax.train import logging as logging_lib
+from saliency_jax.train import metrics as metrics_lib
+from saliency_jax.train import optimizer as optimizer_lib
+from saliency_jax.train import panels as panels_lib
+
+DATA_AXIS = "data"
+
+
+class TrainState(flax.struct.PyTreeNode):
+  """Everything a step reads and writes, and everything a checkpoint holds (with the loader).
+
+  Attributes:
+    step: int32 scalar, optimizer steps taken.
+    params: the model's `nnx.Param` variables.
+    model_state: the model's other variables (BatchNorm statistics, RNG counters).
+    opt_state: the optax state.
+    rng: `[2]` uint32 raw key data; step `s` uses `fold_in(rng, s)`.
+  """
+  step: jax.Array
+  params: nnx.State
+  model_state: nnx.State
+  opt_state: optax.OptState
+  rng: jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+  """A model, its optimizer and the compiled steps, on one mesh.
+
+  Attributes:
+    mesh: the data-parallel mesh.
+    task: "classification" or "regression".
+    initial_state: the freshly initialised, replicated `TrainState`.
+    train_step: `(state, batch, blur) -> (state, metrics)`, jitted, state donated; `blur`
+      (static) turns the blur warm-up on.
+    eval_step: `(state, batch) -> (sums, examples)`, jitted; `examples` holds the first
+      `num_panels` inputs, outputs and sampler extras for the panels.
+    schedules: the learning rate of each parameter group.
+  """
+  mesh: Mesh
+  task: str
+  initial_state: TrainState
+  train_step: Callable[..., tuple[TrainState, dict[str, jax.Array]]]
+  eval_step: Callable[..., tuple[dict[str, jax.Array], dict[str, jax.Array]]]
+  schedules: Mapping[str, optimizer_lib.Schedule]
+
+  @property
+  def replicated(self) -> NamedSharding:
+    return NamedSharding(self.mesh, P())
+
+  def abstract_state(self) -> TrainState:
+    """The state's shapes, dtypes and shardings, for restoring a checkpoint onto the mesh."""
+    return jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
+        self.initial_state)
+
+
+def make_mesh(devices: list[jax.Device] | None = None) -> Mesh:
+  """A 1-D data-parallel mesh (axis "data") over `devices` (default: all of every process)."""
+  devices = jax.devices() if devices is None else list(devices)
+  return Mesh(np.asarray(devices), (DATA_AXIS,))
+
+
+def maybe_initialize_distributed(config: ml_collections.ConfigDict) -> None:
+  """Connects the processes of a multi-process run; a no-op for one process.
+
+  Must run before anything touches a device.
+  """
+  if jax.distributed.is_initialized():
+    return
+  if config.num_processes > 1:
+    jax.distributed.initialize(
+        coordinator_address=config.coordinator_address or None,
+        num_processes=config.num_processes,
+        process_id=config.process_id if config.process_id >= 0 else None)
+  elif config.num_processes == 0:
+    jax.distributed.initialize()  # The launcher (SLURM, MPI, TPU pod) tells JAX everything.
+
+
+def _data_api():
+  from saliency_jax import data  # Late: tfds and grain load only when training.
+  return data
+
+
+def _models_api():
+  from saliency_jax import models
+  return models
+
+
+def build_model(config: ml_collections.ConfigDict, *, num_outputs: int) -> nnx.Module:
+  """The config's model, initialised from `config.seed`, pretrained weights loaded if given."""
+  models = _models_api()
+  task_net = config.pretrained.task_net or None
+  backbone = config.pretrained.saliency_backbone or None
+  for name, path in (("task_net", task_net), ("saliency_backbone", backbone)):
+    if path and not os.path.isfile(path):
+      raise config_lib.ConfigError(f"config.pretrained.{name}: no file at {path!r}.")
+  # Initialisation draws from the "rbg" generator: every parameter shape compiles its own
+  # sampling kernel, and threefry's take several times longer to compile (seconds each on CPU).
+  init_key = jax.random.key(config.seed, impl="rbg")
+  model = models.build_model(config.model, num_outputs=num_outputs, rngs=nnx.Rngs(init_key))
+  if task_net or backbone:
+    models.load_pretrained(model, task_net=task_net, saliency_backbone=backbone)
+  if config.compute_dtype == "bfloat16":
+    # Flax layers compute in their `dtype` and keep float32 parameters: bfloat16 activations
+    # and matmuls with float32 master weights and optimizer state.
+    model.set_attributes(dtype=jnp.bfloat16, raise_if_not_found=False)
+  return model
+
+
+def build_experiment(config: ml_collections.ConfigDict, *, mesh: Mesh, num_outputs: int,
+                     task: str, total_steps: int, steps_per_epoch: float,
+                     blur_steps: int) -> Experiment:
+  """Builds the model, optimizer, replicated initial state and the jitted steps on `mesh`.
+
+  Args:
+    config: a validated trainer config.
+    mesh: the data-parallel mesh.
+    num_outputs: classes (classification) or regression outputs.
+    task: "classification" or "regression".
+    total_steps: length of the run (for the schedules).
+    steps_per_epoch: steps in one epoch.
+    blur_steps: steps of the blur warm-up (for the task group's schedule restart).
+  """
+  models = _models_api()
+  model = build_model(config, num_outputs=num_outputs)
+  model.train()
+  train_graph, params, model_state = nnx.split(model, nnx.Param, ...)
+  model.eval()
+  eval_graph = nnx.graphdef(model)
+
+  schedules = optimizer_lib.group_schedules(
+      config.optimizer, total_steps=total_steps, steps_per_epoch=steps_per_epoch,
+      blur_steps=blur_steps)
+  tx = optimizer_lib.make_optimizer(config.optimizer, param_labels=models.param_labels(params),
+                                    schedules=schedules)
+  replicated = NamedSharding(mesh, P())
+  batch_sharding = NamedSharding(mesh, P(DATA_AXIS))
+  rng = jax.random.key_data(jax.random.fold_in(jax.random.key(config.seed), 1))
+  state = TrainState(step=jnp.zeros((), jnp.int32), params=params, model_state=model_state,
+                     opt_state=tx.init(params), rng=rng)
+  state = jax.device_put(state, replicated)
+  num_panels = config.num_panels
+
+  def train_step(state: TrainState, batch: Mapping[str, jax.Array],
+                 blur: bool) -> tuple[TrainState, dict[str, jax.Array]]:
+    key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+    weights = batch["mask"].astype(jnp.float32)
+
+    def loss_fn(params):
+      # Copies: the step's Variables must belong to this trace for BatchNorm to update them.
+      model = nnx.merge(train_graph, params, state.model_state, copy=True)
+      outputs, _ = model(batch["image"], blur_key=key if blur else None)
+      losses = metrics_lib.per_example_loss(outputs, batch["label"], task=task)
+      loss = jnp.sum(weights * losses) / jnp.maximum(jnp.sum(weights), 1.0)
+      return loss, (outputs, nnx.state(model, nnx.Not(nnx.Param)))
+
+    (loss, (outputs, model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        state.params)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    sums = metrics_lib.batch_metrics(outputs, batch["label"], batch["mask"], task=task)
+    # The parameter norm also catches an update that overflows although loss and gradient
+    # were finite, so that no checkpoint is written after it.
+    step_metrics = {**{f"sum_{k}": v for k, v in sums.items()}, "loss": loss,
+                    "grad_norm": optax.global_norm(grads), "param_norm": optax.global_norm(params)}
+    new_state = state.replace(step=state.step + 1, params=params, model_state=model_state,
+                              opt_state=opt_state)
+    return new_state, step_metrics
+
+  def eval_step(state: TrainState, batch: Mapping[str, jax.Array]):
+    model = nnx.merge(eval_graph, state.params, state.model_state)
+    outputs, extras = model(batch["image"])
+    sums = metrics_lib.batch_metrics(outputs, batch["label"], batch["mask"], task=task)
+    examples = {"image": batch["image"], "label": batch["label"], "output": outputs,
+                **{k: v for k, v in extras.items() if k in ("sampled", "grid", "saliency")}}
+    examples = jax.tree.map(lambda x: x[:num_panels], examples)
+    return sums, examples
+
+  jit_train = jax.jit(train_step, static_argnums=2,
+                      in_shardings=(replicated, batch_sharding),
+                      out_shardings=(replicated, replicated), donate_argnums=0)
+  jit_eval = jax.jit(eval_step, in_shardings=(replicated, batch_sharding),
+                     out_shardings=(replicated, replicated))
+  return Experiment(mesh=mesh, task=task, initial_state=state, train_step=jit_train,
+                    eval_step=jit_eval, schedules=schedules)
+
+
+def _prepare_workdir(workdir: str) -> str:
+  workdir = os.path.abspath(workdir)
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    probe = os.path.join(workdir, f".write_probe_{os.getpid()}")
+    with open(probe, "w") as f:
+      f.write("ok")
+    os.remove(probe)
+  except OSError as error:
+    raise config_lib.ConfigError(f"workdir: {workdir!r} cannot be written ({error.strerror or error}); "
+                     f"pass a --workdir you can write to.") from error
+  return workdir
+
+
+@dataclasses.dataclass(frozen=True)
+class RunLength:
+  """How long a run is, in steps."""
+  steps_per_epoch: float
+  total_steps: int
+  blur_steps: int
+  eval_every: int
+  panel_every: int
+
+
+def run_length(config: ml_collections.ConfigDict, train_size: int) -> RunLength:
+  steps_per_epoch = max(train_size / config.batch_size, 1.0)
+  if config.num_train_steps > 0:
+    total = config.num_train_steps
+  else:
+    total = max(int(math.ceil(config.num_epochs * steps_per_epoch)), 1)
+  eval_every = config.eval_every_steps or max(int(round(steps_per_epoch)), 1)
+  return RunLength(
+      steps_per_epoch=steps_per_epoch, total_steps=total,
+      blur_steps=min(int(round(config.blur_epochs * steps_per_epoch)), total),
+      eval_every=eval_every, panel_every=config.panel_every_steps or eval_every)
+
+
+class NonFiniteLossError(FloatingPointError):
+  """The loss or the gradient became NaN or infinite; nothing after the last good step was saved."""
+
+
+def _first_non_finite(history: list[tuple[int, dict[str, float]]]) -> str | None:
+  """Describes the first step whose loss, gradient or parameters are not finite, or None."""
+  for step, values in history:
+    for name, what in (("loss", "loss"), ("grad_norm", "gradient norm"),
+                       ("param_norm", "parameter norm")):
+      if not math.isfinite(values[name]):
+        return f"The {what} is {values[name]} at step {step}"
+  return None
+
+
+def _fetch(pending: list[tuple[int, dict[str, jax.Array]]]) -> list[tuple[int, dict[str, float]]]:
+  fetched = jax.device_get([m for _, m in pending])
+  return [(step, {k: float(v) for k, v in m.items()}) for (step, _), m in zip(pending, fetched)]
+
+
+def _interval_metrics(history: list[tuple[int, dict[str, float]]]) -> dict[str, float]:
+  sums: dict[str, float] = {}
+  for _, values in history:
+    for name, value in values.items():
+      if name.startswith("sum_"):
+        sums[name[4:]] = sums.get(name[4:], 0.0) + value
+  means = metrics_lib.summarize(sums)
+  means.pop("count")
+  for name in ("grad_norm", "param_norm"):
+    means[name] = float(np.mean([v[name] for _, v in history]))
+  return means
+
+
+def _describe(results: Mapping[str, float], task: str) -> str:
+  if task == "classification":
+    return f"top-1 {results['top1']:.2%}, top-5 {results['top5']:.2%}, loss {results['loss']:.4f}"
+  return f"mean distance error {results['distance']:.4f}, loss {results['loss']:.4f}"
+
+
+def _run(config: ml_collections.ConfigDict, workdir: str, *, label: str) -> dict[str, Any]:
+  data = _data_api()
+  mesh = make_mesh()
+  config_lib.validate_config(config, num_devices=mesh.size)
+  workdir = _prepare_workdir(workdir)
+  info = data.dataset_info(config.data)
+  length = run_length(config, info.train_size)
+  is_chief = jax.process_index() == 0
+
+  checkpoints = checkpoint_lib.Checkpointer(
+      os.path.join(workdir, "checkpoints"), every_steps=config.checkpoint_every_steps,
+      keep=config.keep_checkpoints)
+  latest = checkpoints.latest_step()
+  if is_chief:
+    checkpoint_lib.check_resume_config(workdir, config, resuming=latest is not None)
+
+  experiment = build_experiment(
+      config, mesh=mesh, num_outputs=info.num_outputs, task=info.task,
+      total_steps=length.total_steps, steps_per_epoch=length.steps_per_epoch,
+      blur_steps=length.blur_steps)
+  train_loader = data.make_loader(config.data, split="train", global_batch_size=config.batch_size,
+                                  mesh=mesh, seed=config.seed)
+  eval_loader = data.make_loader(config.data, split="eval", global_batch_size=config.batch_size,
+                                 mesh=mesh, seed=config.seed)
+  state = experiment.initial_state
+  if latest is not None:
+    state, loader_state = checkpoints.restore(latest, experiment.abstract_state())
+    train_loader.set_state(loader_state)
+  start = int(state.step)
+
+  progress = logging_lib.ProgressBar(total_steps=length.total_steps, start_step=start,
+                                     batch_size=config.batch_size,
+                                     enabled=is_chief and config.progress_bar, label=label)
+  writer = logging_lib.MetricWriter(os.path.join(workdir, "tensorboard"), enabled=is_chief)
+  panel_dir = os.path.join(workdir, "panels")
+  progress.message(
+      f"[{label}] {config.model.name} (task net {config.model.task_net} at "
+      f"{config.model.task_size}px) on {config.data.name}: {length.total_steps} steps of "
+      f"{config.batch_size} on {mesh.size} device(s), "
+      + (f"resuming from step {start} of {workdir}" if start else f"workdir {workdir}"))
+
+  def evaluate(step: int) -> dict[str, float]:
+    began = time.perf_counter()
+    sums = None
+    for batch in eval_loader:
+      sums = metrics_lib.add_sums(sums, experiment.eval_step(state, batch)[0])
+    eval_loader.close()  # Frees the evaluation workers' memory until the next evaluation.
+    results = metrics_lib.summarize(sums)
+    writer.scalars(step, {k: v for k, v in results.items() if k != "count"}, prefix="eval/")
+    progress.message(f"[{label}] step {step}: eval {_describe(results, info.task)} "
+                     f"({int(results['count'])} examples)")
+    progress.skip(time.perf_counter() - began)
+    return results
+
+  def draw_panels(step: int) -> None:
+    """Panels of the first evaluation examples, as the model sees them now."""
+    batches = iter(eval_loader)
+    _, examples = experiment.eval_step(state, next(batches))
+    batches.close()  # The next evaluation starts from the first batch again.
+    if is_chief:
+      _write_panels(jax.device_get(examples), step=step, directory=panel_dir, writer=writer,
+                    align_corners=config.model.align_corners, task=info.task)
+
+  eval_results = None
+  pending: list[tuple[int, dict[str, jax.Array]]] = []
+  last_train: dict[str, float] = {}
+  rate = 0.0
+  try:
+    iterator: Iterator[Mapping[str, jax.Array]] = iter(train_loader)
+    for step in range(start, length.total_steps):
+      batch = next(iterator)
+      state, step_metrics = experiment.train_step(state, batch, step < length.blur_steps)
+      done = step + 1
+      pending.append((done, step_metrics))
+      save_due = done % config.checkpoint_every_steps == 0 or done == length.total_steps
+      if done % config.log_every_steps == 0 or save_due:
+        history = _fetch(pending)
+        pending.clear()
+        # Checked before every save, so that a checkpoint never holds a diverged state.
+        problem = _first_non_finite(history)
+        if problem:
+          checkpoints.wait()
+          saved = checkpoints.latest_step()
+          kept = (f"the last good checkpoint, step {saved}, is kept in {checkpoints.directory}"
+                  if saved is not None else "no checkpoint had been saved yet")
+          raise NonFiniteLossError(
+              f"{problem}; training stopped and {kept}. Lower "
+              f"--config.optimizer.learning_rate (or set --config.optimizer.grad_clip_norm) and "
+              f"train again in a new --workdir.")
+        last_train = _interval_metrics(history)
+        rate = progress.update(done, loss=last_train["loss"])
+        lrs = {f"lr/{g}": float(s(done - 1)) for g, s in experiment.schedules.items()}
+        writer.scalars(done, {**{f"train/{k}": v for k, v in last_train.items()},
+                              "train/images_per_sec": rate, **lrs})
+      if save_due:
+        checkpoints.save(done, state, loader_state=train_loader.get_state(),
+                         force=done == length.total_steps)
+      if done % length.panel_every == 0 and done != length.total_steps:
+        draw_panels(done)
+      if done % length.eval_every == 0 and done != length.total_steps:
+        evaluate(done)
+    draw_panels(length.total_steps)
+    eval_results = evaluate(length.total_steps)
+  finally:
+    progress.close()
+    writer.close()
+    train_loader.close()
+    eval_loader.close()
+    checkpoints.close()
+
+  results = {
+      "label": label,
+      "model": config.model.name,
+      "task_net": config.model.task_net,
+      "task_size": config.model.task_size,
+      "dataset": config.data.name,
+      "task": info.task,
+      "steps": length.total_steps,
+      "eval": eval_results,
+      "train": last_train,
+      "images_per_sec": rate,
+      "workdir": workdir,
+      "panels": panel_dir,
+  }
+  if is_chief:
+    logging_lib.write_json(os.path.join(workdir, "results.json"), results)
+  return results
+
+
+def _write_panels(examples: Mapping[str, np.ndarray], *, step: int, directory: str,
+                  writer: logging_lib.MetricWriter, align_corners: bool, task: str) -> None:
+  step_dir = os.path.join(directory, f"step_{step:07d}")
+  os.makedirs(step_dir, exist_ok=True)
+  for i in range(len(examples["image"])):
+    output, label = examples["output"][i], examples["label"][i]
+    if task == "classification":
+      caption = f"label {int(label)}, predicted {int(np.argmax(output))}"
+    else:
+      caption = f"target {np.round(label, 3).tolist()}, predicted {np.round(output, 3).tolist()}"
+    panel = panels_lib.make_panel(
+        examples["image"][i], examples["sampled"][i],
+        saliency=examples["saliency"][i] if "saliency" in examples else None,
+        grid=examples["grid"][i] if "grid" in examples else None,
+        align_corners=align_corners, caption=caption)
+    from PIL import Image
+    Image.fromarray(panel).save(os.path.join(step_dir, f"example_{i}.png"))
+    writer.image(step, f"panels/example_{i}", panel)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Trains and evaluates `config`'s model, checkpointing and logging under `workdir`.
+
+  Running the same call again resumes from the newest complete checkpoint in `workdir`. With
+  `config.compare_with_uniform`, the uniform-downsampling baseline is then trained the same
+  way in `workdir/uniform` and both results are printed side by side.
+
+  Args:
+    config: a trainer config (`base_config()` with overrides, e.g. from `configs/`).
+    workdir: directory for checkpoints, logs, panels and `results.json`.
+
+  Returns:
+    The results written to `workdir/results.json` (with a "uniform" entry when compared).
+
+  Raises:
+    ConfigError: a bad config, an unwritable workdir, or a workdir of another config.
+    NonFiniteLossError: the loss diverged; the last good checkpoint is kept.
+    checkpoint.CheckpointError: a checkpoint could not be written (e.g. the disk is full).
+  """
+  config_lib.validate_config(config)
+  maybe_initialize_distributed(config)
+  results = _run(config, workdir, label=config.model.name)
+  if not config.compare_with_uniform:
+    _print_summary([results])
+    return results
+  uniform = config.copy_and_resolve_references()
+  uniform.model.name = "uniform"
+  uniform.compare_with_uniform = False
+  baseline = _run(uniform, os.path.join(workdir, "uniform"), label="uniform")
+  results = {**results, "uniform": baseline}
+  if jax.process_index() == 0:
+    logging_lib.write_json(os.path.join(os.path.abspath(workdir), "results.json"), results)
+  _print_summary([results, baseline])
+  return results
+
+
+def _print_summary(runs: list[Mapping[str, Any]]) -> None:
+  if jax.process_index() != 0:
+    return
+  print("\nResults (evaluation split, task network input "
+        f"{runs[0]['task_size']}x{runs[0]['task_size']}):")
+  for run in runs:
+    print(f"  {run['model']:<18} {_describe(run['eval'], run['task'])}   "
+          f"[{run['workdir']}/results.json]")
+  if len(runs) == 2 and runs[0]["task"] == "classification":
+    margin = 100 * (runs[0]["eval"]["top1"] - runs[1]["eval"]["top1"])
+    print(f"  {runs[0]['model']} - {runs[1]['model']}: {margin:+.1f} points of top-1")
+  print(f"Panels (input | saliency | grid | sampled): {runs[0]['panels']}")

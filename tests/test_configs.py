@@ -1,0 +1,112 @@
+"""Every experiment config loads and validates; bad configs fail early with a message naming
+the field."""
+import importlib
+import os
+import subprocess
+import sys
+
+import pytest
+
+from saliency_jax.train import ConfigError, base_config, validate_config
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# (config module, get_config argument or None).
+CONFIGS = [
+    ("default", None), ("uniform", None), ("stn_affine", None), ("stn_tps", None),
+    ("grid_estimator", None), ("cam_crop", None), ("deformable", None),
+    ("cub200", None), ("cub200", "uniform"),
+    ("inat2017", None), ("inat2017", "stn_tps"), ("inat2017", "cam_crop"),
+    ("inat2017_depth", "6"), ("inat2017_depth", "10"), ("inat2017_depth", "14"),
+    ("gaze", None), ("gaze", "uniform"),
+]
+
+
+def load(name, argument=None):
+  module = importlib.import_module(f"configs.{name}")
+  return module.get_config() if argument is None else module.get_config(argument)
+
+
+def test_every_config_file_is_listed():
+  files = {f[:-3] for f in os.listdir(os.path.join(ROOT, "configs"))
+           if f.endswith(".py") and f != "__init__.py"}
+  assert files == {name for name, _ in CONFIGS}
+
+
+@pytest.mark.parametrize("name,argument", CONFIGS)
+def test_config_validates_and_documents_its_command(name, argument):
+  config = load(name, argument)
+  validate_config(config, num_devices=1)
+  doc = importlib.import_module(f"configs.{name}").__doc__
+  assert "python train.py" in doc and f"configs/{name}.py" in doc or name == "default"
+  assert config.is_locked  # Typos in overrides fail instead of adding fields.
+
+
+def test_paper_settings_of_the_experiments():
+  cub, inat, gaze = load("cub200"), load("inat2017"), load("gaze")
+  assert (cub.model.task_net, cub.model.task_size, cub.model.saliency_depth) == (
+      "resnet50", 227, 14)
+  assert (inat.model.task_net, inat.model.task_size, inat.data.image_size) == (
+      "resnet101", 227, 800)
+  assert [load("inat2017_depth", d).model.saliency_depth for d in "6 10 14".split()] == [
+      6, 10, 14]
+  assert (gaze.model.task_net, gaze.model.saliency_depth, gaze.data.name) == (
+      "alexnet", 10, "gazecapture")
+  assert dict(inat.optimizer.lr_multipliers) == {
+      "task": 1.0, "saliency_head": 0.01, "saliency_backbone": 0.001}
+  demo = load("default")
+  assert demo.compare_with_uniform and demo.data.name == "synthetic"
+  # configs/uniform.py is exactly the demo's comparison run.
+  uniform = load("uniform")
+  demo.model.name, demo.compare_with_uniform = "uniform", False
+  assert uniform.to_dict() == demo.to_dict()
+
+
+def test_unknown_field_is_rejected():
+  config = base_config()
+  with pytest.raises(AttributeError):
+    config.batchsize = 8  # Locked: a typo cannot add a field.
+  with config.unlocked():
+    config.batchsize = 8
+  with pytest.raises(ConfigError, match="unknown field.*batchsize"):
+    validate_config(config)
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("compute_dtype", "float16", "compute_dtype: expected one of"),
+    ("optimizer.schedule", "linear", "optimizer.schedule"),
+    ("optimizer.momentum", 1.5, "optimizer.momentum"),
+    ("batch_size", 0, "batch_size"),
+    ("keep_checkpoints", 0, "keep_checkpoints"),
+    ("model.task_net", "vgg16", "config.model.*task_net"),
+    ("data.name", "imagenet", "config.data.*name"),
+    ("optimizer.lr_multipliers", {"task": 1.0}, "lr_multipliers"),
+])
+def test_bad_values_name_the_field(field, value, message):
+  config = base_config()
+  parent = config
+  *path, last = field.split(".")
+  for part in path:
+    parent = parent[part]
+  with config.unlocked():
+    parent[last] = value
+  with pytest.raises(ConfigError, match=message):
+    validate_config(config)
+
+
+def test_global_batch_must_split_over_devices():
+  config = base_config()
+  config.batch_size = 12
+  validate_config(config, num_devices=4)
+  with pytest.raises(ConfigError, match=r"batch_size.*\(12\).*devices \(8\).*batch_size=8"):
+    validate_config(config, num_devices=8)
+
+
+def test_command_line_typo_gets_a_clear_message(tmp_path):
+  result = subprocess.run(
+      [sys.executable, os.path.join(ROOT, "train.py"), f"--workdir={tmp_path}",
+       "--config.optimizer.learning_rat=0.1"], capture_output=True, text=True, cwd=ROOT,
+      timeout=120)
+  assert result.returncode != 0
+  assert "unknown config field" in result.stderr and "learning_rat" in result.stderr
+  assert "Traceback" not in result.stderr
+  assert os.listdir(tmp_path) == []  # Nothing was written.

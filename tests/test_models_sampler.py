@@ -1,0 +1,261 @@
+"""The SaliencySampler layer, the saliency network and the blur warm-up.
+
+The layer is checked end to end against benchmarks/torch_models.SaliencySampler, a PyTorch
+implementation of the authors' numerics written from shared/REFERENCE.md (adaptive average
+pooling, truncated ResNet + ReLU + 1x1 head, bilinear upsampling, softmax, replicate padding,
+Gaussian correlations, clamp, grid upsampling, F.grid_sample with align_corners=True), with the
+same weights.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+from flax import nnx
+from jax.sharding import Mesh
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+from torch.nn import functional as F
+
+from benchmarks import torch_models
+from saliency_jax import models
+from saliency_jax.models import blur
+from saliency_jax.models import convert
+from saliency_jax.models import resnet
+from saliency_jax.models import saliency_network
+
+TASK = 64
+CONFIG = {"name": "saliency_sampler", "task_net": "resnet_tiny", "task_size": TASK,
+          "low_res_size": 48, "saliency_backbone": "resnet_tiny", "saliency_depth": 14,
+          "grid_size": 31, "padding": 30, "fwhm": 13.0, "temperature": 0.7}
+# Micro networks for the tests that compile gradients or several variants.
+MICRO_TASK = resnet.ResNetSpec("basic", (1, 1), width=4)
+MICRO_BACKBONE = resnet.ResNetSpec("basic", (1,), width=4)
+MICRO_TASK_SIZE = 32
+
+
+def _rngs(seed=0):
+  return nnx.Rngs(jax.random.key(seed, impl="rbg"))
+
+
+def _randomise_batch_norm(torch_model, seed):
+  generator = torch.Generator().manual_seed(seed)
+  for module in torch_model.modules():
+    if isinstance(module, torch.nn.BatchNorm2d):
+      n = module.num_features
+      module.running_mean.copy_(torch.rand(n, generator=generator) - 0.5)
+      module.running_var.copy_(torch.rand(n, generator=generator) + 0.5)
+  return torch_model
+
+
+@pytest.fixture(scope="module")
+def paired():
+  """The JAX model and the PyTorch reference with the same weights, both in eval mode."""
+  torch.manual_seed(0)
+  task_torch = _randomise_batch_norm(torch_models.resnet("resnet_tiny", num_classes=5), 1)
+  backbone_torch = _randomise_batch_norm(torch_models.resnet("resnet_tiny"), 2)
+  reference = torch_models.SaliencySampler(
+      task_torch, torch_models.truncated_resnet(backbone_torch, 3), 32, task_size=TASK,
+      low_res_size=48, grid_size=31, padding=30, fwhm=13.0, temperature=0.7).eval()
+  with torch.no_grad():
+    # A strong head, so that the saliency map is far from uniform and the grid warps visibly.
+    reference.saliency_head.weight.mul_(20.0)
+
+  model = models.build_model(CONFIG, num_outputs=5, rngs=_rngs())
+  convert.load_torchvision(model.task_net, {k: v.numpy() for k, v in
+                                            task_torch.state_dict().items()})
+  convert.load_resnet(model.saliency_net.backbone,
+                      {k: v.numpy() for k, v in backbone_torch.state_dict().items()},
+                      load_fc=False)
+  head = reference.saliency_head
+  model.saliency_net.head.kernel.set_value(
+      jnp.asarray(head.weight.detach().numpy().transpose(2, 3, 1, 0)))
+  model.saliency_net.head.bias.set_value(jnp.asarray(head.bias.detach().numpy()))
+  model.eval()
+  return model, reference
+
+
+@pytest.fixture(scope="module")
+def images():
+  # Rectangular, larger than the task size; smooth enough that the sampled values vary gently.
+  rng = np.random.default_rng(0)
+  coarse = rng.integers(0, 256, (2, 12, 10, 3)).astype(np.float32)
+  smooth = jax.image.resize(coarse, (2, 120, 100, 3), "linear")
+  return jnp.asarray(np.clip(np.round(smooth), 0, 255), jnp.uint8)
+
+
+@pytest.fixture(scope="module")
+def micro():
+  """A SaliencySampler with micro networks (grid 8, padding 7), in eval mode.
+
+  It samples with align_corners=False: with True the border samples sit exactly on pixel
+  centres, where bilinear sampling has a kink, and a finite difference there averages the two
+  one-sided slopes that the gradient (like PyTorch's) picks one of.
+  """
+  rngs = _rngs(1)
+  saliency_net = saliency_network.SaliencyNetwork(backbone=MICRO_BACKBONE, depth=6, grid_size=8,
+                                                  rngs=rngs)
+  task_net = resnet.ResNet(MICRO_TASK, num_classes=5, rngs=rngs)
+  model = models.SaliencySampler(task_net, saliency_net, task_size=MICRO_TASK_SIZE,
+                                 low_res_size=32, padding=7, fwhm=4.0, align_corners=False)
+  model.eval()
+  return model
+
+
+_forward = nnx.jit(lambda model, x, key=None: model(x, blur_key=key))
+
+
+def test_sampler_matches_the_pytorch_reference(paired, images):
+  model, reference = paired
+  outputs, extras = _forward(model, images)
+  x = torch.from_numpy(np.asarray(images, np.float32).transpose(0, 3, 1, 2) / 255.0)
+  with torch.no_grad():
+    ref_outputs, ref_sampled, ref_grid, ref_saliency = reference(x)
+  # The map is far from uniform and the grid is far from the identity: a real test of the warp.
+  assert float(ref_saliency.max() / ref_saliency.min()) > 10
+  assert extras["saliency"].shape == (2, 31, 31)
+  np.testing.assert_allclose(extras["saliency"], ref_saliency.numpy(), rtol=1e-4, atol=1e-7)
+  assert extras["grid"].shape == (2, TASK, TASK, 2)
+  np.testing.assert_allclose(extras["grid"], ref_grid.numpy(), atol=2e-5)
+  assert extras["sampled"].shape == (2, TASK, TASK, 3)
+  np.testing.assert_allclose(extras["sampled"], ref_sampled.numpy().transpose(0, 2, 3, 1),
+                             atol=1e-4)
+  assert outputs.shape == (2, 5) and outputs.dtype == jnp.float32
+  np.testing.assert_allclose(outputs, ref_outputs.numpy(), atol=1e-4, rtol=1e-4)
+
+
+def test_float_input_in_unit_range_equals_uint8_input(paired, images):
+  model, _ = paired
+  from_uint8, _ = _forward(model, images)
+  from_float, extras = _forward(model, images.astype(jnp.float32) / 255.0)
+  np.testing.assert_allclose(from_float, from_uint8, atol=1e-4, rtol=1e-4)
+  assert 0.0 <= float(extras["sampled"].min()) and float(extras["sampled"].max()) <= 1.0
+
+
+def test_sampler_under_a_batch_sharded_over_8_devices(micro, images):
+  model = micro
+  assert len(jax.devices()) == 8
+  batch = jnp.concatenate([images] * 4)  # 8 images, one per device.
+  expected, expected_extras = _forward(model, batch)
+  mesh = Mesh(np.array(jax.devices()), ("data",))
+  sharded = jax.device_put(batch, NamedSharding(mesh, P("data")))
+  graphdef, state = nnx.split(model)
+  state = jax.device_put(state, NamedSharding(mesh, P()))
+
+  @jax.jit
+  def forward(state, x):
+    return nnx.merge(graphdef, state)(x)
+
+  outputs, extras = forward(state, sharded)
+  assert outputs.sharding.is_equivalent_to(NamedSharding(mesh, P("data")), 2)
+  np.testing.assert_allclose(outputs, expected, atol=1e-5, rtol=1e-5)
+  np.testing.assert_allclose(extras["grid"], expected_extras["grid"], atol=1e-5)
+
+
+def _loss(model, images, labels):
+  outputs, _ = model(images)
+  return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(outputs), labels[:, None], axis=1))
+
+
+def test_gradients_reach_the_saliency_network(micro, images):
+  model = micro
+  labels = jnp.array([1, 3])
+  loss, grads = nnx.jit(nnx.value_and_grad(_loss))(model, images, labels)
+  saliency_grads = grads["saliency_net"]
+  backbone = saliency_grads["backbone"]
+  for leaf in jax.tree.leaves(saliency_grads):
+    assert np.all(np.isfinite(leaf))
+  assert float(jnp.abs(backbone["conv1"]["kernel"][...]).max()) > 0
+  assert float(jnp.abs(backbone["layer1"][0]["conv2"]["kernel"][...]).max()) > 0
+  head_kernel = saliency_grads["head"]["kernel"][...]
+  assert float(jnp.abs(head_kernel).max()) > 0
+  # The softmax ignores a constant shift, so the head's bias has no gradient at all.
+  assert float(jnp.abs(saliency_grads["head"]["bias"][...]).max()) < 1e-6 * float(
+      jnp.abs(head_kernel).max())
+
+  # The head kernel's gradient agrees with a central finite difference along it.
+  direction = head_kernel / jnp.linalg.norm(head_kernel)
+  kernel = model.saliency_net.head.kernel.get_value()
+  eps = 2e-4
+  losses = []
+  for sign in (1.0, -1.0):
+    model.saliency_net.head.kernel.set_value(kernel + sign * eps * direction)
+    losses.append(float(nnx.jit(_loss)(model, images, labels)))
+  model.saliency_net.head.kernel.set_value(kernel)
+  numeric = (losses[0] - losses[1]) / (2 * eps)
+  analytic = float(jnp.sum(head_kernel * direction))
+  np.testing.assert_allclose(numeric, analytic, rtol=1e-2)
+  assert float(loss) > 0
+
+
+def test_blur_matches_pytorch_pool_then_upsample():
+  rng = np.random.default_rng(0)
+  x = rng.random((4, 40, 40, 3)).astype(np.float32)
+  sizes = np.array([40, 13, 1, 27])
+  out = jax.jit(blur.blur)(jnp.asarray(x), jnp.asarray(sizes))
+  for b, s in enumerate(sizes):
+    image = torch.from_numpy(x[b:b + 1].transpose(0, 3, 1, 2))
+    expected = F.interpolate(F.adaptive_avg_pool2d(image, int(s)), size=(40, 40),
+                             mode="bilinear", align_corners=False)
+    np.testing.assert_allclose(out[b], expected[0].numpy().transpose(1, 2, 0), atol=1e-5)
+  np.testing.assert_allclose(out[0], x[0], atol=1e-6)  # Size 40 of 40 is the identity.
+
+
+def test_blur_warm_up_is_reproducible_from_its_key(micro, images):
+  model = micro
+  _, plain = _forward(model, images)
+  _, first = _forward(model, images, jax.random.key(7))
+  _, again = _forward(model, images, jax.random.key(7))
+  _, other = _forward(model, images, jax.random.key(8))
+  np.testing.assert_array_equal(first["sampled"], again["sampled"])
+  assert not np.array_equal(first["sampled"], other["sampled"])
+  # Each example is the unblurred sample blurred at one size in [blur_min, task size], where
+  # blur_min is the authors' 64 at 224 scaled to 32 pixels: round(64 * 32 / 224) = 9.
+  assert model.blur_min == 9
+  candidates = np.arange(1, MICRO_TASK_SIZE + 1)
+  for b in range(images.shape[0]):
+    stack = jnp.repeat(plain["sampled"][b:b + 1], len(candidates), axis=0)
+    blurred = np.asarray(jax.jit(blur.blur)(stack, jnp.asarray(candidates)))
+    errors = np.abs(blurred - np.asarray(first["sampled"][b])).max(axis=(1, 2, 3))
+    size = candidates[np.argmin(errors)]
+    assert errors.min() < 1e-5 and 9 <= size <= MICRO_TASK_SIZE
+
+
+def test_saliency_network_depths_and_shapes():
+  for depth, (channels, stride) in {6: (64, 4), 10: (128, 8), 14: (256, 16)}.items():
+    net = nnx.eval_shape(lambda depth=depth: saliency_network.SaliencyNetwork(
+        backbone="resnet18", depth=depth, grid_size=31, rngs=nnx.Rngs(0)))
+    assert net.backbone.num_features == channels
+    features, _ = jax.eval_shape(lambda n, x: n.backbone(x), net,
+                                 jax.ShapeDtypeStruct((2, 224, 192, 3), jnp.float32))
+    assert features.shape == (2, 224 // stride, 192 // stride, channels)
+    out = jax.eval_shape(lambda n, x: n(x), net,
+                         jax.ShapeDtypeStruct((2, 224, 192, 3), jnp.float32))
+    assert out.shape == (2, 31, 31, 1)
+  with pytest.raises(ValueError, match=r"saliency depth must be one of \(6, 10, 14\).*got 12"):
+    saliency_network.SaliencyNetwork(depth=12, rngs=_rngs())
+  with pytest.raises(ValueError, match=r"saliency backbone must be one of.*got 'resnet50'"):
+    saliency_network.SaliencyNetwork(backbone="resnet50", rngs=_rngs())
+
+
+def test_bad_inputs_and_configs_raise_clear_errors(micro):
+  model = micro
+  with pytest.raises(ValueError, match="at least the task size, 32x32 pixels; got 31x100"):
+    model(jnp.zeros((1, 31, 100, 3), jnp.uint8))
+  with pytest.raises(ValueError, match=r"shape \[batch, height, width, 3\]; got shape"):
+    model(jnp.zeros((1, 80, 80, 1), jnp.uint8))
+  with pytest.raises(ValueError, match="uint8 .* or floating .*; got dtype int32"):
+    model(jnp.zeros((1, 80, 80, 3), jnp.int32))
+  bad = [({"task_net": "resnet152"}, r"model_config.task_net must be one of .*'resnet152'"),
+         ({"name": "zoom"}, r"model_config.name must be one of .*'zoom'"),
+         ({"saliency_backbone": "vgg"}, r"model_config.saliency_backbone .*'vgg'"),
+         ({"saliency_depth": 18}, r"model_config.saliency_depth must be one of \(6, 10, 14\)"),
+         ({"grid_size": 1}, r"model_config.grid_size must be an int >= 2; got 1"),
+         ({"temperature": 0.0}, r"model_config.temperature must be a number > 0"),
+         ({"output_activation": "tanh"}, r"model_config.output_activation .*'tanh'"),
+         ({"zoom": 2}, r"unknown fields \['zoom'\]"),
+         ({"task_net": "alexnet", "task_size": 48}, r"task_size must be an int >= 63; got 48")]
+  for override, message in bad:
+    with pytest.raises(ValueError, match=message):
+      models.build_model({**CONFIG, **override}, num_outputs=5, rngs=_rngs())

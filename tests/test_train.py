@@ -1,0 +1,206 @@
+"""Tiny variants of the experiment configs and fake data, shared by the trainer's tests."""
+import importlib
+import json
+import os
+
+import ml_collections
+import numpy as np
+from PIL import Image
+
+
+def load_config(name: str, argument: str | None = None) -> ml_collections.ConfigDict:
+  module = importlib.import_module(f"configs.{name}")
+  return module.get_config() if argument is None else module.get_config(argument)
+
+
+def write_gazecapture(root: str, *, train_frames: int = 8, test_frames: int = 4) -> str:
+  """A GazeCapture directory in the official layout with one train and one test recording."""
+  rng = np.random.default_rng(0)
+  for number, split, n in ((1, "train", train_frames), (2, "test", test_frames)):
+    folder = os.path.join(root, f"{number:05d}")
+    os.makedirs(os.path.join(folder, "frames"))
+    for i in range(n):
+      frame = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
+      Image.fromarray(frame).save(os.path.join(folder, "frames", f"{i:05d}.jpg"))
+    box = {"X": [8.0] * n, "Y": [4.0] * n, "W": [32.0] * n, "H": [32.0] * n, "IsValid": [1] * n}
+    metadata = {
+        "appleFace": box, "appleLeftEye": box, "appleRightEye": box,
+        "faceGrid": {"X": [1] * n, "Y": [1] * n, "W": [5] * n, "H": [5] * n, "IsValid": [1] * n},
+        "dotInfo": {"DotNum": list(range(n)), "XPts": [0] * n, "YPts": [0] * n,
+                    "XCam": rng.uniform(-5, 5, n).tolist(), "YCam": rng.uniform(-9, 0, n).tolist(),
+                    "Time": [0.0] * n},
+        "frames": [f"{i:05d}.jpg" for i in range(n)],
+        "info": {"TotalFrames": n, "NumFaceDetections": n, "NumEyeDetections": n,
+                 "Dataset": split, "DeviceName": "iPhone 6"},
+    }
+    for name, value in metadata.items():
+      with open(os.path.join(folder, f"{name}.json"), "w") as f:
+        json.dump(value, f)
+  return root
+
+
+def tiny(config: ml_collections.ConfigDict, *, gaze_dir: str | None = None,
+         steps: int = 1, batch_size: int = 8) -> ml_collections.ConfigDict:
+  """The same experiment with tiny networks, tiny images and a few steps.
+
+  The optimizer, schedule, model kind, task and trainer logic stay those of `config`; CUB and
+  iNaturalist are replaced by the synthetic classification task, GazeCapture by `gaze_dir`.
+  """
+  c = config.copy_and_resolve_references()
+  m = c.model
+  m.task_net, m.saliency_backbone = "resnet_tiny", "resnet_tiny"
+  m.task_size, m.low_res_size = 32, 32
+  m.grid_size, m.padding, m.fwhm = 9, 4, 4.0
+  if c.data.name == "gazecapture":
+    assert gaze_dir is not None
+    c.data.data_dir = gaze_dir
+  else:
+    c.data.name = "synthetic"
+    s = c.data.synthetic
+    s.train_size, s.eval_size = 32, 8
+    s.object_size, s.frame_width, s.detail_period = 8, 2, 2
+    s.num_distractors, s.num_clutter = 1, 1
+  c.data.image_size, c.data.eval_resize = 64, 64
+  c.data.num_workers, c.data.prefetch = 0, 1
+  c.batch_size = batch_size
+  c.num_train_steps = steps
+  c.log_every_steps = 1
+  c.checkpoint_every_steps = 1
+  c.eval_every_steps = 0
+  c.num_panels = 2
+  c.progress_bar = False
+  c.pretrained.task_net = c.pretrained.saliency_backbone = ""
+  return c
+
+
+# ------------------------------------------------------------------------------------- tests
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import pytest  # noqa: E402
+
+from saliency_jax import train  # noqa: E402
+from saliency_jax.train import trainer  # noqa: E402
+
+# One per experiment file; the Table 2 baselines of configs/inat2017.py:<model> are the
+# synthetic baselines' models with the iNaturalist optimizer, covered by those below.
+# The default config trains the sampler and then configs/uniform.py's model (test_configs.py
+# checks that the two configs differ only there), so "default" covers both.
+STEP_CONFIGS = [
+    ("default", None), ("stn_affine", None), ("stn_tps", None), ("grid_estimator", None),
+    ("cam_crop", None), ("deformable", None), ("cub200", None), ("inat2017", None),
+    ("inat2017_depth", "6"), ("gaze", None),
+]
+
+
+@pytest.mark.parametrize("name,argument", STEP_CONFIGS)
+def test_one_training_step_end_to_end(tmp_path, capsys, name, argument):
+  gaze_dir = write_gazecapture(str(tmp_path / "gaze")) if name == "gaze" else None
+  config = tiny(load_config(name, argument), gaze_dir=gaze_dir)
+  workdir = str(tmp_path / "run")
+  results = train.train_and_evaluate(config, workdir)
+  if name == "default":
+    baseline = results["uniform"]
+    assert baseline["model"] == "uniform" and baseline["workdir"] == os.path.join(workdir,
+                                                                                  "uniform")
+    printed = capsys.readouterr().out
+    assert "saliency_sampler" in printed and "uniform" in printed and "points of top-1" in printed
+    assert os.path.join(workdir, "panels") in printed
+
+  evaluation = results["eval"]
+  assert evaluation["count"] == (4 if name == "gaze" else 8)
+  assert np.isfinite(evaluation["loss"]) and np.isfinite(results["train"]["loss"])
+  if name == "gaze":
+    assert results["task"] == "regression" and evaluation["distance"] > 0
+  else:
+    assert 0 <= evaluation["top1"] <= evaluation["top5"] <= 1
+  with open(os.path.join(workdir, "results.json")) as f:
+    assert json.load(f)["eval"] == evaluation
+  assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["1"]
+  panels = sorted(os.listdir(os.path.join(workdir, "panels", "step_0000001")))
+  assert panels == ["example_0.png", "example_1.png"]
+  panel = np.asarray(Image.open(os.path.join(workdir, "panels", "step_0000001", panels[0])))
+  has_grid = config.model.name not in ("uniform", "deformable")
+  assert panel.shape[1] == 224 * (4 if config.model.name == "saliency_sampler" else
+                                  3 if has_grid else 2)
+  assert any(f.startswith("events.out.tfevents") for f in
+             os.listdir(os.path.join(workdir, "tensorboard")))
+
+
+def _experiment(config, mesh):
+  return trainer.build_experiment(config, mesh=mesh, num_outputs=6, task="classification",
+                                  total_steps=4, steps_per_epoch=4.0, blur_steps=2)
+
+
+def _synthetic_batch(config, size=8):
+  from saliency_jax import data
+  source = data.SyntheticZoom(size=size, image_size=config.data.image_size, object_size=8,
+                              frame_width=2, detail_period=2, num_distractors=1, num_clutter=1)
+  examples = [source[i] for i in range(size)]
+  return {"image": np.stack([e["image"] for e in examples]),
+          "label": np.array([e["label"] for e in examples], np.int32),
+          "mask": np.ones(size, bool)}
+
+
+def test_step_on_eight_devices_equals_one_device_and_bfloat16_is_close():
+  devices = jax.devices()
+  assert len(devices) == 8, "tests/conftest.py forces 8 host devices"
+  config = tiny(load_config("default"))
+  host_batch = _synthetic_batch(config)
+  runs = {}
+  for name, mesh_devices, dtype in (("one", devices[:1], "float32"), ("eight", devices, "float32"),
+                                    ("bfloat16", devices[:1], "bfloat16")):
+    config.compute_dtype = dtype
+    mesh = trainer.make_mesh(mesh_devices)
+    experiment = _experiment(config, mesh)
+    batch = jax.device_put(host_batch, jax.sharding.NamedSharding(
+        mesh, jax.sharding.PartitionSpec("data")))
+    lowered = experiment.train_step.lower(experiment.initial_state, batch, True)
+    convolutions = [line for line in lowered.as_text().splitlines() if "convolution" in line]
+    assert convolutions and all(("bf16" in line) == (dtype == "bfloat16")
+                                for line in convolutions)
+    step = lowered.compile()  # The blur warm-up variant of the jitted step.
+    # Two steps with the blur: BatchNorm statistics, the blur's random sizes and the momentum
+    # all have to agree.
+    state, first = step(experiment.initial_state, batch)
+    state, second = step(state, batch)
+    leaf = jax.tree.leaves(state.params)[0]
+    assert len(leaf.sharding.device_set) == mesh.size and leaf.sharding.is_fully_replicated
+    assert {x.dtype for x in jax.tree.leaves(state.params)} == {jnp.dtype("float32")}
+    runs[name] = jax.device_get((state, first, second))
+
+  (one, *metrics_one), (eight, *metrics_eight) = runs["one"], runs["eight"]
+  assert int(one.step) == int(eight.step) == 2
+  for a, b in zip(metrics_one, metrics_eight):
+    np.testing.assert_allclose(a["loss"], b["loss"], rtol=1e-5)
+    np.testing.assert_allclose(a["grad_norm"], b["grad_norm"], rtol=1e-4)
+  for name, tree_one, tree_eight in (("params", one.params, eight.params),
+                                     ("model_state", one.model_state, eight.model_state),
+                                     ("opt_state", one.opt_state, eight.opt_state)):
+    for a, b in zip(jax.tree.leaves(tree_one), jax.tree.leaves(tree_eight)):
+      np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6, err_msg=name)
+  # Same initialisation and batch in bfloat16: the first loss differs only by rounding.
+  np.testing.assert_allclose(runs["bfloat16"][1]["loss"], metrics_one[0]["loss"], rtol=0.05)
+
+
+def test_pretrained_weights_are_loaded_from_the_config_paths(tmp_path):
+  from flax import nnx
+  from saliency_jax import models
+  config = tiny(load_config("default"))
+  # "Pretrained" networks: another initialisation, written as converted .npz files.
+  donor = models.build_model(config.model, num_outputs=6, rngs=nnx.Rngs(123))
+  models.convert.save_converted(donor.task_net, tmp_path / "task.npz")
+  models.convert.save_converted(donor.saliency_net.backbone, tmp_path / "saliency.npz")
+  config.pretrained.task_net = str(tmp_path / "task.npz")
+  config.pretrained.saliency_backbone = str(tmp_path / "saliency.npz")
+  model = trainer.build_model(config, num_outputs=6)
+  for got, want in ((model.task_net, donor.task_net),
+                    (model.saliency_net.backbone, donor.saliency_net.backbone)):
+    for a, b in zip(jax.tree.leaves(nnx.state(got, nnx.Param)),
+                    jax.tree.leaves(nnx.state(want, nnx.Param))):
+      np.testing.assert_array_equal(a, b)
+  # The head is not part of the pretrained backbone: it keeps this run's initialisation.
+  assert not np.array_equal(model.saliency_net.head.kernel[...], donor.saliency_net.head.kernel[...])
+
+  config.pretrained.task_net = str(tmp_path / "missing.npz")
+  with pytest.raises(train.ConfigError, match="pretrained.task_net: no file"):
+    trainer.build_model(config, num_outputs=6)

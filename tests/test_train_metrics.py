@@ -1,0 +1,47 @@
+"""Losses and metrics against PyTorch (cross-entropy, `topk`) and NumPy (distances)."""
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+
+from saliency_jax.train import metrics
+
+
+def test_classification_metrics_match_torch():
+  rng = np.random.default_rng(0)
+  logits = rng.normal(size=(16, 10)).astype(np.float32)
+  labels = rng.integers(0, 10, size=16).astype(np.int32)
+  mask = np.arange(16) < 13  # The last three are evaluation padding.
+  sums = metrics.batch_metrics(jnp.asarray(logits), jnp.asarray(labels), jnp.asarray(mask),
+                               task="classification")
+  t_logits, t_labels = torch.tensor(logits)[:13], torch.tensor(labels, dtype=torch.long)[:13]
+  loss = torch.nn.functional.cross_entropy(t_logits, t_labels, reduction="sum")
+  top5 = t_logits.topk(5, dim=1).indices
+  np.testing.assert_allclose(sums["loss"], loss.item(), rtol=1e-5)
+  assert float(sums["count"]) == 13
+  assert float(sums["top1"]) == (top5[:, 0] == t_labels).sum().item()
+  assert float(sums["top5"]) == (top5 == t_labels[:, None]).any(dim=1).sum().item()
+  means = metrics.summarize(metrics.add_sums(metrics.add_sums(None, sums), sums))
+  np.testing.assert_allclose(means["loss"], loss.item() / 13, rtol=1e-5)
+  assert means["count"] == 26
+
+
+def test_regression_metrics_match_numpy():
+  rng = np.random.default_rng(1)
+  outputs = rng.normal(size=(8, 2)).astype(np.float32)
+  targets = rng.normal(size=(8, 2)).astype(np.float32)
+  mask = np.ones(8, bool)
+  mask[5] = False
+  sums = metrics.batch_metrics(jnp.asarray(outputs), jnp.asarray(targets), jnp.asarray(mask),
+                               task="regression")
+  diff = (outputs - targets)[mask]
+  np.testing.assert_allclose(sums["distance"], np.sqrt((diff ** 2).sum(1)).sum(), rtol=1e-5)
+  np.testing.assert_allclose(sums["loss"], (diff ** 2).sum(), rtol=1e-5)
+  assert "top1" not in sums
+
+
+def test_bad_task_and_empty_sums():
+  with pytest.raises(ValueError, match="task"):
+    metrics.per_example_loss(jnp.zeros((1, 2)), jnp.zeros((1,), jnp.int32), task="detection")
+  with pytest.raises(ValueError, match="count is 0"):
+    metrics.summarize({"count": 0.0, "loss": 0.0})

@@ -1,0 +1,160 @@
+"""Checkpoint and resume for real, and the trainer's answers to bad input.
+
+The kill test runs train.py in subprocesses: one uninterrupted run, and one that is SIGKILLed
+right after its first checkpoint and then started again with the same command. Both must end
+with bit-identical parameters, optimizer state, RNG and step.
+"""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from saliency_jax import train
+from saliency_jax.train import trainer
+from test_train import load_config, tiny, write_gazecapture
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+STEPS = 40
+EVERY = 4
+
+CONFIG_FILE = f'''
+from configs import default
+
+def get_config():
+  c = default.get_config()
+  c.compare_with_uniform = False
+  m = c.model
+  m.task_net = m.saliency_backbone = "resnet_tiny"
+  m.task_size = m.low_res_size = 32
+  m.grid_size, m.padding, m.fwhm = 9, 4, 4.0
+  s = c.data.synthetic
+  s.train_size, s.eval_size = 32, 8
+  s.object_size, s.frame_width, s.detail_period = 8, 2, 2
+  s.num_distractors, s.num_clutter = 1, 1
+  c.data.image_size, c.data.num_workers, c.data.prefetch = 64, 0, 1
+  c.batch_size = 8
+  c.num_train_steps = {STEPS}
+  c.blur_epochs = 2.0  # The first 8 steps blur: the kill lands in the second phase.
+  c.checkpoint_every_steps = {EVERY}
+  c.keep_checkpoints = 2
+  c.log_every_steps = 2
+  c.eval_every_steps = {STEPS}
+  c.num_panels = 1
+  return c
+'''
+
+
+def _command(workdir, config_file):
+  return [sys.executable, os.path.join(ROOT, "train.py"), f"--workdir={workdir}",
+          f"--config={config_file}"]
+
+
+def _final_state(workdir):
+  path = os.path.join(workdir, "checkpoints", str(STEPS), "state")
+  return ocp.PyTreeCheckpointer().restore(path)
+
+
+def test_sigkill_and_resume_gives_the_uninterrupted_result(tmp_path):
+  config_file = tmp_path / "tiny_config.py"
+  config_file.write_text(CONFIG_FILE)
+  env = dict(os.environ)
+  # The three runs compile the same programs: a shared persistent cache saves the later ones
+  # the compile time (results are the same with or without it).
+  env.update(JAX_COMPILATION_CACHE_DIR=str(tmp_path / "jax_cache"),
+             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+             JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
+  reference, killed = tmp_path / "reference", tmp_path / "killed"
+  done = subprocess.run(_command(reference, config_file), cwd=ROOT, env=env,
+                        capture_output=True, text=True, timeout=300)
+  assert done.returncode == 0, done.stderr[-3000:]
+
+  process = subprocess.Popen(_command(killed, config_file), cwd=ROOT, env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  checkpoints = killed / "checkpoints"
+  deadline = time.monotonic() + 240
+  while time.monotonic() < deadline and process.poll() is None:
+    if checkpoints.is_dir() and any(p.isdigit() for p in os.listdir(checkpoints)):
+      break
+    time.sleep(0.02)
+  process.send_signal(signal.SIGKILL)
+  process.wait()
+  assert process.returncode == -signal.SIGKILL
+  assert not (killed / "results.json").exists(), "the run ended before it could be killed"
+
+  resumed = subprocess.run(_command(killed, config_file), cwd=ROOT, env=env,
+                           capture_output=True, text=True, timeout=300)
+  assert resumed.returncode == 0, resumed.stderr[-3000:]
+  log = resumed.stdout + resumed.stderr
+  start = int(log.split("resuming from step ")[1].split()[0])
+  assert EVERY <= start < STEPS and start % EVERY == 0
+
+  expected, got = _final_state(reference), _final_state(killed)
+  paths = jax.tree_util.tree_flatten_with_path(expected)[0]
+  assert len(paths) == len(jax.tree.leaves(got)) > 10
+  for (path, a), b in zip(paths, jax.tree.leaves(got)):
+    np.testing.assert_array_equal(a, b, err_msg=jax.tree_util.keystr(path))
+  with open(reference / "results.json") as f, open(killed / "results.json") as g:
+    assert json.load(f)["eval"] == json.load(g)["eval"]
+
+
+def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+  gaze_dir = write_gazecapture(str(tmp_path / "gaze"))
+  config = tiny(load_config("gaze"), gaze_dir=gaze_dir, steps=6)
+  from saliency_jax import data
+  make_loader = data.make_loader
+
+  class Poisoned:
+    """The real training loader, except that batch 3's targets are NaN (a corrupt label)."""
+
+    def __init__(self, loader):
+      self._loader = loader
+
+    def __iter__(self):
+      for step, batch in enumerate(self._loader, start=1):
+        yield {**batch, "label": batch["label"] * np.nan} if step == 3 else batch
+
+    def __getattr__(self, name):  # get_state, set_state, close.
+      return getattr(self._loader, name)
+
+  def poisoned_loader(*args, split, **kwargs):
+    loader = make_loader(*args, split=split, **kwargs)
+    return Poisoned(loader) if split == "train" else loader
+
+  monkeypatch.setattr(data, "make_loader", poisoned_loader)
+  workdir = str(tmp_path / "run")
+  with pytest.raises(train.NonFiniteLossError, match=r"loss is nan at step 3.*step 2"):
+    train.train_and_evaluate(config, workdir)
+  manager = train.Checkpointer(os.path.join(workdir, "checkpoints"), every_steps=1, keep=3)
+  assert manager.all_steps() == [1, 2]
+  state = ocp.PyTreeCheckpointer().restore(os.path.join(workdir, "checkpoints", "2", "state"))
+  assert all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(state["params"]))
+  manager.close()
+
+  # The same workdir with another optimizer is refused before anything is touched.
+  other = config.copy_and_resolve_references()
+  other.optimizer.learning_rate = 0.5
+  with pytest.raises(train.ConfigError, match="optimizer.learning_rate: stored"):
+    train.train_and_evaluate(other, workdir)
+  assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["1", "2"]
+
+
+def test_unwritable_workdir_is_reported_before_training(tmp_path):
+  blocker = tmp_path / "a_file"
+  blocker.write_text("not a directory")
+  config = tiny(load_config("default"))
+  with pytest.raises(train.ConfigError, match="cannot be written"):
+    train.train_and_evaluate(config, str(blocker / "run"))
+
+
+def test_batch_not_divisible_by_devices_is_reported(tmp_path):
+  config = tiny(load_config("default"), batch_size=12)
+  with pytest.raises(train.ConfigError, match=r"divisible by the number of devices \(8\)"):
+    train.train_and_evaluate(config, str(tmp_path / "run"))
+  assert not (tmp_path / "run").exists()

@@ -1,0 +1,48 @@
+r"""Trains and evaluates a model of saliency_jax: `python train.py --workdir=DIR [--config=...]`.
+
+Without --config it runs the demo (configs/default.py): the saliency sampler and the uniform
+baseline on the synthetic task, on whatever devices JAX finds. Any config field can be overridden:
+
+  python train.py --workdir=runs/cub --config=configs/cub200.py \
+      --config.batch_size=64 --config.data.data_dir=/data/tfds
+
+Running the same command again resumes from the newest checkpoint in the workdir.
+"""
+import os
+import sys
+
+from absl import app
+from absl import flags
+from ml_collections import config_flags
+
+from saliency_jax import train
+
+_DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "default.py")
+
+
+def _define_flags() -> None:
+  flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs, panels and results.")
+  flags.mark_flag_as_required("workdir")
+  try:
+    # The default config is loaded, and --config.* overrides applied, right here.
+    config_flags.DEFINE_config_file("config", _DEFAULT_CONFIG,
+                                    "Experiment config file (configs/*.py[:argument]).",
+                                    lock_config=True)
+  except (AttributeError, KeyError) as error:
+    overrides = [a for a in sys.argv[1:] if a.startswith("--config.")]
+    sys.exit(f"train.py: unknown config field {error} in {' '.join(overrides)}; see the config "
+             f"file's fields (saliency_jax.train.base_config()).")
+
+
+def main(argv: list[str]) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+  try:
+    train.train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir)
+  except (train.ConfigError, train.NonFiniteLossError, train.CheckpointError) as error:
+    sys.exit(f"train.py: {error}")
+
+
+if __name__ == "__main__":
+  _define_flags()
+  app.run(main)
