@@ -146,9 +146,11 @@ def test_batch_norm_train_and_eval_modes_match_pytorch():
 def test_alexnet_matches_pytorch_and_takes_a_rectangular_gaze_input():
   torch.manual_seed(0)
   torch_model = torch_models.AlexNet(num_classes=2).eval()
-  # Built concretely (not with eval_shape): its dropout keeps a live PRNG state.
-  model = alexnet.AlexNet(num_classes=2, rngs=_rngs())
+  # Built from shapes (initialising 61M parameters is slow on CPU) and filled from the
+  # checkpoint; only the dropout's PRNG state then needs real values.
+  model = nnx.eval_shape(lambda: alexnet.AlexNet(num_classes=2, rngs=nnx.Rngs(0)))
   convert.load_torchvision(model, {k: v.numpy() for k, v in torch_model.state_dict().items()})
+  nnx.reseed(model, default=0)
   model.eval()
   # The gaze experiment's 227 rows; 200 columns leave a 6x5 map that AdaptiveAvgPool2d stretches
   # to 6x6. fc6 also checks the NCHW -> NHWC permutation of its input rows.
