@@ -15,8 +15,8 @@ saliency backbone), BatchNorm in training mode, no blur warm-up. Contenders (`--
 - torch_fp32: PyTorch eager, float32, channels_last;
 - torch_amp: PyTorch eager, bfloat16 autocast, channels_last (bfloat16 on CPU and CUDA alike, so
   no loss scaling is needed and the dtype matches jax_bf16);
-- torch_compile: `torch.compile` of the torch_amp model (off by default on CPU, where compiling
-  takes minutes).
+- torch_compile: `torch.compile` of the torch_amp model.
+Default: all on a GPU; on CPU jax_fp32, jax_bf16 and torch_fp32 (see `CPU_VARIANTS`).
 The PyTorch model is built from `torch_models` (torchvision's ResNets) and
 `torch_sampler.TunedSampler` (separable Gaussian), the sampler kept in float32 under autocast as
 the JAX model keeps it; its input is the same uint8 batch, converted to float on the device
@@ -40,12 +40,14 @@ Usage (runs unchanged on CPU and on a GPU; needs jax, flax, optax, orbax-checkpo
 ml_collections, pillow and torch, not tfds or grain):
   python benchmarks/train_step.py                      # GPU: batch 64; CPU: batch 4
   python benchmarks/train_step.py --batch 32 --repeats 20 --variants jax_bf16,torch_compile
+  python benchmarks/train_step.py --variants torch_fp32,torch_amp --image 400   # CPU, opt-in
 Writes benchmarks/results/train_step_<backend>.json.
 """
 
 import argparse
 import os
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # JAX and PyTorch share the GPU: JAX must not grab most of its memory up front, and allocating
@@ -55,6 +57,8 @@ os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import ml_collections  # noqa: E402
+from jax.sharding import NamedSharding  # noqa: E402
+from jax.sharding import PartitionSpec  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
@@ -70,6 +74,10 @@ MODELS = ("saliency_sampler", "uniform")
 JAX_VARIANTS = ("jax_fp32", "jax_bf16")
 TORCH_VARIANTS = ("torch_fp32", "torch_amp", "torch_compile")
 VARIANTS = JAX_VARIANTS + TORCH_VARIANTS
+# On CPU, torch.compile takes minutes to compile and bfloat16 autocast runs several times slower
+# than float32 on processors without native bfloat16 (measured: ~5x on this project's 2-core
+# machine), so both are opt-in there, to keep the default run to a few minutes.
+CPU_VARIANTS = ("jax_fp32", "jax_bf16", "torch_fp32")
 BASELINE = "torch_fp32"  # Speed-ups are given against PyTorch eager float32.
 
 # The authors' recipe (shared/REFERENCE.md); the trainer's defaults are the same.
@@ -140,7 +148,7 @@ class JaxTrainStep:
         config, mesh=mesh, num_outputs=num_classes, task="classification", total_steps=1000,
         steps_per_epoch=100.0, blur_steps=0)
     self.state = self.experiment.initial_state
-    sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(train.trainer.DATA_AXIS))
+    sharding = NamedSharding(mesh, PartitionSpec(*mesh.axis_names))  # The batch axis.
     self.batch = jax.device_put(
         {"image": images, "label": labels.astype(np.int32),
          "mask": np.ones(len(labels), dtype=bool)}, sharding)
@@ -161,10 +169,10 @@ class JaxTrainStep:
     return compiled_bytes(self.compiled)
 
   def peak_memory_bytes(self) -> int | None:
-    return self.step_bytes() if on_gpu() else None
+    return self.step_bytes() if jax.default_backend() != "cpu" else None
 
 
-def compiled_bytes(compiled) -> int:
+def compiled_bytes(compiled: jax.stages.Compiled) -> int:
   """Device bytes a compiled executable holds while it runs, from XLA's buffer assignment."""
   m = compiled.memory_analysis()
   return int(m.argument_size_in_bytes + m.output_size_in_bytes - m.alias_size_in_bytes
@@ -175,10 +183,16 @@ def compiled_bytes(compiled) -> int:
 # PyTorch: the same models.
 
 
-def _normalize(x: torch.Tensor) -> torch.Tensor:
-  mean = x.new_tensor(torch_models.IMAGENET_MEAN).reshape(1, 3, 1, 1)
-  std = x.new_tensor(torch_models.IMAGENET_STD).reshape(1, 3, 1, 1)
-  return (x - mean) / std
+class _ImageNetNormalize(nn.Module):
+  """`(x - mean) / std` with the constants as buffers, so that they live on the model's device."""
+
+  def __init__(self):
+    super().__init__()
+    self.register_buffer("mean", torch.tensor(torch_models.IMAGENET_MEAN).reshape(1, 3, 1, 1))
+    self.register_buffer("std", torch.tensor(torch_models.IMAGENET_STD).reshape(1, 3, 1, 1))
+
+  def forward(self, x: torch.Tensor) -> torch.Tensor:
+    return (x - self.mean) / self.std
 
 
 def _backbone_channels(name: str, num_stages: int) -> int:
@@ -203,6 +217,7 @@ class TorchSaliencyModel(nn.Module):
     self.saliency_backbone = torch_models.truncated_resnet(
         torch_models.resnet(saliency_backbone), SALIENCY_STAGES)
     self.saliency_head = nn.Conv2d(_backbone_channels(saliency_backbone, SALIENCY_STAGES), 1, 1)
+    self.normalize = _ImageNetNormalize()
     self.task_size = task_size
     self.sampler = torch_sampler.TunedSampler((GRID_SIZE, GRID_SIZE), (task_size, task_size),
                                               fwhm=FWHM, padding=PADDING, device=device)
@@ -210,12 +225,12 @@ class TorchSaliencyModel(nn.Module):
   def forward(self, images: torch.Tensor) -> torch.Tensor:
     x = images.float() / 255.0
     view = F.adaptive_avg_pool2d(x, self.task_size)
-    logits = self.saliency_head(F.relu(self.saliency_backbone(_normalize(view))))
+    logits = self.saliency_head(F.relu(self.saliency_backbone(self.normalize(view))))
     logits = F.interpolate(logits, size=(GRID_SIZE, GRID_SIZE), mode="bilinear",
                            align_corners=False)
     with torch.autocast(x.device.type, enabled=False):
       sampled, _, _ = self.sampler(x, logits.float(), align_corners=True)
-    return self.task_net(_normalize(sampled))
+    return self.task_net(self.normalize(sampled))
 
   def param_groups(self) -> list[dict]:
     return [
@@ -233,11 +248,12 @@ class TorchUniformModel(nn.Module):
   def __init__(self, *, task_net: str, task_size: int, num_classes: int):
     super().__init__()
     self.task_net = torch_models.resnet(task_net, num_classes)
+    self.normalize = _ImageNetNormalize()
     self.task_size = task_size
 
   def forward(self, images: torch.Tensor) -> torch.Tensor:
     view = F.adaptive_avg_pool2d(images.float() / 255.0, self.task_size)
-    return self.task_net(_normalize(view))
+    return self.task_net(self.normalize(view))
 
   def param_groups(self) -> list[dict]:
     return [{"params": list(self.task_net.parameters()), "lr_multiplier": LR_MULTIPLIERS["task"]}]
@@ -368,11 +384,18 @@ def measure_bandwidth_gbs(*, mib: int, repeats: int = 10) -> float:
   `mib` should be far larger than any cache, and large enough that the dispatch overhead of one
   call (tens of microseconds) is small against the copy.
   """
-  x = jax.device_put(np.zeros(mib * MIB // 4, np.float32), jax.devices()[0])
-  copy = jax.jit(lambda v: v + 1.0).lower(x).compile()
-  timing = common.interleaved_medians({"copy": lambda: jax.block_until_ready(copy(x))},
-                                      repeats=repeats)
-  return 2 * x.nbytes / (timing["copy"]["median_ms"] * 1e-3) / 1e9
+  nbytes = mib * MIB
+  buffer = [jax.device_put(np.zeros(nbytes // 4, np.float32), jax.devices()[0])]
+  # Donated and carried: the copy writes over its input, so that no call pays for allocating
+  # (and on CPU, page-faulting) a fresh output.
+  copy = jax.jit(lambda v: v + 1.0, donate_argnums=0).lower(buffer[0]).compile()
+
+  def step():
+    buffer[0] = copy(buffer[0])
+    jax.block_until_ready(buffer[0])
+
+  timing = common.interleaved_medians({"copy": step}, repeats=repeats)
+  return 2 * nbytes / (timing["copy"]["median_ms"] * 1e-3) / 1e9
 
 
 # ---------------------------------------------------------------------------------------------
@@ -387,10 +410,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
   parser.add_argument("--task", type=int, default=224,
                       help="side of the task network's input (and of the saliency view)")
   parser.add_argument("--repeats", type=int, default=10 if gpu else 3)
-  parser.add_argument("--warmup", type=int, default=2)
+  parser.add_argument("--warmup", type=int, default=3 if gpu else 1,
+                      help="untimed calls of each contender before the timed ones (at least 1)")
   parser.add_argument("--variants", default=None,
-                      help=f"comma-separated of {VARIANTS}; default: all on GPU, all but "
-                      f"torch_compile on CPU")
+                      help=f"comma-separated of {VARIANTS}; default: all on GPU, {CPU_VARIANTS} "
+                      f"on CPU")
   parser.add_argument("--models", default=",".join(MODELS), help=f"comma-separated of {MODELS}")
   parser.add_argument("--task_net", default="resnet50")
   parser.add_argument("--saliency_backbone", default="resnet18")
@@ -402,7 +426,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
   args = parser.parse_args(argv)
   args.argv = list(sys.argv[1:] if argv is None else argv)
   if args.variants is None:
-    args.variants = ",".join(v for v in VARIANTS if gpu or v != "torch_compile")
+    args.variants = ",".join(VARIANTS if gpu else CPU_VARIANTS)
   for field, allowed in (("variants", VARIANTS), ("models", MODELS)):
     chosen = getattr(args, field).split(",")
     unknown = [c for c in chosen if c not in allowed]
@@ -410,6 +434,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
       parser.error(f"--{field}: expected a comma-separated subset of {allowed}; got "
                    f"{getattr(args, field)!r}.")
     setattr(args, field, chosen)
+  if args.warmup < 1 or args.repeats < 1:
+    parser.error(f"--warmup and --repeats must be at least 1; got {args.warmup} and "
+                 f"{args.repeats}.")
   if args.image < args.task:
     parser.error(f"--image must be at least --task ({args.task}); got {args.image}.")
   return args
@@ -436,6 +463,8 @@ def build_contenders(args: argparse.Namespace) -> tuple[dict, np.ndarray]:
   contenders = {}
   for model_name in args.models:
     for variant in args.variants:
+      print(f"building {model_name} / {variant}", flush=True)
+      start = time.perf_counter()
       if variant in JAX_VARIANTS:
         dtype = "bfloat16" if variant == "jax_bf16" else "float32"
         config = trainer_config(model_name, task_size=args.task,
@@ -447,6 +476,8 @@ def build_contenders(args: argparse.Namespace) -> tuple[dict, np.ndarray]:
                             device=device, **nets).to(device)
         step = TorchTrainStep(model, torch_images, torch_labels,
                               amp=variant != "torch_fp32", compile=variant == "torch_compile")
+      # JAX: initialisation and compilation; PyTorch: initialisation (it compiles when called).
+      step.setup_s = time.perf_counter() - start
       contenders[model_name, variant] = step
   return contenders, images
 
@@ -465,10 +496,20 @@ def measure(args: argparse.Namespace, contenders: dict, images: np.ndarray) -> d
     sampler = SamplerStep(images, task_size=args.task)
     timed["sampler alone (jax, fwd+bwd)"] = sampler
 
-  # On a GPU one step each first, whose peak memory is read (JAX's comes from the compiled step).
+  # A first call each: torch.compile compiles and cuDNN autotunes here, not while timed or while
+  # the peak memory is read (a step of its own for PyTorch on a GPU; JAX's is from the
+  # compiled step).
+  first_call_s = {}
+  for name, step in timed.items():
+    print(f"first call of {name}", flush=True)
+    start = time.perf_counter()
+    step()
+    first_call_s[name] = time.perf_counter() - start
+  print(f"timing: {args.warmup - 1} warm-up and {args.repeats} timed calls each, interleaved",
+        flush=True)
   memory = {name: step.peak_memory_bytes() if hasattr(step, "peak_memory_bytes") else None
             for name, step in timed.items()}
-  timings = common.interleaved_medians(timed, repeats=args.repeats, warmup=args.warmup)
+  timings = common.interleaved_medians(timed, repeats=args.repeats, warmup=args.warmup - 1)
 
   results = {}
   for (model, variant), step in contenders.items():
@@ -479,7 +520,8 @@ def measure(args: argparse.Namespace, contenders: dict, images: np.ndarray) -> d
         "model": model, "variant": variant, "median_ms": t["median_ms"], "min_ms": t["min_ms"],
         "all_ms": t["all_ms"], "images_per_s": args.batch / (t["median_ms"] * 1e-3),
         "speedup_vs_torch_fp32": baseline["median_ms"] / t["median_ms"] if baseline else None,
-        "peak_memory_bytes": memory[name], "last_loss": step.loss()}
+        "peak_memory_bytes": memory[name], "setup_s": step.setup_s,
+        "first_call_s": first_call_s[name], "last_loss": step.loss()}
 
   payload = {
       "environment": env,
@@ -487,17 +529,25 @@ def measure(args: argparse.Namespace, contenders: dict, images: np.ndarray) -> d
       "settings": {"batch": args.batch, "image": args.image, "task": args.task,
                    "grid": GRID_SIZE, "task_net": args.task_net,
                    "saliency_backbone": f"{args.saliency_backbone} (to layer3, 14 layers)",
-                   "num_classes": args.num_classes, "repeats": args.repeats,
+                   "num_classes": args.num_classes, "models": args.models,
+                   "variants": args.variants, "repeats": args.repeats,
                    "warmup": args.warmup, "jax_device": str(jax.devices()[0]),
                    "torch_device": "cuda" if torch.cuda.is_available() else "cpu"},
       "results": results,
-      "memory_note": (
-          "torch: allocator peak during one step above the memory in use before it + the "
-          "contender's resident tensors; jax: XLA buffer assignment of the compiled step "
-          "(arguments + outputs - donated aliases + temporaries)." if on_gpu() else
-          "null: CPU backends keep no device allocator statistics (jax memory_stats() is None, "
-          "torch.cuda is unavailable)."),
+      "memory_note": {
+          "jax": "XLA buffer assignment of the compiled step (arguments + outputs - donated "
+                 "aliases + temporaries)" if jax.default_backend() != "cpu" else
+                 "null: the CPU backend keeps no allocator statistics (memory_stats() is None)",
+          "torch": "allocator peak during one step above the memory in use before it + the "
+                   "contender's resident tensors (parameters, buffers, momentum, batch)"
+                   if torch.cuda.is_available() else
+                   "null: PyTorch keeps allocator statistics only for CUDA devices"},
   }
+  if set(MODELS) <= set(args.models):
+    # The whole price of zooming: the saliency network, the grid and the sampling.
+    payload["saliency_overhead_vs_uniform"] = {
+        variant: 1.0 - results[f"uniform / {variant}"]["median_ms"]
+        / results[f"saliency_sampler / {variant}"]["median_ms"] for variant in args.variants}
   stats = jax.devices()[0].memory_stats()
   if stats:
     payload["jax_process_peak_bytes_in_use"] = stats.get("peak_bytes_in_use")
@@ -513,6 +563,7 @@ def measure(args: argparse.Namespace, contenders: dict, images: np.ndarray) -> d
                  for variant in args.variants if variant in JAX_VARIANTS}
     payload["sampler"] = {
         **timings["sampler alone (jax, fwd+bwd)"],
+        "first_call_s": first_call_s["sampler alone (jax, fwd+bwd)"],
         "fraction_of_jax_step": fractions,
         "floor_bytes": floor_bytes,
         "bandwidth_gbs": bandwidth,
@@ -534,27 +585,33 @@ def _mib(value: int | None) -> str:
 
 
 def report(payload: dict, args: argparse.Namespace) -> None:
+  """Prints the results as tables."""
   env = payload["environment"]
   rows = []
   for name, r in payload["results"].items():
     speedup = r["speedup_vs_torch_fp32"]
     rows.append((name, f"{r['median_ms']:.1f}", f"{r['images_per_s']:.1f}",
                  "n/a" if speedup is None else f"{speedup:.2f}x",
-                 _mib(r["peak_memory_bytes"])))
+                 _mib(r["peak_memory_bytes"]), f"{r['setup_s']:.0f}",
+                 f"{r['first_call_s']:.1f}"))
   common.print_table(
-      f"train step: batch {args.batch}, {args.image}x{args.image} uint8 -> {args.task}x{args.task}, "
-      f"{args.task_net} + {args.saliency_backbone}/14, median of {args.repeats} "
-      f"(jax {env['jax_backend']}, torch {payload['settings']['torch_device']})",
-      rows, ("contender", "ms", "images/s", f"vs {BASELINE}", "peak MiB"))
+      f"train step: batch {args.batch}, {args.image}x{args.image} uint8 -> "
+      f"{args.task}x{args.task}, {args.task_net} + {args.saliency_backbone}/14, median of "
+      f"{args.repeats} (jax {env['jax_backend']}, torch {payload['settings']['torch_device']})",
+      rows, ("contender", "ms", "images/s", f"vs {BASELINE}", "peak MiB", "setup s",
+             "first call s"))
+  rows = []
   s = payload.get("sampler")
   if s:
-    rows = [("sampler fwd+bwd (ms)", f"{s['median_ms']:.2f}")]
-    rows += [(f"fraction of saliency_sampler / {v}", f"{100 * f:.1f}%")
+    rows += [("sampler alone (jax, uint8 image), fwd+bwd", f"{s['median_ms']:.2f} ms")]
+    rows += [(f"  as a fraction of saliency_sampler / {v}", f"{100 * f:.1f}%")
              for v, f in s["fraction_of_jax_step"].items()]
-    rows += [("bandwidth (GB/s)", f"{s['bandwidth_gbs']:.1f}"),
-             ("floor (ms)", f"{s['floor_ms']:.3f}"),
-             ("sampler / floor", f"{s['times_floor']:.1f}x")]
-    common.print_table("sampler alone (jax, uint8 image)", rows, ("quantity", "value"))
+    rows += [("  bandwidth floor", f"{s['floor_ms']:.3f} ms at {s['bandwidth_gbs']:.1f} GB/s"),
+             ("  sampler / floor", f"{s['times_floor']:.1f}x")]
+  rows += [(f"share of saliency_sampler / {v} not in uniform / {v}", f"{100 * f:.1f}%")
+           for v, f in payload.get("saliency_overhead_vs_uniform", {}).items()]
+  if rows:
+    common.print_table("overheads", rows, ("quantity", "value"))
 
 
 def main(argv: list[str] | None = None) -> dict:

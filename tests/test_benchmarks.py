@@ -32,7 +32,9 @@ SEQUENTIAL_NAMES = {"0": "conv1", "1": "bn1", "4": "layer1", "5": "layer2", "6":
 
 
 def _numpy_state(module):
-  return {k: v.detach().cpu().numpy() for k, v in module.state_dict().items()}
+  # Copies: JAX may wrap a NumPy array without copying on CPU, and the PyTorch step updates
+  # its tensors in place.
+  return {k: v.detach().cpu().numpy().copy() for k, v in module.state_dict().items()}
 
 
 def _torchvision_names(state):
@@ -45,7 +47,9 @@ def _torchvision_names(state):
 
 def _load_torch_weights(jax_step, torch_model):
   """Puts the PyTorch model's weights into the JAX step's state (momentum still zero)."""
-  model = models.build_model(jax_step.config.model, num_outputs=NUM_CLASSES, rngs=nnx.Rngs(0))
+  # Abstract (shapes only): every variable is filled from PyTorch below.
+  model = nnx.eval_shape(lambda: models.build_model(jax_step.config.model,
+                                                    num_outputs=NUM_CLASSES, rngs=nnx.Rngs(0)))
   convert.load_resnet(model.task_net, _numpy_state(torch_model.task_net))
   if isinstance(torch_model, bench.TorchSaliencyModel):
     convert.load_resnet(model.saliency_net.backbone,
@@ -53,8 +57,8 @@ def _load_torch_weights(jax_step, torch_model):
                         load_fc=False)
     head = torch_model.saliency_head
     model.saliency_net.head.kernel.set_value(
-        head.weight.detach().numpy().transpose(2, 3, 1, 0))
-    model.saliency_net.head.bias.set_value(head.bias.detach().numpy())
+        head.weight.detach().numpy().transpose(2, 3, 1, 0).copy())
+    model.saliency_net.head.bias.set_value(head.bias.detach().numpy().copy())
   model.train()
   _, params, model_state = nnx.split(model, nnx.Param, ...)
   state = jax_step.state.replace(params=params, model_state=model_state)
@@ -146,9 +150,11 @@ def test_one_step_matches_pytorch(built, model_name):
     torch_update = (torch_after[torch_name] - torch_before[torch_name]).transpose(layout)
     jax_update = _get(jax_after, jax_path) - _get(jax_before, jax_path)
     assert np.abs(torch_update).max() > 0, torch_name
-    # Relative to the update's size: a wrong learning-rate multiplier is off by 10x or more.
-    error = np.abs(jax_update - torch_update).max() / np.abs(torch_update).max()
-    assert error < 1e-3, (torch_name, error)
+    # Relative to the update's size, so a wrong learning-rate multiplier (10x apart) shows. The
+    # saliency gradients pass through bilinear taps of a random image, where float32 rounding
+    # of the grid can move a tap: their updates agree to ~2e-3, the task network's to ~1e-5.
+    error = np.linalg.norm(jax_update - torch_update) / np.linalg.norm(torch_update)
+    assert error < 1e-2, (torch_name, error)
 
 
 def test_benchmark_runs_and_reports(built, tmp_path):
@@ -165,8 +171,13 @@ def test_benchmark_runs_and_reports(built, tmp_path):
     assert r["images_per_s"] == pytest.approx(BATCH / (r["median_ms"] / 1e3))
     assert math.isfinite(r["last_loss"]), name
     assert r["peak_memory_bytes"] is None  # CPU: no allocator statistics.
+    assert r["setup_s"] > 0 and r["first_call_s"] > 0, name
     baseline = written["results"][f"{r['model']} / torch_fp32"]["median_ms"]
     assert r["speedup_vs_torch_fp32"] == pytest.approx(baseline / r["median_ms"])
+  for variant, share in written["saliency_overhead_vs_uniform"].items():
+    saliency_ms = written["results"][f"saliency_sampler / {variant}"]["median_ms"]
+    uniform_ms = written["results"][f"uniform / {variant}"]["median_ms"]
+    assert share == pytest.approx((saliency_ms - uniform_ms) / saliency_ms)
   sampler = written["sampler"]
   assert sampler["floor_bytes"] == BATCH * 64 * 64 * 44
   assert sampler["floor_ms"] == pytest.approx(

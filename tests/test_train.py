@@ -176,8 +176,15 @@ def test_step_on_eight_devices_equals_one_device_and_bfloat16_is_close():
   for name, tree_one, tree_eight in (("params", one.params, eight.params),
                                      ("model_state", one.model_state, eight.model_state),
                                      ("opt_state", one.opt_state, eight.opt_state)):
-    for a, b in zip(jax.tree.leaves(tree_one), jax.tree.leaves(tree_eight)):
-      np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6, err_msg=name)
+    # The cross-device means sum in another order, so leaves agree to float32 rounding relative
+    # to their own scale; leaves whose gradient vanishes in exact arithmetic (the saliency head's
+    # bias: the softmax ignores a constant shift of the logits) hold rounding noise only. A
+    # missing or wrong all-reduce would be off by O(1).
+    leaves_one, leaves_eight = jax.tree.leaves(tree_one), jax.tree.leaves(tree_eight)
+    for a, b in zip(leaves_one, leaves_eight):
+      np.testing.assert_allclose(a, b, rtol=0, atol=5e-3 * np.abs(b).max() + 1e-8, err_msg=name)
+    difference = np.sqrt(sum(np.sum((a - b) ** 2) for a, b in zip(leaves_one, leaves_eight)))
+    assert difference <= 1e-4 * np.sqrt(sum(np.sum(b ** 2) for b in leaves_eight)), name
   # Same initialisation and batch in bfloat16: the first loss differs only by rounding.
   np.testing.assert_allclose(runs["bfloat16"][1]["loss"], metrics_one[0]["loss"], rtol=0.05)
 

@@ -132,10 +132,13 @@ def build_model(config: ml_collections.ConfigDict, *, num_outputs: int) -> nnx.M
   for name, path in (("task_net", task_net), ("saliency_backbone", backbone)):
     if path and not os.path.isfile(path):
       raise config_lib.ConfigError(f"config.pretrained.{name}: no file at {path!r}.")
-  # Initialisation draws from the "rbg" generator: every parameter shape compiles its own
-  # sampling kernel, and threefry's take several times longer to compile (seconds each on CPU).
-  init_key = jax.random.key(config.seed, impl="rbg")
-  model = models.build_model(config.model, num_outputs=num_outputs, rngs=nnx.Rngs(init_key))
+  # Parameters are drawn from the "rbg" generator: every parameter shape compiles its own
+  # sampling kernel, and threefry's take several times longer to compile (seconds each on
+  # CPU). Streams the model keeps in its state (dropout) stay threefry, whose draws do not
+  # depend on how the batch is sharded.
+  rngs = nnx.Rngs(params=jax.random.key(config.seed, impl="rbg"),
+                  default=jax.random.fold_in(jax.random.key(config.seed), 2))
+  model = models.build_model(config.model, num_outputs=num_outputs, rngs=rngs)
   if task_net or backbone:
     models.load_pretrained(model, task_net=task_net, saliency_backbone=backbone)
   if config.compute_dtype == "bfloat16":
