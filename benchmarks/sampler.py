@@ -6,6 +6,9 @@ the saliency logits only (the image takes none, as in training). Contenders, tim
 one run, medians over the repetitions:
 - jax (uint8 image): `saliency_jax.saliency_sample` on the uint8 image, as the trainer feeds it;
 - jax (float32 image): the same on a float32 image;
+- jax pallas (uint8 image), jax pallas (float32 image): the same with
+  `implementation="pallas"` (the Pallas/Triton sampling kernels), timed when --implementations
+  names it (the default on GPU); "jax" alone is the XLA path, the default implementation;
 - torch reference: the authors' algorithm literally (2-D 61x61 correlation), float32 image;
 - torch tuned: separable correlation, float32 image (a fair, faster PyTorch baseline);
 - optionally torch.compile of the tuned variant (--torch_compile).
@@ -14,7 +17,10 @@ Also times building the grid alone against sampling alone (the grid should cost 
 Runs unchanged on CPU and on a GPU (torch uses CUDA when available, jax its default backend):
   python benchmarks/sampler.py                 # the paper's sizes and a larger case
   python benchmarks/sampler.py --cases=paper --repeats=5
-Writes benchmarks/results/sampler_<backend>.json.
+  python benchmarks/sampler.py --implementations=xla,pallas   # on a GPU this is the default
+  python benchmarks/sampler.py --cases=tiny --repeats=1       # smoke test of the code path only
+Writes benchmarks/results/sampler_<backend>.json. Once a GPU has been measured, set the winner
+for implementation="auto" in `saliency_jax/ops/sampling.py` (`_AUTO_IMPLEMENTATION`).
 """
 
 import argparse
@@ -36,43 +42,62 @@ from benchmarks import torch_sampler  # noqa: E402
 CASES = {
     "paper": (32, 800, 224, 31),
     "large": (16, 1600, 448, 61),
+    # Not a measurement: exercises the whole code path in seconds (e.g. Pallas' interpret mode on
+    # CPU).
+    "tiny": (2, 64, 32, 7),
 }
+IMPLEMENTATIONS = ("xla", "pallas", "auto")
 
 
-def jax_contenders(batch, size, out, grid_size, seed=0):
+def default_implementations() -> str:
+  # The Pallas kernels are written for the GPU's Triton backend; on CPU they only run in the
+  # (very slow) interpret mode, and they do not lower for TPU.
+  return "xla,pallas" if jax.default_backend() == "gpu" else "xla"
+
+
+def _jax_name(implementation: str) -> str:
+  """Contender prefix: "jax" for the default XLA path, as before the option existed."""
+  return "jax" if implementation == "xla" else f"jax {implementation}"
+
+
+def jax_contenders(batch, size, out, grid_size, implementations=("xla",), seed=0):
   rng = np.random.default_rng(seed)
   image_u8 = jnp.asarray(rng.integers(0, 256, (batch, size, size, 3), dtype=np.uint8))
   image_f32 = image_u8.astype(jnp.float32)
   logits = jnp.asarray(rng.normal(size=(batch, grid_size, grid_size)).astype(np.float32))
   padding = grid_size - 1
-
-  def layer(lg, image):
-    sampled, _, _ = sj.saliency_sample(image, lg, (out, out), padding=padding)
-    return sampled
-
-  forward = jax.jit(layer)
-  # The loss is a plain sum so that the backward pass is the layer's own.
-  backward = jax.jit(jax.value_and_grad(lambda lg, im: jnp.sum(layer(lg, im))))
   grid_only = jax.jit(lambda lg: sj.attraction_grid(
       sj.softmax_saliency(lg), (out, out), padding=padding))
   grid = grid_only(logits)
-  sample_only = jax.jit(lambda im, g: sj.grid_sample(im, g, align_corners=True))
 
   block = jax.block_until_ready
-  return {
-      "fwd": {
-          "jax (uint8 image)": lambda: block(forward(logits, image_u8)),
-          "jax (float32 image)": lambda: block(forward(logits, image_f32)),
-      },
-      "fwd+bwd": {
-          "jax (uint8 image)": lambda: block(backward(logits, image_u8)),
-          "jax (float32 image)": lambda: block(backward(logits, image_f32)),
-      },
-      "parts": {
-          "jax grid (logits -> grid)": lambda: block(grid_only(logits)),
-          "jax sampling (uint8 image, grid -> sampled)": lambda: block(sample_only(image_u8, grid)),
-      },
-  }
+  contenders = {"fwd": {}, "fwd+bwd": {}, "parts": {
+      "jax grid (logits -> grid)": lambda: block(grid_only(logits)),
+  }}
+  for implementation in implementations:
+    def layer(lg, image, implementation=implementation):
+      sampled, _, _ = sj.saliency_sample(image, lg, (out, out), padding=padding,
+                                         implementation=implementation)
+      return sampled
+
+    forward = jax.jit(layer)
+    # The loss is a plain sum so that the backward pass is the layer's own.
+    backward = jax.jit(jax.value_and_grad(lambda lg, im, layer=layer: jnp.sum(layer(lg, im))))
+    sample_only = jax.jit(lambda im, g, implementation=implementation: sj.grid_sample(
+        im, g, align_corners=True, implementation=implementation))
+    name = _jax_name(implementation)
+    # Default arguments bind this implementation's functions (the loop rebinds the names).
+    contenders["fwd"].update({
+        f"{name} (uint8 image)": lambda f=forward: block(f(logits, image_u8)),
+        f"{name} (float32 image)": lambda f=forward: block(f(logits, image_f32)),
+    })
+    contenders["fwd+bwd"].update({
+        f"{name} (uint8 image)": lambda f=backward: block(f(logits, image_u8)),
+        f"{name} (float32 image)": lambda f=backward: block(f(logits, image_f32)),
+    })
+    contenders["parts"][f"{name} sampling (uint8 image, grid -> sampled)"] = (
+        lambda f=sample_only: block(f(image_u8, grid)))
+  return contenders
 
 
 def torch_contenders(batch, size, out, grid_size, *, compile_tuned, seed=0):
@@ -119,14 +144,23 @@ def main():
   parser.add_argument("--cases", default="paper,large", help=f"comma-separated of {list(CASES)}")
   parser.add_argument("--repeats", type=int, default=7)
   parser.add_argument("--torch_compile", action="store_true")
+  parser.add_argument("--implementations", default=None,
+                      help=f"comma-separated grid_sample implementations of {IMPLEMENTATIONS} to "
+                           f"time the JAX contenders with (default: xla on CPU and TPU, "
+                           f"xla,pallas on GPU)")
   parser.add_argument("--output", default=None, help="JSON path (default per backend)")
   args = parser.parse_args()
+  implementations = list(dict.fromkeys(
+      (args.implementations or default_implementations()).split(",")))
+  unknown = [i for i in implementations if i not in IMPLEMENTATIONS]
+  if unknown:
+    parser.error(f"--implementations must name some of {IMPLEMENTATIONS}; got {unknown}")
 
   env = common.environment()
-  results = {"environment": env, "cases": {}}
+  results = {"environment": env, "implementations": implementations, "cases": {}}
   for case in args.cases.split(","):
     batch, size, out, grid_size = CASES[case]
-    jx = jax_contenders(batch, size, out, grid_size)
+    jx = jax_contenders(batch, size, out, grid_size, implementations)
     tc = torch_contenders(batch, size, out, grid_size, compile_tuned=args.torch_compile)
     case_results = {"batch": batch, "image": size, "output": out, "grid": grid_size}
     for mode in ("fwd", "fwd+bwd"):
@@ -141,12 +175,14 @@ def main():
           ("contender", "ms", "speed-up vs torch reference"))
     parts = common.interleaved_medians(jx["parts"], repeats=args.repeats)
     case_results["parts"] = parts
-    grid_ms, sample_ms = (t["median_ms"] for t in parts.values())
-    common.print_table(
-        f"{case}: grid construction against sampling (forward)",
-        [(name, f"{t['median_ms']:.2f}") for name, t in parts.items()]
-        + [("grid / sampling", f"{100 * grid_ms / sample_ms:.1f}%")],
-        ("part", "ms"))
+    grid_ms = parts["jax grid (logits -> grid)"]["median_ms"]
+    rows = [(name, f"{t['median_ms']:.2f}") for name, t in parts.items()]
+    for implementation in implementations:
+      name = _jax_name(implementation)
+      sample_ms = parts[f"{name} sampling (uint8 image, grid -> sampled)"]["median_ms"]
+      rows.append((f"grid / {name} sampling", f"{100 * grid_ms / sample_ms:.1f}%"))
+    common.print_table(f"{case}: grid construction against sampling (forward)", rows,
+                       ("part", "ms"))
     results["cases"][case] = case_results
 
   output = args.output or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",

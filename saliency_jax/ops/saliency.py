@@ -36,6 +36,7 @@ def saliency_sample(
     temperature: float = 1.0,
     align_corners: bool = True,
     padding_mode: str = "zeros",
+    implementation: str = "xla",
     **grid_options,
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
   """Resamples `image` so that salient regions get more of the output's pixels.
@@ -52,6 +53,7 @@ def saliency_sample(
     temperature: softmax temperature; lower zooms harder.
     align_corners: the `grid_sample` convention; True as the authors' code ran.
     padding_mode: the `grid_sample` padding mode.
+    implementation: the `grid_sample` implementation: "xla", "pallas" or "auto".
     **grid_options: keyword options of `attraction_grid` (fwhm, padding, pad_mode, method).
 
   Returns:
@@ -59,11 +61,13 @@ def saliency_sample(
     `grid_sample` returns it, `saliency` the softmax map (summing to 1 per image).
   """
   image = validation.check_image(image, "image")
+  # Checked before any work (grid_sample checks it again, for its own callers).
+  sampling._resolve_implementation(implementation)
   saliency = softmax_saliency(saliency_logits, temperature=temperature)
   if saliency.shape[0] != image.shape[0]:
     raise ValueError(f"saliency_logits and image must have the same batch size; got "
                      f"saliency_logits shape {saliency.shape} and image shape {image.shape}.")
   grid = attraction.attraction_grid(saliency, out_shape, **grid_options)
   sampled = sampling.grid_sample(image, grid, align_corners=align_corners,
-                                 padding_mode=padding_mode)
+                                 padding_mode=padding_mode, implementation=implementation)
   return sampled, grid, saliency

@@ -25,6 +25,14 @@ import jax.numpy as jnp
 from saliency_jax.ops import validation
 
 PADDING_MODES = ("zeros", "border", "reflection")
+IMPLEMENTATIONS = ("xla", "pallas", "auto")
+
+# What implementation="auto" picks per backend (jax.default_backend()): the measured winner. The
+# Pallas kernels have not been measured on a GPU yet, so "xla" everywhere. Once
+# `benchmarks/sampler.py --implementations=xla,pallas` has measured a GPU (both for uint8 and
+# float32 images, fwd and fwd+bwd), set "gpu" (jax.default_backend()'s name for CUDA and ROCm)
+# to "pallas" here if it wins there.
+_AUTO_IMPLEMENTATION = {"cpu": "xla", "gpu": "xla", "tpu": "xla"}
 
 
 def _clip_with_grad(coord: jax.Array, limit: float) -> jax.Array:
@@ -138,6 +146,31 @@ def _channel_dot(g: jax.Array, tap: jax.Array) -> jax.Array:
   return jnp.sum(g * tap.astype(jnp.float32), axis=-1)
 
 
+def _coordinate_grads(dots, wy, wx, dwy, dwx):
+  """Gradients to the pixel coordinates `x, y` from `dots[r][c] = <cotangent, patch[r][c]>`.
+
+  d out / d x = sum_rc wy[r] dwx[c] patch[r][c], and likewise for y; with the channels already
+  contracted against the cotangent, once per tap. Shared with the Pallas kernel.
+  """
+  grad_x = sum(a * b * dots[r][c] for r, a in enumerate(wy) for c, b in enumerate(dwx))
+  grad_y = sum(a * b * dots[r][c] for r, a in enumerate(dwy) for c, b in enumerate(wx))
+  return grad_x, grad_y
+
+
+def _scatter_to_image(image: jax.Array, row: jax.Array, col: jax.Array, wy, wx,
+                      g: jax.Array) -> jax.Array:
+  """Gradient to `image [B, H, W, C]` of the bilinear read at the taps, for cotangent `g`.
+
+  The transpose of the tap gathers is the scatter-add into the image: the expensive part of the
+  backward pass, which callers run only when the image is differentiated.
+  """
+  patch_grad = tuple(tuple((a[..., None] * b[..., None] * g).astype(image.dtype) for b in wx)
+                     for a in wy)
+  _, scatter = jax.vjp(lambda im: _gather_taps(im, row, col, len(wy), len(wx)), image)
+  (grad_image,) = scatter(patch_grad)
+  return grad_image
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
 def _bilinear(size, image, x, y):
   """Bilinear read of `image [B, H, W, C]` at pixel coordinates `x, y [B, h, w]` (float32 out).
@@ -169,19 +202,10 @@ def _bilinear_bwd(size, residuals, g):
   col, wx, dwx = _axis_taps(x, size[1])
   g = jnp.zeros(x.shape + patch[0][0].shape[-1:], jnp.float32) if isinstance(
       g, jax.custom_derivatives.SymbolicZero) else g.astype(jnp.float32)
-  # d out / d x = sum_rc wy[r] dwx[c] patch[r][c], and likewise for y; contract the channels
-  # with the cotangent first, once per tap.
+  # Contract the channels with the cotangent first, once per tap.
   dots = [[_channel_dot(g, tap) for tap in patch_row] for patch_row in patch]
-  grad_x = sum(a * b * dots[r][c] for r, a in enumerate(wy) for c, b in enumerate(dwx))
-  grad_y = sum(a * b * dots[r][c] for r, a in enumerate(dwy) for c, b in enumerate(wx))
-  grad_image = None
-  if image is not None:
-    # The transpose of the tap gathers is the scatter-add into the image.
-    patch_grad = tuple(tuple((a[..., None] * b[..., None] * g).astype(image.dtype) for b in wx)
-                       for a in wy)
-    _, scatter = jax.vjp(
-        lambda im: _gather_taps(im, row, col, len(wy), len(wx)), image)
-    (grad_image,) = scatter(patch_grad)
+  grad_x, grad_y = _coordinate_grads(dots, wy, wx, dwy, dwx)
+  grad_image = None if image is None else _scatter_to_image(image, row, col, wy, wx, g)
   return grad_image, grad_x.astype(x.dtype), grad_y.astype(y.dtype)
 
 
@@ -204,6 +228,7 @@ def grid_sample(
     *,
     align_corners: bool = False,
     padding_mode: str = "zeros",
+    implementation: str = "xla",
 ) -> jax.Array:
   """Samples `image` bilinearly at `grid`, as `torch.nn.functional.grid_sample(mode="bilinear")`.
 
@@ -214,6 +239,10 @@ def grid_sample(
     align_corners: True: -1 and 1 are the centres of the corner pixels (PyTorch before 1.3, the
       authors' code); False: their outer edges (PyTorch's default today).
     padding_mode: "zeros", "border" or "reflection": what points outside the image read.
+    implementation: "xla" (the portable gather formulation above), "pallas" (the Pallas kernels
+      of `pallas_sampling`, written for the GPU's Triton backend; in Pallas' slow interpret mode
+      when the default backend is the CPU, which is meant for testing), or "auto" (whichever
+      measured faster on the default backend). The numbers agree to float32 rounding.
 
   Returns:
     `[B, h, w, C]`: in the image's dtype for floating images (computed in float32), float32 in
@@ -240,5 +269,22 @@ def grid_sample(
                      f"{grid.shape} and image shape {image.shape}.")
   if padding_mode not in PADDING_MODES:
     raise ValueError(f"padding_mode must be one of {PADDING_MODES}; got {padding_mode!r}.")
+  implementation = _resolve_implementation(implementation)
   validation.check_finite(grid, "grid")
+  if implementation == "pallas":
+    # Imported here: the XLA path must not pay for (or depend on) importing Pallas, and
+    # pallas_sampling imports this module's helpers.
+    from saliency_jax.ops import pallas_sampling
+    return pallas_sampling.grid_sample(image, grid, align_corners=bool(align_corners),
+                                       padding_mode=padding_mode,
+                                       interpret=jax.default_backend() == "cpu")
   return _grid_sample(image, grid, bool(align_corners), padding_mode)
+
+
+def _resolve_implementation(implementation: str) -> str:
+  """Checks `implementation`; "auto" becomes the default backend's measured winner."""
+  if not isinstance(implementation, str) or implementation not in IMPLEMENTATIONS:
+    raise ValueError(f"implementation must be one of {IMPLEMENTATIONS}; got {implementation!r}.")
+  if implementation == "auto":
+    return _AUTO_IMPLEMENTATION.get(jax.default_backend(), "xla")
+  return implementation
