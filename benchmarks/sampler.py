@@ -2,7 +2,8 @@
 
 Times the whole sampler layer (softmax, grid by Gaussian attraction, upsampling, bilinear
 sampling of the high-resolution image) forward, and forward + backward with the gradient taken to
-the saliency logits only (the image takes none, as in training). Contenders, timed interleaved in
+the saliency logits only (the image takes none, as in training) for a fixed random upstream
+gradient of the sampled image, the same on both sides. Contenders, timed interleaved in
 one run, medians over the repetitions:
 - jax (uint8 image): `saliency_jax.saliency_sample` on the uint8 image, as the trainer feeds it;
 - jax (float32 image): the same on a float32 image;
@@ -24,6 +25,7 @@ for implementation="auto" in `saliency_jax/ops/sampling.py` (`_AUTO_IMPLEMENTATI
 """
 
 import argparse
+import functools
 import os
 import sys
 
@@ -60,11 +62,23 @@ def _jax_name(implementation: str) -> str:
   return "jax" if implementation == "xla" else f"jax {implementation}"
 
 
+def _forward_backward(layer, logits, image, cotangent):
+  """The sampled image and the gradient to the logits for an upstream `cotangent`.
+
+  As in training: the sampled image is materialised for the task network, whose gradient comes
+  back as the cotangent. (A scalar loss such as `jnp.sum(sampled)` would instead let XLA:CPU fuse
+  the whole interpolation into a single-threaded reduction, which no real model does.)
+  """
+  sampled, vjp = jax.vjp(lambda lg: layer(lg, image), logits)
+  return sampled, vjp(cotangent)[0]
+
+
 def jax_contenders(batch, size, out, grid_size, implementations=("xla",), seed=0):
   rng = np.random.default_rng(seed)
   image_u8 = jnp.asarray(rng.integers(0, 256, (batch, size, size, 3), dtype=np.uint8))
   image_f32 = image_u8.astype(jnp.float32)
   logits = jnp.asarray(rng.normal(size=(batch, grid_size, grid_size)).astype(np.float32))
+  cotangent = jnp.asarray(rng.normal(size=(batch, out, out, 3)).astype(np.float32))
   padding = grid_size - 1
   grid_only = jax.jit(lambda lg: sj.attraction_grid(
       sj.softmax_saliency(lg), (out, out), padding=padding))
@@ -81,8 +95,7 @@ def jax_contenders(batch, size, out, grid_size, implementations=("xla",), seed=0
       return sampled
 
     forward = jax.jit(layer)
-    # The loss is a plain sum so that the backward pass is the layer's own.
-    backward = jax.jit(jax.value_and_grad(lambda lg, im, layer=layer: jnp.sum(layer(lg, im))))
+    backward = jax.jit(functools.partial(_forward_backward, layer))
     sample_only = jax.jit(lambda im, g, implementation=implementation: sj.grid_sample(
         im, g, align_corners=True, implementation=implementation))
     name = _jax_name(implementation)
@@ -92,8 +105,8 @@ def jax_contenders(batch, size, out, grid_size, implementations=("xla",), seed=0
         f"{name} (float32 image)": lambda f=forward: block(f(logits, image_f32)),
     })
     contenders["fwd+bwd"].update({
-        f"{name} (uint8 image)": lambda f=backward: block(f(logits, image_u8)),
-        f"{name} (float32 image)": lambda f=backward: block(f(logits, image_f32)),
+        f"{name} (uint8 image)": lambda f=backward: block(f(logits, image_u8, cotangent)),
+        f"{name} (float32 image)": lambda f=backward: block(f(logits, image_f32, cotangent)),
     })
     contenders["parts"][f"{name} sampling (uint8 image, grid -> sampled)"] = (
         lambda f=sample_only: block(f(image_u8, grid)))
@@ -108,6 +121,8 @@ def torch_contenders(batch, size, out, grid_size, *, compile_tuned, seed=0):
                        device=device).float()
   logits = torch.tensor(rng.normal(size=(batch, 1, grid_size, grid_size)).astype(np.float32),
                         device=device)
+  cotangent = torch.tensor(rng.normal(size=(batch, 3, out, out)).astype(np.float32),
+                           device=device)
   padding = grid_size - 1
   tuned = torch_sampler.TunedSampler((grid_size, grid_size), (out, out), padding=padding,
                                      device=device)
@@ -127,9 +142,10 @@ def torch_contenders(batch, size, out, grid_size, *, compile_tuned, seed=0):
     return run
 
   def backward(fn):
+    # The same upstream gradient as the JAX contenders get, channels first.
     def run():
       lg = logits.detach().requires_grad_()
-      fn(image, lg).sum().backward()
+      fn(image, lg).backward(cotangent)
       sync()
     return run
 

@@ -194,3 +194,30 @@ def test_load_pretrained_fills_task_net_and_saliency_backbone(tmp_path):
     uniform = nnx.eval_shape(lambda: models.build_model(
         dict(config, name="uniform"), num_outputs=5, rngs=nnx.Rngs(0)))
     models.load_pretrained(uniform, saliency_backbone=tmp_path / "saliency.safetensors")
+
+
+def test_deformable_task_net_loads_a_converted_plain_network(tmp_path):
+  # The offset convolutions have no counterpart in torchvision's network: they keep their
+  # initial (zero) offsets, and everything else comes from the file.
+  torch_model = _torch_resnet("resnet_tiny", num_classes=1000, seed=4)
+  torch.save(torch_model.state_dict(), tmp_path / "tiny.pth")
+  convert.convert_file(tmp_path / "tiny.pth", tmp_path / "tiny.npz")
+  config = {"name": "deformable", "task_net": "resnet_tiny", "task_size": 64}
+  model = models.build_model(config, num_outputs=5, rngs=nnx.Rngs(0))
+  models.load_pretrained(model, task_net=tmp_path / "tiny.npz")
+  np.testing.assert_array_equal(
+      model.task_net.layer4[1].conv2.kernel.get_value(),
+      torch_model.layer4[1].conv2.weight.detach().numpy().transpose(2, 3, 1, 0))
+  offsets = [v.get_value() for path, v in nnx.iter_graph(model)
+             if isinstance(v, nnx.Param) and "offset" in path]
+  assert offsets and all(np.all(np.asarray(o) == 0) for o in offsets)
+
+
+def test_command_rejects_a_checkpoint_without_its_classifier(tmp_path, capsys):
+  state = torch_models.resnet("resnet_tiny").state_dict()
+  del state["fc.weight"], state["fc.bias"]
+  torch.save(state, tmp_path / "headless.pth")
+  assert convert.main(["--input", str(tmp_path / "headless.pth"), "--output",
+                       str(tmp_path / "out.npz")]) == 1
+  assert "without its classifier ('fc.weight' is missing)" in capsys.readouterr().err
+  assert not (tmp_path / "out.npz").exists()

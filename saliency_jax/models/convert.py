@@ -300,7 +300,9 @@ def load_converted(model: nnx.Module, source: str | os.PathLike, *,
     arrays = dict(data)
   updates, problems = [], []
   for path, variable in _variables(model):
-    if path[0] in skip:
+    # The deformable baseline's offset convolutions have no counterpart in a converted plain
+    # network (they start at zero offsets), as in `_assign`.
+    if path[0] in skip or "offset" in path:
       continue
     key = _path_key(path)
     target = variable.get_value()
@@ -341,7 +343,13 @@ def convert_file(source: str | os.PathLike, destination: str | os.PathLike, *,
   detected = detect_architecture(state_dict)
   if arch is not None and arch != detected:
     raise ValueError(f"--arch is {arch!r} but {source} holds {detected!r}.")
-  num_classes = state_dict["classifier.6.weight" if detected == "alexnet" else "fc.weight"].shape[0]
+  classifier = "classifier.6.weight" if detected == "alexnet" else "fc.weight"
+  if classifier not in state_dict:
+    raise ValueError(f"{source} holds a {detected} without its classifier ({classifier!r} is "
+                     f"missing); convert_file needs a whole torchvision checkpoint, classifier "
+                     f"included. To load a headless backbone, call load_torchvision on a model "
+                     f"with load_fc=False.")
+  num_classes = state_dict[classifier].shape[0]
   model = build_for(detected, num_classes=int(num_classes))
   load_torchvision(model, state_dict, load_fc=True)
   save_converted(model, destination)

@@ -18,6 +18,7 @@ itself being differentiated.
 """
 
 import functools
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -171,42 +172,62 @@ def _scatter_to_image(image: jax.Array, row: jax.Array, col: jax.Array, wy, wx,
   return grad_image
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def _bilinear(size, image, x, y):
-  """Bilinear read of `image [B, H, W, C]` at pixel coordinates `x, y [B, h, w]` (float32 out).
+class _Options(NamedTuple):
+  """What the sampling kernels need to know besides the arrays (static under `jit`)."""
+  size: tuple[int, int]  # The image's (H, W).
+  align_corners: bool
+  padding_mode: str
 
-  `size = (H, W)` is passed separately so the backward pass knows it without the image.
-  """
-  row, wy, _ = _axis_taps(y, size[0])
-  col, wx, _ = _axis_taps(x, size[1])
+
+def _pixel_coordinates(grid: jax.Array, options: _Options):
+  """Pixel coordinates `x, y [B, h, w]` of the normalised `grid [B, h, w, 2]`, padding applied."""
+  height, width = options.size
+  x = _source_coordinate(grid[..., 0], width, options.align_corners, options.padding_mode)
+  y = _source_coordinate(grid[..., 1], height, options.align_corners, options.padding_mode)
+  return x, y
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _bilinear(options, image, grid):
+  """Bilinear read of `image [B, H, W, C]` at the float32 `grid [B, h, w, 2]` (float32 out)."""
+  x, y = _pixel_coordinates(grid, options)
+  row, wy, _ = _axis_taps(y, options.size[0])
+  col, wx, _ = _axis_taps(x, options.size[1])
   return _interpolate(_gather_taps(image, row, col, len(wy), len(wx)), wy, wx)
 
 
-def _bilinear_fwd(size, image, x, y):
+def _bilinear_fwd(options, image, grid):
   # symbolic_zeros=True: the primals arrive wrapped, with `.perturbed` telling whether the image
   # is being differentiated at all.
   image_perturbed = image.perturbed
-  image, x, y = image.value, x.value, y.value
-  row, wy, _ = _axis_taps(y, size[0])
-  col, wx, _ = _axis_taps(x, size[1])
+  image, grid = image.value, grid.value
+  x, y = _pixel_coordinates(grid, options)
+  row, wy, _ = _axis_taps(y, options.size[0])
+  col, wx, _ = _axis_taps(x, options.size[1])
   patch = _gather_taps(image, row, col, len(wy), len(wx))
   out = _interpolate(patch, wy, wx)
-  # The patches stay in the image's dtype (uint8 is 4x smaller than float32); the weights are
-  # cheap to re-derive from x, y. The image itself is kept only when its gradient is wanted.
-  return out, (patch, x, y, image if image_perturbed else None)
+  # The patches stay in the image's dtype (uint8 is 4x smaller than float32); the coordinates
+  # and weights are cheap to re-derive from the grid. The image itself is kept only when its
+  # gradient is wanted.
+  return out, (patch, grid, image if image_perturbed else None)
 
 
-def _bilinear_bwd(size, residuals, g):
-  patch, x, y, image = residuals
-  row, wy, dwy = _axis_taps(y, size[0])
-  col, wx, dwx = _axis_taps(x, size[1])
+def _bilinear_bwd(options, residuals, g):
+  patch, grid, image = residuals
+  # The coordinates and their derivatives to the grid in one forward-mode pass, so that both
+  # components of the grid's gradient come out of one expression (one pass over the cotangent
+  # and the patches) instead of two slices' transposes added together.
+  (x, y), (dx, dy) = jax.jvp(lambda gr: _pixel_coordinates(gr, options), (grid,),
+                             (jnp.ones_like(grid),))
+  row, wy, dwy = _axis_taps(y, options.size[0])
+  col, wx, dwx = _axis_taps(x, options.size[1])
   g = jnp.zeros(x.shape + patch[0][0].shape[-1:], jnp.float32) if isinstance(
       g, jax.custom_derivatives.SymbolicZero) else g.astype(jnp.float32)
   # Contract the channels with the cotangent first, once per tap.
   dots = [[_channel_dot(g, tap) for tap in patch_row] for patch_row in patch]
   grad_x, grad_y = _coordinate_grads(dots, wy, wx, dwy, dwx)
   grad_image = None if image is None else _scatter_to_image(image, row, col, wy, wx, g)
-  return grad_image, grad_x.astype(x.dtype), grad_y.astype(y.dtype)
+  return grad_image, jnp.stack([grad_x * dx, grad_y * dy], axis=-1)
 
 
 _bilinear.defvjp(_bilinear_fwd, _bilinear_bwd, symbolic_zeros=True)
@@ -214,11 +235,8 @@ _bilinear.defvjp(_bilinear_fwd, _bilinear_bwd, symbolic_zeros=True)
 
 @functools.partial(jax.jit, static_argnames=("align_corners", "padding_mode"))
 def _grid_sample(image, grid, align_corners, padding_mode):
-  height, width = image.shape[1:3]
-  grid = grid.astype(jnp.float32)
-  x = _source_coordinate(grid[..., 0], width, align_corners, padding_mode)
-  y = _source_coordinate(grid[..., 1], height, align_corners, padding_mode)
-  out = _bilinear((height, width), image, x, y)
+  options = _Options(tuple(image.shape[1:3]), align_corners, padding_mode)
+  out = _bilinear(options, image, grid.astype(jnp.float32))
   return out.astype(image.dtype) if jnp.issubdtype(image.dtype, jnp.floating) else out
 
 
