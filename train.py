@@ -24,14 +24,26 @@ def _define_flags() -> None:
   flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs, panels and results.")
   flags.mark_flag_as_required("workdir")
   try:
-    # The default config is loaded, and --config.* overrides applied, right here.
+    # Loads the default config (and applies --config.* overrides to it when --config is absent).
     config_flags.DEFINE_config_file("config", _DEFAULT_CONFIG,
                                     "Experiment config file (configs/*.py[:argument]).",
                                     lock_config=True)
   except (AttributeError, KeyError) as error:
-    overrides = [a for a in sys.argv[1:] if a.startswith("--config.")]
-    sys.exit(f"train.py: unknown config field {error} in {' '.join(overrides)}; see the config "
-             f"file's fields (saliency_jax.train.base_config()).")
+    _unknown_field(error)
+
+
+def _unknown_field(error: Exception) -> None:
+  overrides = [a for a in sys.argv[1:] if a.startswith("--config.")]
+  sys.exit(f"train.py: unknown config field {error} in {' '.join(overrides)}; see the config "
+           f"file's fields (saliency_jax.train.base_config()).")
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing, with a misspelt `--config.FIELD` reported without a traceback."""
+  try:
+    return app.parse_flags_with_usage(argv)
+  except (AttributeError, KeyError) as error:  # Raised while applying the overrides.
+    _unknown_field(error)
 
 
 def main(argv: list[str]) -> None:
@@ -41,8 +53,11 @@ def main(argv: list[str]) -> None:
     train.train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir)
   except (train.ConfigError, train.NonFiniteLossError, train.CheckpointError) as error:
     sys.exit(f"train.py: {error}")
+  except OSError as error:  # A full disk, say, while writing logs, panels or results.
+    sys.exit(f"train.py: {error}. The newest complete checkpoint in the workdir is kept; fix "
+             f"the cause and run the same command again to resume.")
 
 
 if __name__ == "__main__":
   _define_flags()
-  app.run(main)
+  app.run(main, flags_parser=_parse_flags)

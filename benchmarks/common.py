@@ -8,23 +8,38 @@ import statistics
 import time
 
 
-def interleaved_medians(fns: dict, *, repeats: int, warmup: int = 2) -> dict:
+def interleaved_medians(fns: dict, *, repeats: int, warmup: int = 2, pause_s: float = 0.05,
+                        min_sample_s: float = 0.1) -> dict:
   """Times each callable `repeats` times, round-robin, after `warmup` calls each.
 
   Interleaving spreads any drift of the machine (other load, clocks) evenly over the contenders.
-  Every callable must block until its work is done. Returns {name: {"median_ms", "min_ms",
-  "all_ms"}}.
+  Each sample calls its callable back to back enough times to last about `min_sample_s` (sized
+  from the last warm-up call) and reports the mean per call, so that a millisecond-scale call is
+  not dominated by the machine waking up after the pause that precedes every sample. Every
+  callable must block until its work is done; `min_sample_s=0` times single calls. Returns {name: {"median_ms", "min_ms", "all_ms",
+  "calls_per_sample"}}.
   """
-  for fn in fns.values():
-    for _ in range(warmup):
+  calls = {}
+  for name, fn in fns.items():
+    elapsed = None
+    for _ in range(max(warmup, 1 if min_sample_s > 0 else 0)):
+      start = time.perf_counter()
       fn()
+      elapsed = time.perf_counter() - start
+    calls[name] = 1 if elapsed is None else max(1, min(100, int(min_sample_s / max(elapsed,
+                                                                                   1e-6))))
   times = {name: [] for name in fns}
   for _ in range(repeats):
     for name, fn in fns.items():
+      # A pause between contenders: thread pools (PyTorch's OpenMP, XLA's) keep spinning for a
+      # while after their work ends, and would otherwise slow whichever contender runs next.
+      time.sleep(pause_s)
       start = time.perf_counter()
-      fn()
-      times[name].append((time.perf_counter() - start) * 1e3)
-  return {name: {"median_ms": statistics.median(t), "min_ms": min(t), "all_ms": t}
+      for _ in range(calls[name]):
+        fn()
+      times[name].append((time.perf_counter() - start) * 1e3 / calls[name])
+  return {name: {"median_ms": statistics.median(t), "min_ms": min(t), "all_ms": t,
+                 "calls_per_sample": calls[name]}
           for name, t in times.items()}
 
 

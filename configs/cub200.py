@@ -20,7 +20,10 @@ from saliency_jax.train import base_config
 def get_config(model: str = "saliency_sampler"):
   config = base_config()
   config.data.name = "cub"
-  config.data.image_size = 800  # Random-resized crops of 800x800; evaluation: centre crop.
+  # Random-resized crops of 800x800; evaluation: the 700x700 centre crop of the image resized to
+  # 800, as the authors' ImageNet code (the paper gives no CUB pipeline).
+  config.data.image_size = 800
+  config.data.eval_image_size = 700
   config.data.eval_resize = 800
   config.data.num_workers = 8
 

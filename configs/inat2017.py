@@ -7,9 +7,8 @@ r"""iNaturalist 2017: ResNet-101 task network at 227 px, 14-layer saliency netwo
         --config.pretrained.task_net=resnet101.pth \
         --config.pretrained.saliency_backbone=resnet18.pth
 
-Training sees random-resized 800x800 crops of the originals (paper, Sec. 4.2). The paper
-evaluates on a 512x512 centre crop; the data config has one image size for both splits, so
-evaluation here is the 800x800 centre crop of the image resized to 800. Other models of Table 2: `--config=configs/inat2017.py:<name>` with name
+Training sees random-resized 800x800 crops of the originals (paper, Sec. 4.2); evaluation, as in
+the paper, the 512x512 centre crop (of the image resized to 800 on its shorter side). Other models of Table 2: `--config=configs/inat2017.py:<name>` with name
 uniform (the plain ResNet-101), stn_affine, stn_tps, grid_estimator, cam_crop or deformable.
 
 Paper: top-1 / top-5 60 / 83 (ResNet-101 at 227) -> 65 / 86 with the saliency sampler. The
@@ -24,6 +23,7 @@ def get_config(model: str = "saliency_sampler"):
   config = base_config()
   config.data.name = "inaturalist2017"
   config.data.image_size = 800
+  config.data.eval_image_size = 512
   config.data.eval_resize = 800
   config.data.num_workers = 16
 

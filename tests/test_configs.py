@@ -110,3 +110,14 @@ def test_command_line_typo_gets_a_clear_message(tmp_path):
   assert "unknown config field" in result.stderr and "learning_rat" in result.stderr
   assert "Traceback" not in result.stderr
   assert os.listdir(tmp_path) == []  # Nothing was written.
+
+
+def test_command_line_typo_with_an_explicit_config_gets_a_clear_message(tmp_path):
+  result = subprocess.run(
+      [sys.executable, os.path.join(ROOT, "train.py"), f"--workdir={tmp_path}",
+       "--config=configs/cub200.py", "--config.optimizer.learning_rat=0.1"],
+      capture_output=True, text=True, cwd=ROOT, timeout=120)
+  assert result.returncode != 0
+  assert "unknown config field" in result.stderr and "learning_rat" in result.stderr
+  assert "Traceback" not in result.stderr
+  assert os.listdir(tmp_path) == []

@@ -249,6 +249,9 @@ def test_bad_arguments(kwargs, error, message):
     ({"name": "imagenet"}, "data.name"),
     ({"image_size": "512"}, "data.image_size: expected int"),
     ({"eval_resize": 100}, "data.eval_resize"),
+    ({"eval_image_size": 64, "eval_resize": 48}, r"data.eval_resize: expected 0 or >= "
+                                                 r"eval_image_size \(64\)"),
+    ({"eval_image_size": -1}, "data.eval_image_size"),
     ({"synthetic": {"num_clases": 3}}, "data.synthetic.num_clases: unknown field"),
     ({"synthetic": {"object_size": 0}}, "data.synthetic.object_size"),
     ({"prefetch": 0}, "data.prefetch"),
@@ -262,6 +265,9 @@ def test_bad_config(overrides, message):
 def test_partial_dict_config_takes_defaults():
   cfg = data.parse_data_config({"name": "synthetic", "image_size": 256})
   assert cfg["eval_resize"] == 256 and cfg["synthetic"]["image_size"] == 256
+  assert cfg["eval_image_size"] == 256
+  cfg = data.parse_data_config({"name": "cub", "image_size": 800, "eval_image_size": 700})
+  assert (cfg["eval_image_size"], cfg["eval_resize"]) == (700, 700)
   assert cfg["num_workers"] == 0
   info = data.dataset_info({"synthetic": {"num_classes": 4, "train_size": 7, "eval_size": 3}})
   assert info == data.DatasetInfo(task="classification", num_outputs=4, train_size=7,
@@ -284,3 +290,12 @@ def test_worker_processes_deliver_the_same_batches():
     got = [np.asarray(b["image"]) for b, _ in zip(workers, range(2))]
   for a, b in zip(expected, got):
     np.testing.assert_array_equal(a, b)
+
+
+def test_evaluation_images_have_their_own_size():
+  # The authors train on 800 crops and evaluate on 700 centre crops: two sizes, one config.
+  cfg = _config(eval_image_size=24)
+  train = data.make_loader(cfg, split="train", global_batch_size=8, mesh=_mesh(), seed=0)
+  evaluation = data.make_loader(cfg, split="eval", global_batch_size=8, mesh=_mesh(), seed=0)
+  assert next(iter(train))["image"].shape == (8, 32, 32, 3)
+  assert next(iter(evaluation))["image"].shape == (8, 24, 24, 3)

@@ -80,7 +80,9 @@ def test_label_is_the_target_texture(num_classes, period):
     is_light = (panel == light).all(-1)
     assert (is_light | (panel == dark).all(-1)).all(), "panel uses exactly the class's colours"
     assert _matching_patterns(is_light, period) == {label % synthetic.NUM_PATTERNS}
-  assert set(labels) == set(range(num_classes)) or num_classes > 6
+  assert set(labels) <= set(range(num_classes))
+  # Labels are drawn uniformly: 40 draws cover all 6 classes and most of 24.
+  assert len(set(labels)) >= min(num_classes, 15), sorted(set(labels))
 
 
 def test_uniform_downsampling_by_the_period_erases_the_class():

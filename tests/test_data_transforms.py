@@ -122,7 +122,7 @@ class TestCropBoxes:
     areas, aspects = [], []
     for _ in range(2000):
       left, top, w, h = transforms.random_crop_box(width, height, rng)
-      assert 0 <= left and 0 <= top and left + w <= width and top + h <= height and w, h
+      assert 0 <= left and 0 <= top and left + w <= width and top + h <= height and w > 0 and h > 0
       areas.append(w * h / (width * height))
       aspects.append(w / h)
     areas, aspects = np.array(areas), np.array(aspects)

@@ -246,9 +246,22 @@ def test_a_few_optimizer_steps_lower_the_loss(name):
     optimizer.update(model, grads)
     return loss
 
+  before = jax.tree.map(np.asarray, nnx.to_pure_dict(nnx.state(model, nnx.Param)))
   losses = [float(step(model, optimizer, images, labels)) for _ in range(20)]
   assert np.all(np.isfinite(losses))
   assert np.mean(losses[-3:]) < 0.5 * losses[0], np.round(losses, 3)
+  # The loss could fall from the task network alone: the parts that decide where to look must
+  # have received a gradient and moved too.
+  after = jax.tree.leaves(nnx.to_pure_dict(nnx.state(model, nnx.Param)))
+  labels = jax.tree.leaves(models.param_labels(before))
+  moved = {jax.tree_util.keystr(path): (label, bool(np.any(np.asarray(a) != np.asarray(b))))
+           for (path, b), a, label in zip(jax.tree_util.tree_flatten_with_path(before)[0],
+                                          after, labels)}
+  if name in ("saliency_sampler", "stn_affine", "stn_tps", "grid_estimator"):
+    for group in ("saliency_head", "saliency_backbone"):
+      assert any(changed for label, changed in moved.values() if label == group), (name, group)
+  if name == "deformable":
+    assert any(changed for path, (_, changed) in moved.items() if "offset" in path), name
 
 
 def test_build_model_returns_each_model_with_its_networks():

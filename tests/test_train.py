@@ -60,7 +60,7 @@ def tiny(config: ml_collections.ConfigDict, *, gaze_dir: str | None = None,
     s.train_size, s.eval_size = 32, 8
     s.object_size, s.frame_width, s.detail_period = 8, 2, 2
     s.num_distractors, s.num_clutter = 1, 1
-  c.data.image_size, c.data.eval_resize = 64, 64
+  c.data.image_size, c.data.eval_image_size, c.data.eval_resize = 64, 0, 64
   c.data.num_workers, c.data.prefetch = 0, 1
   c.batch_size = batch_size
   c.num_train_steps = steps
@@ -192,11 +192,12 @@ def test_step_on_eight_devices_equals_one_device_and_bfloat16_is_close():
 def test_pretrained_weights_are_loaded_from_the_config_paths(tmp_path):
   from flax import nnx
   from saliency_jax import models
+  from saliency_jax.models import convert
   config = tiny(load_config("default"))
   # "Pretrained" networks: another initialisation, written as converted .npz files.
   donor = models.build_model(config.model, num_outputs=6, rngs=nnx.Rngs(123))
-  models.convert.save_converted(donor.task_net, tmp_path / "task.npz")
-  models.convert.save_converted(donor.saliency_net.backbone, tmp_path / "saliency.npz")
+  convert.save_converted(donor.task_net, tmp_path / "task.npz")
+  convert.save_converted(donor.saliency_net.backbone, tmp_path / "saliency.npz")
   config.pretrained.task_net = str(tmp_path / "task.npz")
   config.pretrained.saliency_backbone = str(tmp_path / "saliency.npz")
   model = trainer.build_model(config, num_outputs=6)

@@ -22,10 +22,12 @@ def default_data_config() -> ml_collections.ConfigDict:
 
   Fields:
     name: one of `DATASETS`.
-    image_size: side of the square high-resolution images delivered, in training and evaluation
-      (800 in the paper; 512 for the synthetic demo).
+    image_size: side of the square high-resolution images delivered in training (the authors'
+      800 for natural images; 512 for the synthetic task).
+    eval_image_size: side of the evaluation images (the authors' 700 centre crop); 0 means
+      `image_size`.
     eval_resize: shorter side an evaluation image is resized to before the centre crop to
-      `image_size` (the authors: 800 with image_size 700); 0 means `image_size` (no margin).
+      `eval_image_size` (the authors: 800 with a 700 crop); 0 means `eval_image_size` (no margin).
     eval_split: split used for evaluation; "" picks the dataset's usual one ("test" for CUB
       and GazeCapture, "validation" for iNaturalist, "val" for image folders).
     data_dir: tfds data directory (cub, inaturalist2017; "" = tfds's default), the root of the
@@ -43,6 +45,7 @@ def default_data_config() -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict({
       "name": "synthetic",
       "image_size": 512,
+      "eval_image_size": 0,
       "eval_resize": 0,
       "eval_split": "",
       "data_dir": "",
@@ -108,8 +111,8 @@ def _merge(defaults: dict[str, Any], given: dict[str, Any], prefix: str) -> dict
 def parse_data_config(config: Any) -> dict[str, Any]:
   """Validates a data config and returns it complete, as a plain nested dict.
 
-  Derived defaults are filled in: `eval_resize` 0 becomes `image_size`, and
-  `synthetic.image_size` 0 becomes `image_size`.
+  Derived defaults are filled in: `eval_image_size` 0 becomes `image_size`, `eval_resize` 0
+  becomes `eval_image_size`, and `synthetic.image_size` 0 becomes `image_size`.
 
   Raises:
     ValueError: naming the first unknown, mistyped or out-of-range field.
@@ -125,10 +128,13 @@ def parse_data_config(config: Any) -> dict[str, Any]:
 
   check("name", cfg["name"] in DATASETS, f"one of {DATASETS}")
   check("image_size", cfg["image_size"] >= 1, "a positive size in pixels")
+  check("eval_image_size", cfg["eval_image_size"] >= 0, "0 (= image_size) or a size in pixels")
+  if cfg["eval_image_size"] == 0:
+    cfg["eval_image_size"] = cfg["image_size"]
   if cfg["eval_resize"] == 0:
-    cfg["eval_resize"] = cfg["image_size"]
-  check("eval_resize", cfg["eval_resize"] >= cfg["image_size"],
-        f"0 or >= image_size ({cfg['image_size']}), the centre crop is taken from it")
+    cfg["eval_resize"] = cfg["eval_image_size"]
+  check("eval_resize", cfg["eval_resize"] >= cfg["eval_image_size"],
+        f"0 or >= eval_image_size ({cfg['eval_image_size']}), the centre crop is taken from it")
   check("num_workers", cfg["num_workers"] >= 0, ">= 0")
   check("prefetch", cfg["prefetch"] >= 1, ">= 1")
   check("min_crop_area", 0 < cfg["min_crop_area"] <= 1, "in (0, 1]")

@@ -328,7 +328,8 @@ def make_loader(data_config: Any, *, split: str, global_batch_size: int, mesh: M
     raise FileNotFoundError(f"data: the {split} split of {cfg['name']!r} "
                             f"({datasets.split_name(cfg, split)!r}) has no examples.")
   task = datasets.TASKS[cfg["name"]]
-  examples = Examples(source=source, kind=datasets.preprocessing(cfg), size=cfg["image_size"],
+  size = cfg["image_size"] if split == "train" else cfg["eval_image_size"]
+  examples = Examples(source=source, kind=datasets.preprocessing(cfg), size=size,
                       resize=cfg["eval_resize"], min_crop_area=cfg["min_crop_area"],
                       hflip=cfg["hflip"], task=task)
   batches = host_batches(examples, split=split, global_batch_size=global_batch_size, seed=seed,

@@ -137,8 +137,11 @@ class Checkpointer:
 
 
 def check_resume_config(workdir: str, config: ml_collections.ConfigDict, *,
-                        resuming: bool) -> None:
+                        resuming: bool, write: bool = True) -> None:
   """Stores the config in `workdir`, after checking it against the stored one when resuming.
+
+  Every process of a multi-process run checks (so that all of them stop, none waits in a
+  collective for one that did), and only the one with `write` stores.
 
   A workdir belongs to one experiment: resuming it with another model, data set or optimizer
   would load mismatched checkpoints or silently mix two runs. Fields that only change logging
@@ -163,4 +166,5 @@ def check_resume_config(workdir: str, config: ml_collections.ConfigDict, *,
       raise config_lib.ConfigError(
           f"workdir {workdir} holds a run of another config ({details}). Use a new --workdir, "
           f"or run with the config stored in {path}.")
-  logging_lib.write_json(path, current)
+  if write:
+    logging_lib.write_json(path, current)

@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import flax.struct
+from absl import logging
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -301,6 +302,15 @@ def _describe(results: Mapping[str, float], task: str) -> str:
   return f"mean distance error {results['distance']:.4f}, loss {results['loss']:.4f}"
 
 
+def _close_quietly(*resources: Any) -> None:
+  for resource in resources:
+    try:
+      resource.close()
+    except Exception as error:  # pylint: disable=broad-except
+      logging.warning("while stopping, closing %s failed too: %s", type(resource).__name__,
+                      error)
+
+
 def _run(config: ml_collections.ConfigDict, workdir: str, *, label: str) -> dict[str, Any]:
   data = _data_api()
   mesh = make_mesh()
@@ -314,8 +324,8 @@ def _run(config: ml_collections.ConfigDict, workdir: str, *, label: str) -> dict
       os.path.join(workdir, "checkpoints"), every_steps=config.checkpoint_every_steps,
       keep=config.keep_checkpoints)
   latest = checkpoints.latest_step()
-  if is_chief:
-    checkpoint_lib.check_resume_config(workdir, config, resuming=latest is not None)
+  checkpoint_lib.check_resume_config(workdir, config, resuming=latest is not None,
+                                     write=is_chief)
 
   experiment = build_experiment(
       config, mesh=mesh, num_outputs=info.num_outputs, task=info.task,
@@ -402,14 +412,21 @@ def _run(config: ml_collections.ConfigDict, workdir: str, *, label: str) -> dict
         draw_panels(done)
       if done % length.eval_every == 0 and done != length.total_steps:
         evaluate(done)
+    # The final checkpoint must be on disk before the run reports success: a save that failed
+    # in the background (a full disk, say) surfaces here, before the evaluation, not after it.
+    checkpoints.wait()
     draw_panels(length.total_steps)
     eval_results = evaluate(length.total_steps)
-  finally:
-    progress.close()
-    writer.close()
-    train_loader.close()
-    eval_loader.close()
-    checkpoints.close()
+  except BaseException:
+    # Already failing: release everything without letting a second error (a pending save that
+    # also fails) replace the first one.
+    _close_quietly(progress, writer, train_loader, eval_loader, checkpoints)
+    raise
+  progress.close()
+  writer.close()
+  train_loader.close()
+  eval_loader.close()
+  checkpoints.close()
 
   results = {
       "label": label,
