@@ -27,8 +27,11 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest -n 2 -q tests
 
+# The sampler and train-step benchmarks, then the plot of every results file (CPU or GPU alike).
 bench: $(VENV)/.installed-dev
 	$(BIN)/python benchmarks/sampler.py
+	$(BIN)/python benchmarks/train_step.py
+	$(BIN)/python benchmarks/plot.py
 
 clean:
 	rm -rf $(VENV)

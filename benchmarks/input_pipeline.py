@@ -9,11 +9,10 @@ Two workloads, each timed for every `--workers` value after a warm-up batch:
     python benchmarks/input_pipeline.py
     python benchmarks/input_pipeline.py --workers=0,1,2,4,8 --seconds=20
 
-Writes benchmarks/results/input_pipeline_<hostname>.json.
+Writes benchmarks/results/input_pipeline_cpu.json (the pipeline runs on the host's CPUs).
 """
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -26,6 +25,7 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from benchmarks import common  # noqa: E402
 from saliency_jax import data  # noqa: E402
 
 
@@ -68,10 +68,13 @@ def main() -> None:
   parser.add_argument("--num_images", type=int, default=64, help="distinct JPEG files")
   parser.add_argument("--image_size", type=int, default=800)
   parser.add_argument("--workloads", default="jpeg,synthetic")
+  parser.add_argument("--output", default=os.path.join(
+      os.path.dirname(os.path.abspath(__file__)), "results", "input_pipeline_cpu.json"))
   args = parser.parse_args()
   workers = [int(w) for w in args.workers.split(",")]
-  results = {"host": platform.node(), "cpu_count": os.cpu_count(),
-             "batch_size": args.batch_size, "runs": []}
+  results = {"environment": common.environment(), "host": platform.node(),
+             "batch_size": args.batch_size, "command": "python benchmarks/input_pipeline.py "
+             + " ".join(sys.argv[1:]), "runs": []}
   with tempfile.TemporaryDirectory() as root:
     workloads = args.workloads.split(",")
     if "jpeg" in workloads:
@@ -88,12 +91,8 @@ def main() -> None:
         results["runs"].append(run)
         print(f"{workload:9s} workers={count}: {run['images_per_s']:7.1f} images/s "
               f"(first batch after {run['first_batch_s']:.1f} s)", flush=True)
-  out = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
-                     f"input_pipeline_{platform.node() or 'host'}.json")
-  os.makedirs(os.path.dirname(out), exist_ok=True)
-  with open(out, "w") as f:
-    json.dump(results, f, indent=2)
-  print(f"wrote {out}")
+  common.write_json(args.output, results)
+  print(f"wrote {args.output}")
 
 
 if __name__ == "__main__":

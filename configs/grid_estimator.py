@@ -4,6 +4,11 @@ r"""Baseline: the saliency network regresses the sampling grid directly (no sali
 
 The paper's "Grid Estimator": 61 top-1 on iNaturalist (sampler 65), 3.91 cm gaze error on iPad
 (sampler 3.29): without the attraction kernel the grid is hard to learn.
+
+Measured here (seed 0, 1,200 steps, 2-core CPU, 2026-12-01; the demo's sampler 84.2 %, uniform
+51.5 %):
+top-1 24.2 % with the estimator's learning-rate multipliers at 0.01 (set here), 13.5 % with the
+demo's 0.1; the panels show the grid folding over itself, which the attraction kernel rules out.
 """
 from configs import default
 
@@ -11,5 +16,8 @@ from configs import default
 def get_config():
   config = default.get_config()
   config.model.name = "grid_estimator"
+  # The better of 0.1 (the demo's) and 0.01, measured above.
+  config.optimizer.lr_multipliers.saliency_head = 0.01
+  config.optimizer.lr_multipliers.saliency_backbone = 0.01
   config.compare_with_uniform = False
   return config

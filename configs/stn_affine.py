@@ -6,6 +6,12 @@ The localisation network (the saliency network's tiny ResNet with a 6-parameter 
 crop-and-zoom, initialised to the identity. The paper (Tables 1, 2) finds the affine STN no
 better than the plain network on iNaturalist (60 -> 60 top-1) and gaze; on this task it can in
 principle zoom to the panel but has to learn one global transform per image.
+
+Measured here (seed 0, 1,200 steps, 2-core CPU, 2026-12-01; the demo's sampler 84.2 %, uniform
+51.5 %):
+top-1 79.5 % with the localisation network's learning-rate multipliers at 0.01 (set here), 14.7 %
+with the demo's 0.1, where the transform drifts off the image within 400 steps and samples only
+zeros. A single target per image suits one affine crop well.
 """
 from configs import default
 
@@ -13,5 +19,8 @@ from configs import default
 def get_config():
   config = default.get_config()
   config.model.name = "stn_affine"
+  # The better of 0.1 (the demo's) and 0.01, measured above.
+  config.optimizer.lr_multipliers.saliency_head = 0.01
+  config.optimizer.lr_multipliers.saliency_backbone = 0.01
   config.compare_with_uniform = False
   return config
