@@ -11,7 +11,8 @@ mean distance error in cm. `--config=configs/gaze.py:uniform` gives the plain Al
 stn_affine, stn_tps, grid_estimator, deformable).
 
 Paper: mean error iPad 5.44 -> 3.29 cm, iPhone 2.63 -> 2.03 cm (plain AlexNet -> sampler); the
-evaluation here reports one error over both devices. The paper ends AlexNet with a sigmoid;
+evaluation here reports the error over both devices and per device (`distance/phone`,
+`distance/tablet` in results.json and TensorBoard). The paper ends AlexNet with a sigmoid;
 targets in centimetres need a linear output (a sigmoid would first need the targets rescaled to
 0..1, which the data pipeline does not do), so `output_activation` is None. No gaze
 hyper-parameters were published; these are this project's choice and have not been run here.

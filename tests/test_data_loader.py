@@ -56,7 +56,7 @@ class GazeLikeSource(IndexSource):
 
   def __getitem__(self, index):
     return {"image": np.full((8, 8, 3), index, np.uint8),
-            "label": np.array([index, -index], np.float64)}
+            "label": np.array([index, -index], np.float64), "tablet": index % 3 == 0}
 
 
 def _examples(source, task="classification"):
@@ -227,6 +227,8 @@ def test_regression_labels():
   assert batch["label"].dtype == np.float32 and batch["label"].shape == (6, 2)
   np.testing.assert_array_equal(batch["label"][:4], [[0, 0], [1, -1], [2, -2], [3, -3]])
   assert batch["mask"].tolist() == [True] * 4 + [False] * 2
+  # Which device each gaze example comes from (padding: False), for per-device errors.
+  assert batch["tablet"].tolist() == [True, False, False, True, False, False]
 
 
 @pytest.mark.parametrize("kwargs, error, message", [

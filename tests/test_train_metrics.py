@@ -45,3 +45,27 @@ def test_bad_task_and_empty_sums():
     metrics.per_example_loss(jnp.zeros((1, 2)), jnp.zeros((1,), jnp.int32), task="detection")
   with pytest.raises(ValueError, match="count is 0"):
     metrics.summarize({"count": 0.0, "loss": 0.0})
+
+
+def test_per_device_gaze_errors_match_numpy():
+  # GazeCapture: the paper reports phones and tablets separately.
+  rng = np.random.default_rng(2)
+  outputs = rng.normal(size=(10, 2)).astype(np.float32)
+  targets = rng.normal(size=(10, 2)).astype(np.float32)
+  mask = np.arange(10) < 9  # The last one is padding.
+  tablet = np.array([1, 0, 0, 1, 1, 0, 0, 0, 1, 1], bool)
+  sums = metrics.batch_metrics(
+      jnp.asarray(outputs), jnp.asarray(targets), jnp.asarray(mask), task="regression",
+      groups={"phone": jnp.asarray(~tablet), "tablet": jnp.asarray(tablet)})
+  means = metrics.summarize(metrics.add_sums(None, sums))
+  errors = np.sqrt(((outputs - targets) ** 2).sum(1))
+  for name, member in (("phone", ~tablet & mask), ("tablet", tablet & mask)):
+    np.testing.assert_allclose(means[f"distance/{name}"], errors[member].mean(), rtol=1e-5)
+    assert means[f"count/{name}"] == member.sum()
+  np.testing.assert_allclose(means["distance"], errors[mask].mean(), rtol=1e-5)
+  assert means["count"] == 9
+  # A device missing from the evaluation set has no mean rather than 0 / 0.
+  only_phones = metrics.summarize(metrics.add_sums(None, metrics.batch_metrics(
+      jnp.asarray(outputs), jnp.asarray(targets), jnp.asarray(mask & ~tablet),
+      task="regression", groups={"tablet": jnp.asarray(tablet)})))
+  assert "distance/tablet" not in only_phones and "count/tablet" not in only_phones

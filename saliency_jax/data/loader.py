@@ -81,7 +81,14 @@ class Examples:
   def _padding(self, skipped: int) -> dict[str, np.ndarray]:
     label = np.int32(0) if self.task == "classification" else np.zeros(2, np.float32)
     return {"image": np.zeros((self.size, self.size, 3), np.uint8), "label": label,
-            "mask": np.bool_(False), "skipped": np.int32(skipped)}
+            "mask": np.bool_(False), "skipped": np.int32(skipped), **self._groups({})}
+
+  def _groups(self, record: dict[str, Any]) -> dict[str, np.ndarray]:
+    # Gaze evaluation batches say which examples come from a tablet: the paper reports the
+    # error on phones and on tablets separately.
+    if self.task == "classification":
+      return {}
+    return {"tablet": np.bool_(record.get("tablet", False))}
 
   def _image(self, data: Any, rng: np.random.Generator | None) -> np.ndarray:
     if self.kind == "resize":
@@ -119,7 +126,7 @@ class Examples:
       _LOG.warning("Masking out unreadable evaluation record %d: %s", position, error)
       return self._padding(skipped=1)
     return {"image": image, "label": self._label(record), "mask": np.bool_(True),
-            "skipped": np.int32(0)}
+            "skipped": np.int32(0), **self._groups(record)}
 
 
 def _seeds(seed: int) -> tuple[int, int]:
@@ -137,7 +144,8 @@ def host_batches(examples: Examples, *, split: str, global_batch_size: int, seed
   Returns:
     Elements are dicts of NumPy arrays with leading dimension
     `global_batch_size // process_count`: "image" uint8 `[b, S, S, 3]`, "label", "mask" bool,
-    "skipped" int32 (unreadable records replaced or masked in this example).
+    "skipped" int32 (unreadable records replaced or masked in this example); regression
+    (gaze) evaluation batches add "tablet" bool (the recording's device).
   """
   count = len(examples.source)
   if split == "train":

@@ -41,7 +41,8 @@ def per_example_loss(outputs: jax.Array, labels: jax.Array, *, task: str) -> jax
 
 
 def batch_metrics(outputs: jax.Array, labels: jax.Array, mask: jax.Array, *,
-                  task: str) -> dict[str, jax.Array]:
+                  task: str, groups: Mapping[str, jax.Array] | None = None
+                  ) -> dict[str, jax.Array]:
   """Sums over the unmasked examples of one batch.
 
   Args:
@@ -49,12 +50,22 @@ def batch_metrics(outputs: jax.Array, labels: jax.Array, mask: jax.Array, *,
     labels: `[B]` or `[B, D]`.
     mask: `[B]` bool, False for padding.
     task: "classification" or "regression".
+    groups: optional `{name: [B] bool}` subsets (GazeCapture's phones and tablets, which the
+      paper reports separately); each adds every sum again as "metric/name" over its members.
 
   Returns:
     float32 scalars: "count", "loss"; classification adds "top1" and "top5" (numbers of
     correct examples, top-5 capped at K classes), regression adds "distance" (sum of the
-    Euclidean errors).
+    Euclidean errors); and the same per group.
   """
+  sums = _masked_sums(outputs, labels, mask, task=task)
+  for name, member in (groups or {}).items():
+    sums.update({f"{metric}/{name}": value for metric, value in _masked_sums(
+        outputs, labels, mask & member, task=task).items()})
+  return sums
+
+
+def _masked_sums(outputs, labels, mask, *, task):
   weights = mask.astype(jnp.float32)
   sums = {
       "count": jnp.sum(weights),
@@ -78,13 +89,23 @@ def summarize(sums: Mapping[str, float]) -> dict[str, float]:
 
   Returns:
     "loss", and "top1"/"top5" (fractions in [0, 1]) or "distance" (mean distance error, in
-    the labels' unit); "count" is kept as the number of examples.
+    the labels' unit); "count" is kept as the number of examples. A group's "metric/name" is
+    its mean over the group's "count/name" examples, and is left out when the group is empty.
   """
   count = float(sums["count"])
   if count <= 0:
     raise ValueError("sums: no example was counted (count is 0); is the evaluation set empty?")
-  means = {name: float(value) / count for name, value in sums.items() if name != "count"}
+  means = {}
+  for name, value in sums.items():
+    group = name.partition("/")[2]
+    total = float(sums[f"count/{group}"]) if group else count
+    if name.startswith("count") or total <= 0:
+      continue
+    means[name] = float(value) / total
   means["count"] = count
+  for name, value in sums.items():
+    if name.startswith("count/") and float(value) > 0:
+      means[name] = float(value)
   return means
 
 

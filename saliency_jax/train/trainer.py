@@ -212,7 +212,10 @@ def build_experiment(config: ml_collections.ConfigDict, *, mesh: Mesh, num_outpu
   def eval_step(state: TrainState, batch: Mapping[str, jax.Array]):
     model = nnx.merge(eval_graph, state.params, state.model_state)
     outputs, extras = model(batch["image"])
-    sums = metrics_lib.batch_metrics(outputs, batch["label"], batch["mask"], task=task)
+    groups = ({"phone": ~batch["tablet"], "tablet": batch["tablet"]} if "tablet" in batch
+              else None)
+    sums = metrics_lib.batch_metrics(outputs, batch["label"], batch["mask"], task=task,
+                                     groups=groups)
     examples = {"image": batch["image"], "label": batch["label"], "output": outputs,
                 **{k: v for k, v in extras.items() if k in ("sampled", "grid", "saliency")}}
     examples = jax.tree.map(lambda x: x[:num_panels], examples)
@@ -299,7 +302,9 @@ def _interval_metrics(history: list[tuple[int, dict[str, float]]]) -> dict[str, 
 def _describe(results: Mapping[str, float], task: str) -> str:
   if task == "classification":
     return f"top-1 {results['top1']:.2%}, top-5 {results['top5']:.2%}, loss {results['loss']:.4f}"
-  return f"mean distance error {results['distance']:.4f}, loss {results['loss']:.4f}"
+  devices = "".join(f", {device} {results[f'distance/{device}']:.4f}"
+                    for device in ("phone", "tablet") if f"distance/{device}" in results)
+  return f"mean distance error {results['distance']:.4f}{devices}, loss {results['loss']:.4f}"
 
 
 def _close_quietly(*resources: Any) -> None:
