@@ -215,3 +215,6 @@ def test_pretrained_weights_are_loaded_from_the_config_paths(tmp_path):
   config.pretrained.task_net = str(tmp_path / "missing.npz")
   with pytest.raises(train.ConfigError, match="pretrained.task_net: no file"):
     trainer.build_model(config, num_outputs=6)
+  # A resumed run restores every parameter from its checkpoint: the files are not read again.
+  resumed = trainer.build_model(config, num_outputs=6, load_pretrained=False)
+  assert not np.array_equal(resumed.task_net.conv1.kernel[...], donor.task_net.conv1.kernel[...])

@@ -125,11 +125,16 @@ def _models_api():
   return models
 
 
-def build_model(config: ml_collections.ConfigDict, *, num_outputs: int) -> nnx.Module:
-  """The config's model, initialised from `config.seed`, pretrained weights loaded if given."""
+def build_model(config: ml_collections.ConfigDict, *, num_outputs: int,
+                load_pretrained: bool = True) -> nnx.Module:
+  """The config's model, initialised from `config.seed`, pretrained weights loaded if given.
+
+  `load_pretrained=False` skips the pretrained files (a resumed run restores every parameter
+  from its checkpoint, and need not find them again).
+  """
   models = _models_api()
-  task_net = config.pretrained.task_net or None
-  backbone = config.pretrained.saliency_backbone or None
+  task_net = (config.pretrained.task_net or None) if load_pretrained else None
+  backbone = (config.pretrained.saliency_backbone or None) if load_pretrained else None
   for name, path in (("task_net", task_net), ("saliency_backbone", backbone)):
     if path and not os.path.isfile(path):
       raise config_lib.ConfigError(f"config.pretrained.{name}: no file at {path!r}.")
@@ -151,7 +156,7 @@ def build_model(config: ml_collections.ConfigDict, *, num_outputs: int) -> nnx.M
 
 def build_experiment(config: ml_collections.ConfigDict, *, mesh: Mesh, num_outputs: int,
                      task: str, total_steps: int, steps_per_epoch: float,
-                     blur_steps: int) -> Experiment:
+                     blur_steps: int, load_pretrained: bool = True) -> Experiment:
   """Builds the model, optimizer, replicated initial state and the jitted steps on `mesh`.
 
   Args:
@@ -162,9 +167,10 @@ def build_experiment(config: ml_collections.ConfigDict, *, mesh: Mesh, num_outpu
     total_steps: length of the run (for the schedules).
     steps_per_epoch: steps in one epoch.
     blur_steps: steps of the blur warm-up (for the task group's schedule restart).
+    load_pretrained: load `config.pretrained`'s weights (not needed when resuming).
   """
   models = _models_api()
-  model = build_model(config, num_outputs=num_outputs)
+  model = build_model(config, num_outputs=num_outputs, load_pretrained=load_pretrained)
   model.train()
   train_graph, params, model_state = nnx.split(model, nnx.Param, ...)
   model.eval()
@@ -335,7 +341,7 @@ def _run(config: ml_collections.ConfigDict, workdir: str, *, label: str) -> dict
   experiment = build_experiment(
       config, mesh=mesh, num_outputs=info.num_outputs, task=info.task,
       total_steps=length.total_steps, steps_per_epoch=length.steps_per_epoch,
-      blur_steps=length.blur_steps)
+      blur_steps=length.blur_steps, load_pretrained=latest is None)
   train_loader = data.make_loader(config.data, split="train", global_batch_size=config.batch_size,
                                   mesh=mesh, seed=config.seed)
   eval_loader = data.make_loader(config.data, split="eval", global_batch_size=config.batch_size,
