@@ -125,7 +125,8 @@ def test_a_peak_magnifies_its_neighbourhood():
   assert local_density(grid, 200, 20) < uniform_density
 
 
-@hypothesis.settings(max_examples=20, deadline=None)
+# Derandomised: the same 20 maps every run, so that CI is reproducible.
+@hypothesis.settings(max_examples=20, deadline=None, derandomize=True)
 @hypothesis.given(
     seed=st.integers(0, 2**31 - 1),
     shape=st.tuples(st.integers(2, 31), st.integers(2, 31)),
