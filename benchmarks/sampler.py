@@ -13,7 +13,8 @@ one run, medians over the repetitions:
 - torch reference: the authors' algorithm literally (2-D 61x61 correlation), float32 image;
 - torch tuned: separable correlation, float32 image (a fair, faster PyTorch baseline);
 - optionally torch.compile of the tuned variant (--torch_compile).
-Also times building the grid alone against sampling alone (the grid should cost next to nothing).
+Also times building the grid alone against sampling alone (the grid should cost next to nothing),
+and the whole layer in the same set, so that the grid's cost inside the layer shows too.
 
 Runs unchanged on CPU and on a GPU (torch uses CUDA when available, jax its default backend):
   python benchmarks/sampler.py                 # the paper's sizes and a larger case
@@ -110,6 +111,11 @@ def jax_contenders(batch, size, out, grid_size, implementations=("xla",), seed=0
     })
     contenders["parts"][f"{name} sampling (uint8 image, grid -> sampled)"] = (
         lambda f=sample_only: block(f(image_u8, grid)))
+    # The whole forward once more, in the same interleaved set: what the layer pays for its
+    # grid is the difference (inside the layer the grid feeds the sampler directly and is not
+    # written out in its returned layout, unlike the grid-only program).
+    contenders["parts"][f"{name} layer (uint8 image, logits -> sampled)"] = (
+        lambda f=forward: block(f(logits, image_u8)))
   return contenders
 
 
@@ -196,7 +202,10 @@ def main():
     for implementation in implementations:
       name = _jax_name(implementation)
       sample_ms = parts[f"{name} sampling (uint8 image, grid -> sampled)"]["median_ms"]
+      layer_ms = parts[f"{name} layer (uint8 image, logits -> sampled)"]["median_ms"]
       rows.append((f"grid / {name} sampling", f"{100 * grid_ms / sample_ms:.1f}%"))
+      rows.append((f"({name} layer - sampling) / sampling, the grid inside the layer",
+                   f"{100 * (layer_ms - sample_ms) / sample_ms:.1f}%"))
     common.print_table(f"{case}: grid construction against sampling (forward)", rows,
                        ("part", "ms"))
     results["cases"][case] = case_results

@@ -112,9 +112,9 @@ def test_jit_equals_eager_vmap_equals_loop_and_no_recompilation():
   jitted = jax.jit(layer)
   np.testing.assert_allclose(jitted(image, logits), layer(image, logits), atol=1e-5)
   one = lambda im, lg: layer(im[None], lg[None])[0]
-  # Batched and unbatched programs round the grid differently (~1e-7 of [-1, 1], i.e. ~1e-6 of
-  # a pixel here), which moves a sample by up to the image's slope times that: a few 1e-5 on
-  # values in [0, 1]. A wrong batch axis would be off by O(1).
+  # Batched and unbatched programs round the grid's matrix products differently (a few float32
+  # ulps), which moves a sample by the image's slope times that: ~1e-5 on values in [0, 1]
+  # (1.05e-5 measured on one machine). A wrong batch axis would be off by O(0.1).
   np.testing.assert_allclose(jax.vmap(one)(image, logits),
                              np.stack([one(image[i], logits[i]) for i in range(3)]), atol=5e-5)
   # New values of the same shapes reuse the compiled program, jitted or eager.
