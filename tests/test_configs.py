@@ -38,6 +38,8 @@ def test_config_validates_and_documents_its_command(name, argument):
   validate_config(config, num_devices=1)
   doc = importlib.import_module(f"configs.{name}").__doc__
   assert "python train.py" in doc and f"configs/{name}.py" in doc or name == "default"
+  # And what it reaches: the paper's figure, or what was measured here.
+  assert "paper" in doc.lower() or "measured" in doc.lower(), name
   assert config.is_locked  # Typos in overrides fail instead of adding fields.
 
 
