@@ -1,8 +1,9 @@
 """Checkpoint and resume for real, and the trainer's answers to bad input.
 
 The kill test runs train.py in subprocesses: one uninterrupted run, and one that is SIGKILLed
-right after its first checkpoint and then started again with the same command. Both must end
-with bit-identical parameters, optimizer state, RNG and step.
+right after its first checkpoint, started again, SIGKILLed again while it writes its next
+checkpoint, and started again with the same command. Both must end with bit-identical parameters,
+optimizer state, RNG and step.
 """
 import json
 import os
@@ -75,18 +76,30 @@ def test_sigkill_and_resume_gives_the_uninterrupted_result(tmp_path):
                         capture_output=True, text=True, timeout=300)
   assert done.returncode == 0, done.stderr[-3000:]
 
-  process = subprocess.Popen(_command(killed, config_file), cwd=ROOT, env=env,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
   checkpoints = killed / "checkpoints"
-  deadline = time.monotonic() + 240
-  while time.monotonic() < deadline and process.poll() is None:
-    if checkpoints.is_dir() and any(p.isdigit() for p in os.listdir(checkpoints)):
-      break
-    time.sleep(0.02)
-  process.send_signal(signal.SIGKILL)
-  process.wait()
-  assert process.returncode == -signal.SIGKILL
-  assert not (killed / "results.json").exists(), "the run ended before it could be killed"
+
+  def run_and_kill(ready):
+    """Starts the command and SIGKILLs it as soon as `ready()` holds (or after a deadline)."""
+    process = subprocess.Popen(_command(killed, config_file), cwd=ROOT, env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and process.poll() is None and not ready():
+      time.sleep(0.002)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL
+    assert not (killed / "results.json").exists(), "the run ended before it could be killed"
+
+  def entries():
+    return os.listdir(checkpoints) if checkpoints.is_dir() else []
+
+  # First kill: right after the first complete checkpoint.
+  run_and_kill(lambda: any(p.isdigit() for p in entries()))
+  complete_before = {p for p in entries() if p.isdigit()}
+  # Second kill, in the resumed run: while the next checkpoint is being written (orbax writes
+  # it under a temporary name, "8.orbax-checkpoint-tmp", and renames it when complete; the poll
+  # caught that here), or else as soon as that checkpoint is complete.
+  run_and_kill(lambda: any(p.split(".")[0] not in complete_before for p in entries()))
 
   resumed = subprocess.run(_command(killed, config_file), cwd=ROOT, env=env,
                            capture_output=True, text=True, timeout=300)
