@@ -16,18 +16,17 @@ def interleaved_medians(fns: dict, *, repeats: int, warmup: int = 2, pause_s: fl
   Each sample calls its callable back to back enough times to last about `min_sample_s` (sized
   from the last warm-up call) and reports the mean per call, so that a millisecond-scale call is
   not dominated by the machine waking up after the pause that precedes every sample. Every
-  callable must block until its work is done; `min_sample_s=0` times single calls. Returns {name: {"median_ms", "min_ms", "all_ms",
-  "calls_per_sample"}}.
+  callable must block until its work is done; `min_sample_s=0` times single calls. Returns
+  {name: {"median_ms", "min_ms", "all_ms", "calls_per_sample"}}.
   """
   calls = {}
   for name, fn in fns.items():
-    elapsed = None
+    elapsed = 0.0
     for _ in range(max(warmup, 1 if min_sample_s > 0 else 0)):
       start = time.perf_counter()
       fn()
       elapsed = time.perf_counter() - start
-    calls[name] = 1 if elapsed is None else max(1, min(100, int(min_sample_s / max(elapsed,
-                                                                                   1e-6))))
+    calls[name] = max(1, min(100, int(min_sample_s / max(elapsed, 1e-6))))
   times = {name: [] for name in fns}
   for _ in range(repeats):
     for name, fn in fns.items():

@@ -97,15 +97,10 @@ def summarize(sums: Mapping[str, float]) -> dict[str, float]:
     raise ValueError("sums: no example was counted (count is 0); is the evaluation set empty?")
   means = {}
   for name, value in sums.items():
-    group = name.partition("/")[2]
+    metric, _, group = name.partition("/")
     total = float(sums[f"count/{group}"]) if group else count
-    if name.startswith("count") or total <= 0:
-      continue
-    means[name] = float(value) / total
-  means["count"] = count
-  for name, value in sums.items():
-    if name.startswith("count/") and float(value) > 0:
-      means[name] = float(value)
+    if total > 0:
+      means[name] = total if metric == "count" else float(value) / total
   return means
 
 

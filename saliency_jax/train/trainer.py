@@ -433,11 +433,8 @@ def _run(config: ml_collections.ConfigDict, workdir: str, *, label: str) -> dict
     # also fails) replace the first one.
     _close_quietly(progress, writer, train_loader, eval_loader, checkpoints)
     raise
-  progress.close()
-  writer.close()
-  train_loader.close()
-  eval_loader.close()
-  checkpoints.close()
+  for resource in (progress, writer, train_loader, eval_loader, checkpoints):
+    resource.close()
 
   results = {
       "label": label,
