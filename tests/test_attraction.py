@@ -159,7 +159,7 @@ def test_degenerate_maps_give_finite_grids_and_gradients(method):
 def test_check_grads():
   saliency = jnp.asarray(random_saliency(np.random.default_rng(3), (2, 7, 9)))
   f = jax.jit(lambda s: sj.attraction_grid(s, (11, 12), fwhm=4.0, padding=5))
-  jtu.check_grads(f, (saliency,), order=1, modes=["rev"], eps=1e-4, atol=1e-2, rtol=1e-2)
+  jtu.check_grads(f, (saliency,), order=1, modes=["fwd", "rev"], eps=1e-4, atol=1e-2, rtol=1e-2)
 
 
 def test_jit_equals_eager_and_vmap_equals_loop():

@@ -13,6 +13,7 @@ float32 values in 0..255.
 
 from collections.abc import Sequence
 import functools
+import math
 
 import jax
 import jax.numpy as jnp
@@ -24,6 +25,20 @@ _HIGHEST = jax.lax.Precision.HIGHEST
 
 
 @functools.lru_cache(maxsize=256)
+def _two_taps(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """Per output: the two source indices `lo, hi` and the weight `frac` of `hi` (int64, float64).
+
+  The half-pixel convention of `torch.nn.functional.interpolate(mode="bilinear",
+  align_corners=False)`: source position `(o + 0.5) * in / out - 0.5`, clamped at 0 below (so the
+  first output pixels repeat the edge value), no anti-aliasing.
+  """
+  src = np.maximum((np.arange(out_size) + 0.5) * (in_size / out_size) - 0.5, 0.0)
+  lo = np.minimum(np.floor(src).astype(np.int64), in_size - 1)
+  hi = np.minimum(lo + 1, in_size - 1)
+  return lo, hi, src - lo
+
+
+@functools.lru_cache(maxsize=256)
 def bilinear_matrix(in_size: int, out_size: int) -> np.ndarray:
   """`[out_size, in_size]` matrix of 1-D linear interpolation, half-pixel convention.
 
@@ -31,16 +46,46 @@ def bilinear_matrix(in_size: int, out_size: int) -> np.ndarray:
   align_corners=False)` gives output pixel `o`: source position `(o + 0.5) * in / out - 0.5`,
   clamped at 0 below (so the first output pixels repeat the edge value), no anti-aliasing.
   """
-  scale = in_size / out_size
-  src = np.maximum((np.arange(out_size) + 0.5) * scale - 0.5, 0.0)
-  lo = np.minimum(np.floor(src).astype(np.int64), in_size - 1)
-  hi = np.minimum(lo + 1, in_size - 1)
-  frac = src - lo
+  lo, hi, frac = _two_taps(in_size, out_size)
   matrix = np.zeros((out_size, in_size), np.float64)
   rows = np.arange(out_size)
   np.add.at(matrix, (rows, lo), 1.0 - frac)
   np.add.at(matrix, (rows, hi), frac)
   return matrix
+
+
+def _two_tap_rows(x: jax.Array, out_size: int) -> jax.Array:
+  """`x [N, H, W]` interpolated along axis 1 from the two neighbours of each output row."""
+  lo, hi, frac = _two_taps(x.shape[1], out_size)
+  low, high = jnp.take(x, lo, axis=1), jnp.take(x, hi, axis=1)
+  return low + (high - low) * jnp.asarray(frac[None, :, None], x.dtype)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
+def interpolate_planes(planes: jax.Array, out_shape: tuple[int, int]) -> jax.Array:
+  """`planes [N, H, W]` (float) -> `[N, h, w]`, bilinear with the half-pixel convention.
+
+  The numbers of `resize_planes(planes, bilinear_matrix(H, h), bilinear_matrix(W, w))` (to float32
+  rounding). The rows, the step that writes the whole output, read the two neighbours of each
+  output row instead of a matrix product, which costs `H` multiply-adds per output value: for a
+  31 -> 224 grid, one pass over the output, ~4x faster. Derivatives use the matrices (the
+  transpose of the neighbour reads would be a scatter-add), the columns last, so that the
+  gradient contracts the cotangent's minor axis first and reads it in its own layout.
+  """
+  # The columns as a small matrix product, which also writes them out: read from inside the
+  # rows' loop instead, they would be recomputed for every output value.
+  cols = jnp.asarray(bilinear_matrix(planes.shape[2], out_shape[1]).T, planes.dtype)
+  return _two_tap_rows(jnp.matmul(planes, cols, precision=_HIGHEST), out_shape[0])
+
+
+@interpolate_planes.defjvp
+def _interpolate_planes_jvp(out_shape, primals, tangents):
+  (planes,), (tangent,) = primals, tangents
+  _, height, width = planes.shape
+  rows = jnp.asarray(bilinear_matrix(height, out_shape[0]), tangent.dtype)
+  cols = jnp.asarray(bilinear_matrix(width, out_shape[1]).T, tangent.dtype)
+  tangent = jnp.einsum("ia,nac->nic", rows, tangent, precision=_HIGHEST)
+  return interpolate_planes(planes, out_shape), jnp.matmul(tangent, cols, precision=_HIGHEST)
 
 
 @functools.lru_cache(maxsize=256)
