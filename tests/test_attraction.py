@@ -193,3 +193,21 @@ def test_bad_input_is_a_clear_error(saliency, kwargs, message):
   kwargs = {"out_shape": (8, 8), **kwargs}
   with pytest.raises(ValueError, match=message):
     sj.attraction_grid(saliency, **kwargs)
+
+
+@pytest.mark.parametrize("grid_shape,out_shape", [((31, 31), (224, 224)), ((7, 9), (20, 13))])
+def test_upsampling_from_two_taps_equals_the_matrices(grid_shape, out_shape):
+  # The two per-backend ways of upsampling the grid (see attraction._UPSAMPLING): values and
+  # gradients to the saliency.
+  from saliency_jax.ops import attraction
+  saliency = jnp.asarray(random_saliency(np.random.default_rng(8), (2,) + grid_shape))
+  cotangent = jnp.asarray(np.random.default_rng(9).normal(size=(2,) + out_shape + (2,)),
+                          jnp.float32)
+  results = {}
+  for upsampling in ("two_taps", "matrices"):
+    grid, vjp = jax.vjp(lambda s, u=upsampling: attraction._attraction_grid(
+        s, out_shape, 13.0, grid_shape[0] - 1, "edge", "separable", u), saliency)
+    results[upsampling] = grid, vjp(cotangent)[0]
+  np.testing.assert_allclose(results["two_taps"][0], results["matrices"][0], atol=1e-6)
+  np.testing.assert_allclose(results["two_taps"][1], results["matrices"][1], rtol=1e-4,
+                             atol=1e-6 * float(jnp.abs(results["matrices"][1]).max()))

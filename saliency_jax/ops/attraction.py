@@ -43,6 +43,11 @@ from saliency_jax.ops import validation
 METHODS = ("dense", "separable", "fft")
 PAD_MODES = ("edge", "reflect", "none")
 _HIGHEST = jax.lax.Precision.HIGHEST
+# How the grid is upsampled to the output size, per backend (jax.default_backend()): from the two
+# neighbours of each output row ("two_taps", measured ~4x faster than the matrices on CPU; GPUs
+# gather cheaply too), or as interpolation matrices where gathers are slow and matrix products
+# fast (TPU). The two agree to float32 rounding.
+_UPSAMPLING = {"tpu": "matrices"}
 # Relative to the map's maximum; see the module docstring.
 _FLOOR = 1e-30
 
@@ -167,8 +172,9 @@ def _centre_of_mass_jvp(primals, tangents):
   return ratio, (d_num - ratio * d_den) / den
 
 
-@functools.partial(jax.jit, static_argnames=("out_shape", "fwhm", "padding", "pad_mode", "method"))
-def _attraction_grid(saliency, out_shape, fwhm, padding, pad_mode, method):
+@functools.partial(jax.jit, static_argnames=("out_shape", "fwhm", "padding", "pad_mode", "method",
+                                             "upsampling"))
+def _attraction_grid(saliency, out_shape, fwhm, padding, pad_mode, method, upsampling):
   saliency = _normalise(saliency.astype(jnp.float32))
   den, num_x, num_y = _MOMENTS[method](saliency, padding, fwhm, pad_mode)
   if method == "fft":
@@ -177,8 +183,12 @@ def _attraction_grid(saliency, out_shape, fwhm, padding, pad_mode, method):
     den = jnp.maximum(den, _FLOOR)
   coarse = jnp.concatenate([_centre_of_mass(num_x, den), _centre_of_mass(num_y, den)])
   coarse = jnp.clip(2.0 * coarse - 1.0, -1.0, 1.0)  # [2B, gh, gw]: all x planes, then all y.
+  b, gh, gw = den.shape
+  if upsampling == "matrices":
+    fine = resize.resize_planes(
+        coarse, resize.bilinear_matrix(gh, out_shape[0]), resize.bilinear_matrix(gw, out_shape[1]))
+    return jnp.stack([fine[:b], fine[b:]], axis=-1)
   fine = resize.interpolate_planes(coarse, tuple(out_shape))
-  b = den.shape[0]
   return _materialised(jnp.stack([fine[:b], fine[b:]], axis=-1))
 
 
@@ -266,4 +276,5 @@ def attraction_grid(
   if value is not None and np.any(value < 0):
     raise ValueError(f"saliency must be non-negative (weights of attraction); got minimum "
                      f"{value.min()}.")
-  return _attraction_grid(saliency, out_shape, float(fwhm), int(padding), pad_mode, method)
+  return _attraction_grid(saliency, out_shape, float(fwhm), int(padding), pad_mode, method,
+                          _UPSAMPLING.get(jax.default_backend(), "two_taps"))
