@@ -1,7 +1,6 @@
 """bilinear_resize and area_resize against torch.nn.functional (the authors' resizes)."""
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch

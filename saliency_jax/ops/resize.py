@@ -1,9 +1,10 @@
-"""Resizing as small matrix products.
+"""Resizing as small matrix products, and the grid's upsampling from two neighbours.
 
 Both resizes are separable linear maps. The bilinear one is written as an interpolation matrix per
 spatial axis applied with two matrix products: exact, differentiable without scatters, cheap at
 the sizes this library meets (grids, low-resolution views), and on the matrix units of GPUs and
-TPUs. Area pooling of large uint8 images uses exact integer running sums instead (a dense matrix
+TPUs. `interpolate_planes` computes the same upsampling from the two neighbours of each output
+row, for the sampling grid where reading memory is cheaper than the matrix product (CPU, GPU). Area pooling of large uint8 images uses exact integer running sums instead (a dense matrix
 there would cost ~30 GFLOP per batch). The matrices are built with NumPy at trace time, so they
 are constants of the compiled program.
 
@@ -13,7 +14,6 @@ float32 values in 0..255.
 
 from collections.abc import Sequence
 import functools
-import math
 
 import jax
 import jax.numpy as jnp
@@ -43,8 +43,7 @@ def bilinear_matrix(in_size: int, out_size: int) -> np.ndarray:
   """`[out_size, in_size]` matrix of 1-D linear interpolation, half-pixel convention.
 
   Row `o` holds the weights that `torch.nn.functional.interpolate(mode="bilinear",
-  align_corners=False)` gives output pixel `o`: source position `(o + 0.5) * in / out - 0.5`,
-  clamped at 0 below (so the first output pixels repeat the edge value), no anti-aliasing.
+  align_corners=False)` gives output pixel `o`, at the taps of `_two_taps`.
   """
   lo, hi, frac = _two_taps(in_size, out_size)
   matrix = np.zeros((out_size, in_size), np.float64)
