@@ -187,9 +187,11 @@ def _attraction_grid(saliency, out_shape, fwhm, padding, pad_mode, method, upsam
   if upsampling == "matrices":
     fine = resize.resize_planes(
         coarse, resize.bilinear_matrix(gh, out_shape[0]), resize.bilinear_matrix(gw, out_shape[1]))
-    return jnp.stack([fine[:b], fine[b:]], axis=-1)
-  fine = resize.interpolate_planes(coarse, tuple(out_shape))
-  return _materialised(jnp.stack([fine[:b], fine[b:]], axis=-1))
+  else:
+    fine = resize.interpolate_planes(coarse, out_shape)
+  grid = jnp.stack([fine[:b], fine[b:]], axis=-1)
+  # The matrix products already end XLA's fusion; the two-tap rows would fuse into the sampler.
+  return grid if upsampling == "matrices" else _materialised(grid)
 
 
 @jax.custom_jvp
