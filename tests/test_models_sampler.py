@@ -247,15 +247,20 @@ def test_bad_inputs_and_configs_raise_clear_errors(micro):
     model(jnp.zeros((1, 80, 80, 1), jnp.uint8))
   with pytest.raises(ValueError, match="uint8 .* or floating .*; got dtype int32"):
     model(jnp.zeros((1, 80, 80, 3), jnp.int32))
-  bad = [({"task_net": "resnet152"}, r"model_config.task_net must be one of .*'resnet152'"),
-         ({"name": "zoom"}, r"model_config.name must be one of .*'zoom'"),
-         ({"saliency_backbone": "vgg"}, r"model_config.saliency_backbone .*'vgg'"),
-         ({"saliency_depth": 18}, r"model_config.saliency_depth must be one of \(6, 10, 14\)"),
-         ({"grid_size": 1}, r"model_config.grid_size must be an int >= 2; got 1"),
-         ({"temperature": 0.0}, r"model_config.temperature must be a number > 0"),
-         ({"output_activation": "tanh"}, r"model_config.output_activation .*'tanh'"),
-         ({"zoom": 2}, r"unknown fields \['zoom'\]"),
-         ({"task_net": "alexnet", "task_size": 48}, r"task_size must be an int >= 63; got 48")]
+  bad = [({"task_net": "resnet152"}, r"model_config.task_net: expected one of .*'resnet152'"),
+         ({"name": "zoom"}, r"model_config.name: expected one of .*'zoom'"),
+         ({"saliency_backbone": "vgg"}, r"model_config.saliency_backbone: .*'vgg'"),
+         ({"saliency_depth": 18}, r"model_config.saliency_depth: expected one of \(6, 10, 14\)"),
+         ({"grid_size": 1}, r"model_config.grid_size: expected an int >= 2; got 1"),
+         ({"temperature": 0.0}, r"model_config.temperature: expected a finite number > 0"),
+         ({"output_activation": "tanh"}, r"model_config.output_activation: .*'tanh'"),
+         ({"zoom": 2}, r"model_config.zoom: unknown field 'zoom'"),
+         ({"task_net": "alexnet", "task_size": 48},
+          r"task_size: expected an int >= 63 .*alexnet.*; got 48"),
+         # What ConfigDict's types leave to the schema: None, and a bool for a number.
+         ({"task_size": None}, r"model_config.task_size: expected int; got None"),
+         ({"fwhm": True}, r"model_config.fwhm: expected float; got True"),
+         ({"grid_size": 9.5}, r"model_config.grid_size: expected int; got 9.5")]
   for override, message in bad:
     with pytest.raises(ValueError, match=message):
       models.build_model({**CONFIG, **override}, num_outputs=5, rngs=_rngs())

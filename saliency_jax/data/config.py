@@ -1,18 +1,19 @@
-"""The data configuration: every field with its default, and validation.
+"""The data configuration: every field with its default (the schema), and its checks.
 
-`default_data_config()` is the schema. A config given to `make_loader` or `dataset_info` may be a
-`ConfigDict` or a plain dict, complete or partial (missing fields take their defaults); a field
-that is not in the schema, a value of the wrong type or out of range raises a `ValueError` that
-names the field, before any data is read.
+`default_data_config()` is the schema (a locked `ConfigDict`: the defaults give each field its
+type) and `CHECKS` the table of ranges, both used through `saliency_jax.schema`. A config given to
+`make_loader` or `dataset_info` may be a `ConfigDict` or a plain dict, complete or partial
+(missing fields take their defaults); a field that is not in the schema, a value of the wrong
+type or out of range raises a `ValueError` that names the field, before any data is read.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-import copy
 from typing import Any
 
 import ml_collections
+
+from saliency_jax import schema
 
 DATASETS = ("synthetic", "cub", "inaturalist2017", "image_folder", "gazecapture")
 
@@ -42,7 +43,7 @@ def default_data_config() -> ml_collections.ConfigDict:
     synthetic: the knobs of `saliency_jax.data.synthetic.SyntheticZoom`; `image_size` 0 means
       `image_size` above; train and eval images come from independent streams of `seed`.
   """
-  return ml_collections.ConfigDict({
+  config = ml_collections.ConfigDict({
       "name": "synthetic",
       "image_size": 512,
       "eval_image_size": 0,
@@ -68,44 +69,39 @@ def default_data_config() -> ml_collections.ConfigDict:
           "seed": 0,
       },
   })
+  config.lock()
+  return config
 
 
-def _to_dict(config: Any, name: str) -> dict[str, Any]:
-  if isinstance(config, ml_collections.ConfigDict):
-    return config.to_dict()
-  if isinstance(config, Mapping):
-    return {key: _to_dict(value, f"{name}.{key}") if isinstance(value, Mapping) else value
-            for key, value in config.items()}
-  raise ValueError(f"{name}: expected a ConfigDict or a dict; got {type(config).__name__}.")
+def _eval_image_size(c) -> int:
+  return c.eval_image_size or c.image_size
 
 
-def _merge(defaults: dict[str, Any], given: dict[str, Any], prefix: str) -> dict[str, Any]:
-  merged = copy.deepcopy(defaults)
-  for key, value in given.items():
-    field = f"{prefix}.{key}"
-    if key not in defaults:
-      raise ValueError(f"{field}: unknown field; the data fields are "
-                       f"{', '.join(sorted(defaults))}.")
-    default = defaults[key]
-    if isinstance(default, dict):
-      if not isinstance(value, Mapping):
-        raise ValueError(f"{field}: expected a dict of fields; got {value!r}.")
-      merged[key] = _merge(default, dict(value), field)
-      continue
-    if isinstance(default, bool):
-      ok = isinstance(value, bool)
-    elif isinstance(default, int):
-      ok = isinstance(value, int) and not isinstance(value, bool)
-    elif isinstance(default, float):
-      ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-      value = float(value) if ok else value
-    else:
-      ok = isinstance(value, type(default))
-    if not ok:
-      raise ValueError(f"{field}: expected {type(default).__name__}; got {value!r} "
-                       f"({type(value).__name__}).")
-    merged[key] = value
-  return merged
+CHECKS = (
+    schema.Check("name", lambda c: c.name in DATASETS, f"one of {DATASETS}"),
+    schema.Check("image_size", lambda c: c.image_size >= 1, "a positive size in pixels"),
+    schema.Check("eval_image_size", lambda c: c.eval_image_size >= 0,
+                 "0 (= image_size) or a size in pixels"),
+    schema.Check("eval_resize",
+                 lambda c: c.eval_resize == 0 or c.eval_resize >= _eval_image_size(c),
+                 lambda c: f"0 or >= eval_image_size ({_eval_image_size(c)}), the centre crop is "
+                           f"taken from it"),
+    schema.Check("num_workers", lambda c: c.num_workers >= 0, ">= 0"),
+    schema.Check("prefetch", lambda c: c.prefetch >= 1, ">= 1"),
+    schema.Check("min_crop_area", lambda c: 0 < c.min_crop_area <= 1, "in (0, 1]"),
+    schema.Check("gaze_input", lambda c: c.gaze_input in ("face", "frame"), "'face' or 'frame'"),
+    schema.Check("eval_split",
+                 lambda c: c.name != "synthetic" or c.eval_split in ("", "eval", "train"),
+                 "'' or 'eval' for the synthetic task, whose splits are 'train' and 'eval'"),
+    *(schema.Check(f"synthetic.{key}", lambda c, key=key: c.synthetic[key] >= 1, ">= 1")
+      for key in ("num_classes", "train_size", "eval_size", "object_size", "frame_width",
+                  "detail_period")),
+    schema.Check("synthetic.image_size", lambda c: c.synthetic.image_size >= 0,
+                 "0 (= image_size) or a size in pixels"),
+    *(schema.Check(f"synthetic.{key}", lambda c, key=key: c.synthetic[key] >= 0, ">= 0")
+      for key in ("num_distractors", "num_clutter", "seed")),
+)
+"""The data fields' ranges: rows of `saliency_jax.schema.Check`, run by `parse_data_config`."""
 
 
 def parse_data_config(config: Any) -> dict[str, Any]:
@@ -117,34 +113,10 @@ def parse_data_config(config: Any) -> dict[str, Any]:
   Raises:
     ValueError: naming the first unknown, mistyped or out-of-range field.
   """
-  cfg = _merge(default_data_config().to_dict(), _to_dict(config, "data"), "data")
-
-  def check(field: str, ok: bool, expected: str) -> None:
-    if not ok:
-      value = cfg
-      for part in field.split("."):
-        value = value[part]
-      raise ValueError(f"data.{field}: expected {expected}; got {value!r}.")
-
-  check("name", cfg["name"] in DATASETS, f"one of {DATASETS}")
-  check("image_size", cfg["image_size"] >= 1, "a positive size in pixels")
-  check("eval_image_size", cfg["eval_image_size"] >= 0, "0 (= image_size) or a size in pixels")
-  if cfg["eval_image_size"] == 0:
-    cfg["eval_image_size"] = cfg["image_size"]
-  if cfg["eval_resize"] == 0:
-    cfg["eval_resize"] = cfg["eval_image_size"]
-  check("eval_resize", cfg["eval_resize"] >= cfg["eval_image_size"],
-        f"0 or >= eval_image_size ({cfg['eval_image_size']}), the centre crop is taken from it")
-  check("num_workers", cfg["num_workers"] >= 0, ">= 0")
-  check("prefetch", cfg["prefetch"] >= 1, ">= 1")
-  check("min_crop_area", 0 < cfg["min_crop_area"] <= 1, "in (0, 1]")
-  check("gaze_input", cfg["gaze_input"] in ("face", "frame"), "'face' or 'frame'")
-  syn = cfg["synthetic"]
-  if syn["image_size"] == 0:
-    syn["image_size"] = cfg["image_size"]
-  for key in ("num_classes", "train_size", "eval_size", "image_size", "object_size",
-              "frame_width", "detail_period"):
-    check(f"synthetic.{key}", syn[key] >= 1, ">= 1")
-  for key in ("num_distractors", "num_clutter"):
-    check(f"synthetic.{key}", syn[key] >= 0, ">= 0")
+  merged = schema.merge(default_data_config(), config, prefix="data")
+  schema.check(merged, CHECKS, prefix="data")
+  cfg = merged.to_dict()
+  cfg["eval_image_size"] = cfg["eval_image_size"] or cfg["image_size"]
+  cfg["eval_resize"] = cfg["eval_resize"] or cfg["eval_image_size"]
+  cfg["synthetic"]["image_size"] = cfg["synthetic"]["image_size"] or cfg["image_size"]
   return cfg

@@ -22,6 +22,7 @@ from saliency_jax.models.factory import MODEL_NAMES
 from saliency_jax.models.factory import TASK_NETS
 from saliency_jax.models.factory import build_model
 from saliency_jax.models.factory import build_task_net
+from saliency_jax.models.factory import default_model_config
 from saliency_jax.models.factory import load_pretrained
 from saliency_jax.models.factory import param_labels
 from saliency_jax.models.inception import InceptionV3
@@ -55,6 +56,7 @@ __all__ = [
     "build_model",
     "build_resnet",
     "build_task_net",
+    "default_model_config",
     "load_pretrained",
     "load_state_dict",
     "param_labels",

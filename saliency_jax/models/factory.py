@@ -8,13 +8,19 @@ conventions), `model.train()` / `model.eval()` switch BatchNorm and dropout, the
 """
 
 from collections.abc import Mapping
+import inspect
+import math
 import os
 from typing import Any
 
 import jax
+import ml_collections
+from ml_collections import config_dict
 import numpy as np
 from flax import nnx
 
+from saliency_jax import ops
+from saliency_jax import schema
 from saliency_jax.models import alexnet
 from saliency_jax.models import baselines
 from saliency_jax.models import blur
@@ -22,15 +28,28 @@ from saliency_jax.models import inception
 from saliency_jax.models import resnet
 from saliency_jax.models import saliency_network
 from saliency_jax.models import sampler
+from saliency_jax.models import task
 
 MODEL_NAMES = ("saliency_sampler", "uniform", "stn_affine", "stn_tps", "grid_estimator",
                "cam_crop", "deformable")
 TASK_NETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet_tiny", "alexnet",
              "inception_v3")
+# The models with a saliency or localisation network (`LOCALISATION_ATTRIBUTES`), which a
+# pretrained saliency backbone can be loaded into.
+MODELS_WITH_SALIENCY_NET = ("saliency_sampler", "stn_affine", "stn_tps", "grid_estimator")
+# The task networks `load_pretrained` reads torchvision (or converted) weights into.
+PRETRAINABLE_TASK_NETS = tuple(name for name in TASK_NETS if name != "inception_v3")
 # Smallest input each task network accepts (AlexNet's strided stem and three pools; Inception-v3
 # as torchvision checks).
 _MIN_TASK_SIZE = {"alexnet": 63, "inception_v3": 75}
 
+
+def _op_default(function, argument: str) -> Any:
+  return inspect.signature(function).parameters[argument].default
+
+
+# Every model field with its default. The sampler's numerics are the ops' own defaults (the
+# authors' values), so that they are written down once, in `saliency_jax.ops`.
 DEFAULTS = {
     "name": "saliency_sampler",
     "task_net": "resnet50",
@@ -39,10 +58,10 @@ DEFAULTS = {
     "saliency_backbone": "resnet18",
     "saliency_depth": 14,
     "grid_size": 31,
-    "fwhm": 13.0,
-    "padding": 30,
-    "temperature": 1.0,
-    "align_corners": True,
+    "fwhm": float(_op_default(ops.attraction_grid, "fwhm")),
+    "padding": int(_op_default(ops.attraction_grid, "padding")),
+    "temperature": float(_op_default(ops.saliency_sample, "temperature")),
+    "align_corners": bool(_op_default(ops.saliency_sample, "align_corners")),
     "output_activation": None,
     "blur_min": 64,
     "dropout_rate": 0.5,
@@ -52,75 +71,79 @@ DEFAULTS = {
 }
 
 
-def _choice(config, field, allowed):
-  value = config[field]
-  if value not in allowed:
-    raise ValueError(f"model_config.{field} must be one of {allowed}; got {value!r}.")
-  return value
+def default_model_config() -> ml_collections.ConfigDict:
+  """`DEFAULTS` as a locked `ConfigDict`: the schema of `build_model`'s fields (see there)."""
+  fields = dict(DEFAULTS)
+  # An optional string: a plain None would let any type replace it.
+  fields["output_activation"] = config_dict.placeholder(str)
+  config = ml_collections.ConfigDict(fields)
+  config.lock()
+  return config
 
 
-def _integer(config, field, minimum):
-  value = config[field]
-  if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-    raise ValueError(f"model_config.{field} must be an int >= {minimum}; got {value!r}.")
-  return int(value)
+def _min_task_size(c) -> int:
+  return _MIN_TASK_SIZE.get(c.task_net, 32)
 
 
-def _number(config, field, *, minimum=0.0, inclusive=False, maximum=None):
-  value = config[field]
-  ok = isinstance(value, (int, float, np.number)) and not isinstance(value, bool)
-  ok = ok and (value >= minimum if inclusive else value > minimum)
-  ok = ok and (maximum is None or value <= maximum)
-  if not ok:
-    bounds = f"{'>=' if inclusive else '>'} {minimum}" + (
-        f" and <= {maximum}" if maximum is not None else "")
-    raise ValueError(f"model_config.{field} must be a number {bounds}; got {value!r}.")
-  return float(value)
+def _max_deformable_convs(task_net: str) -> int:
+  if task_net == "alexnet":
+    return len(alexnet._CONVS)  # pylint: disable=protected-access
+  spec = resnet.SPECS[task_net]
+  return sum(spec.stage_sizes) * resnet.BLOCKS[spec.block].num_3x3
 
 
-def _as_dict(model_config: Mapping[str, Any]) -> dict[str, Any]:
-  if hasattr(model_config, "to_dict"):  # ml_collections.ConfigDict
-    model_config = model_config.to_dict()
-  if not isinstance(model_config, Mapping):
-    raise ValueError(f"model_config must be a mapping or ConfigDict; got "
-                     f"{type(model_config).__name__}.")
-  unknown = sorted(set(model_config) - set(DEFAULTS))
-  if unknown:
-    raise ValueError(f"model_config has unknown fields {unknown}; the fields are "
-                     f"{sorted(DEFAULTS)}.")
-  return {**DEFAULTS, **model_config}
+def _positive(value: float) -> bool:
+  return math.isfinite(value) and value > 0
 
 
-def validate_config(model_config: Mapping[str, Any]) -> dict[str, Any]:
-  """`model_config` with defaults filled in and every value checked (see `build_model`)."""
-  c = _as_dict(model_config)
-  _choice(c, "name", MODEL_NAMES)
-  _choice(c, "task_net", TASK_NETS)
-  _choice(c, "saliency_backbone", saliency_network.BACKBONES)
-  _choice(c, "saliency_depth", tuple(saliency_network.DEPTHS))
-  _choice(c, "output_activation", (None, "sigmoid"))
-  _choice(c, "align_corners", (True, False))
-  _integer(c, "task_size", _MIN_TASK_SIZE.get(c["task_net"], 32))
-  _integer(c, "low_res_size", 32)
-  _integer(c, "grid_size", 2)
-  _integer(c, "padding", 0)
-  _integer(c, "blur_min", 1)
-  _integer(c, "tps_points_per_side", 2)
-  _integer(c, "deformable_convs", 1)
-  _number(c, "fwhm")
-  _number(c, "temperature")
-  _number(c, "dropout_rate", inclusive=True, maximum=1.0)
-  _number(c, "crop_fraction", maximum=1.0)
-  if c["blur_min"] > blur.REFERENCE_SIZE:
-    raise ValueError(f"model_config.blur_min must be at most {blur.REFERENCE_SIZE} (it is given "
-                     f"at task size {blur.REFERENCE_SIZE}); got {c['blur_min']}.")
-  if c["name"] == "deformable" and c["task_net"] == "inception_v3":
-    raise ValueError("model_config.task_net must be a ResNet or alexnet for the deformable "
-                     "baseline; got 'inception_v3'.")
-  if c["name"] == "cam_crop" and c["task_net"] == "alexnet":
-    raise ValueError("model_config.task_net must end in global pooling and one linear layer for "
-                     "cam_crop (a ResNet or inception_v3); got 'alexnet'.")
-  return c
+CHECKS = (
+    schema.Check("name", lambda c: c.name in MODEL_NAMES, f"one of {MODEL_NAMES}"),
+    schema.Check("task_net", lambda c: c.task_net in TASK_NETS, f"one of {TASK_NETS}"),
+    schema.Check("saliency_backbone", lambda c: c.saliency_backbone in saliency_network.BACKBONES,
+                 f"one of {saliency_network.BACKBONES}"),
+    schema.Check("saliency_depth", lambda c: c.saliency_depth in saliency_network.DEPTHS,
+                 f"one of {tuple(saliency_network.DEPTHS)}"),
+    schema.Check("output_activation", lambda c: c.output_activation in task.OUTPUT_ACTIVATIONS,
+                 f"one of {task.OUTPUT_ACTIVATIONS}"),
+    schema.Check("task_size", lambda c: c.task_size >= _min_task_size(c),
+                 lambda c: f"an int >= {_min_task_size(c)} (the smallest input of {c.task_net})"),
+    schema.Check("low_res_size", lambda c: c.low_res_size >= 32, "an int >= 32"),
+    schema.Check("grid_size", lambda c: c.grid_size >= 2, "an int >= 2"),
+    schema.Check("padding", lambda c: c.padding >= 0, "an int >= 0"),
+    schema.Check("blur_min", lambda c: 1 <= c.blur_min <= blur.REFERENCE_SIZE,
+                 f"an int in [1, {blur.REFERENCE_SIZE}] (it is given at task size "
+                 f"{blur.REFERENCE_SIZE} and scaled to task_size)"),
+    schema.Check("tps_points_per_side", lambda c: c.tps_points_per_side >= 2, "an int >= 2"),
+    schema.Check("deformable_convs", lambda c: c.deformable_convs >= 1, "an int >= 1"),
+    schema.Check("fwhm", lambda c: _positive(c.fwhm), "a finite number > 0"),
+    schema.Check("temperature", lambda c: _positive(c.temperature), "a finite number > 0"),
+    schema.Check("dropout_rate", lambda c: 0 <= c.dropout_rate <= 1, "a number in [0, 1]"),
+    schema.Check("crop_fraction", lambda c: 0 < c.crop_fraction <= 1, "a number in (0, 1]"),
+    schema.Check("task_net",
+                 lambda c: not (c.name == "deformable" and c.task_net == "inception_v3"),
+                 "a ResNet or alexnet for the deformable baseline"),
+    schema.Check("deformable_convs",
+                 lambda c: c.name != "deformable" or c.deformable_convs <= _max_deformable_convs(
+                     c.task_net),
+                 lambda c: f"at most {_max_deformable_convs(c.task_net)}, the 3x3 convolutions "
+                           f"of {c.task_net}"),
+    schema.Check("task_net", lambda c: not (c.name == "cam_crop" and c.task_net == "alexnet"),
+                 "a network ending in global pooling and one linear layer for cam_crop (a ResNet "
+                 "or inception_v3)"),
+)
+"""The model fields' ranges and relations: rows of `saliency_jax.schema.Check`."""
+
+
+def validate_config(model_config: Mapping[str, Any] | ml_collections.ConfigDict, *,
+                    prefix: str = "model_config") -> dict[str, Any]:
+  """`model_config` with defaults filled in and every value checked (see `build_model`).
+
+  Raises:
+    ValueError: naming the first unknown, mistyped or out-of-range field (as `prefix.FIELD`).
+  """
+  config = schema.merge(default_model_config(), model_config, prefix=prefix)
+  schema.check(config, CHECKS, prefix=prefix)
+  return config.to_dict()
 
 
 def build_task_net(name: str, *, num_outputs: int, deformable_convs: int = 0,

@@ -1,9 +1,13 @@
-"""The trainer's configuration: every field with its default, and validation.
+"""The trainer's configuration: every field with its default (the schema), and its checks.
 
-`base_config()` is the schema: each experiment in `configs/` starts from it and overrides a few
-fields, so a field that is not in `base_config()` is a typo. `validate_config` checks names,
-types and values before anything is built, so that a bad command line fails in a second with a
-message naming the field instead of minutes later inside XLA.
+`base_config()` is the schema: a locked `ConfigDict` whose defaults give each field its type, the
+model's and data's fields being those of their layers (`saliency_jax.models.default_model_config`,
+`saliency_jax.data.default_data_config`). Each experiment in `configs/` starts from it and
+overrides a few fields, so a field that is not in `base_config()` is a typo. `checks()` is the one
+table of ranges and relations between fields (the model's and data's tables included), and
+`validate_config` runs it, with the type checks of `saliency_jax.schema.merge`, before anything
+is built, read or written: a bad command line fails in a second with a message naming the field
+instead of minutes later inside XLA.
 """
 from __future__ import annotations
 
@@ -12,7 +16,8 @@ from collections.abc import Mapping
 from typing import Any
 
 import ml_collections
-from ml_collections import config_dict
+
+from saliency_jax import schema
 
 # Fields that only change how a run is watched or saved, not what it computes: a workdir may be
 # resumed with different values for these. Every other field must match the stored config.
@@ -44,28 +49,20 @@ SCHEDULES = ("constant", "step", "cosine")
 COMPUTE_DTYPES = ("float32", "bfloat16")
 
 
-def default_model_config() -> ml_collections.ConfigDict:
-  """The fields `saliency_jax.models.build_model` reads, with its defaults (the authors')."""
-  from saliency_jax import models  # The model layer owns its fields and their defaults.
-
-  fields = dict(models.DEFAULTS)
-  # An optional string: None on the command line would otherwise lock the field to None.
-  fields["output_activation"] = config_dict.placeholder(str)
-  return ml_collections.ConfigDict(fields)
-
-
 def base_config() -> ml_collections.ConfigDict:
   """Every field the trainer knows, with the authors' ImageNet recipe as defaults.
 
   Returns:
     A locked `ConfigDict`; experiments override fields of a copy.
   """
-  from saliency_jax import data  # The data layer owns its fields and their defaults.
+  # The model and data layers own their fields and defaults.
+  from saliency_jax.data import config as data_config
+  from saliency_jax.models import factory
 
   config = ml_collections.ConfigDict()
   config.seed = 0
-  config.model = default_model_config()
-  config.data = data.default_data_config()
+  config.model = factory.default_model_config()
+  config.data = data_config.default_data_config()
   # Paths of torchvision weights converted to .npz (see saliency_jax.models); empty: from scratch.
   config.pretrained = ml_collections.ConfigDict({"task_net": "", "saliency_backbone": ""})
 
@@ -111,110 +108,123 @@ def base_config() -> ml_collections.ConfigDict:
   return config
 
 
-def _flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-  flat = {}
-  for key, value in config.items():
-    name = f"{prefix}{key}"
-    if isinstance(value, ml_collections.ConfigDict):
-      value = value.to_dict()
-    if isinstance(value, Mapping) and not _is_free_mapping(name):
-      flat.update(_flatten(value, name + "."))
-    else:
-      flat[name] = value
-  return flat
-
-
-def _is_free_mapping(name: str) -> bool:
-  # Mappings whose keys are data, not schema.
-  return name == "optimizer.lr_multipliers"
+# Mappings whose keys are data, not fields.
+FREE_MAPPINGS = ("optimizer.lr_multipliers",)
 
 
 def flatten_config(config: Mapping[str, Any] | ml_collections.ConfigDict) -> dict[str, Any]:
   """`{"model.name": ..., "optimizer.learning_rate": ...}`: the config as dotted names."""
-  if isinstance(config, ml_collections.ConfigDict):
-    config = config.to_dict()
-  return _flatten(config)
+  return schema.flatten(config, free=FREE_MAPPINGS)
 
 
-def _type_name(value: Any) -> str:
-  return type(value).__name__
+def _models():
+  from saliency_jax import models  # Late: the config module must not need Flax to import.
+  return models
+
+
+def _data_config():
+  from saliency_jax.data import config as data_config
+  return data_config
+
+
+def _eval_image_size(c) -> int:
+  return c.data.eval_image_size or c.data.image_size
+
+
+def _multipliers_ok(multipliers: Any) -> bool:
+  values = dict(multipliers).values()
+  return all(isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in values)
+
+
+def checks() -> tuple[schema.Check, ...]:
+  """The table of every trainer config check, in the order they run.
+
+  The model's and the data's rows (`saliency_jax.models.factory.CHECKS`,
+  `saliency_jax.data.config.CHECKS`, under `model.` and `data.`), then the trainer's own and
+  those that relate fields of several layers. A function only because the model's rows need the
+  model layer, which this module imports on use.
+  """
+  models, data_config = _models(), _data_config()
+  factory = models.factory
+  return (
+      *schema.nested("model", factory.CHECKS),
+      *schema.nested("data", data_config.CHECKS),
+      schema.Check("seed", lambda c: 0 <= c.seed < 2**63, "an int in [0, 2^63)"),
+      schema.Check("batch_size", lambda c: c.batch_size >= 1, "a positive global batch size"),
+      schema.Check("num_epochs", lambda c: c.num_epochs > 0 or c.num_train_steps > 0,
+                   "> 0 (or config.num_train_steps > 0)"),
+      schema.Check("blur_epochs", lambda c: c.blur_epochs >= 0, ">= 0"),
+      schema.Check("compute_dtype", lambda c: c.compute_dtype in COMPUTE_DTYPES,
+                   f"one of {COMPUTE_DTYPES}"),
+      schema.Check("optimizer.learning_rate",
+                   lambda c: c.optimizer.learning_rate > 0
+                   and math.isfinite(c.optimizer.learning_rate), "a finite positive number"),
+      schema.Check("optimizer.momentum", lambda c: 0 <= c.optimizer.momentum < 1, "in [0, 1)"),
+      schema.Check("optimizer.weight_decay", lambda c: c.optimizer.weight_decay >= 0, ">= 0"),
+      schema.Check("optimizer.schedule", lambda c: c.optimizer.schedule in SCHEDULES,
+                   f"one of {SCHEDULES}"),
+      schema.Check("optimizer.decay_epochs", lambda c: c.optimizer.decay_epochs > 0, "> 0"),
+      schema.Check("optimizer.decay_factor", lambda c: 0 < c.optimizer.decay_factor <= 1,
+                   "in (0, 1]"),
+      schema.Check("optimizer.warmup_epochs", lambda c: c.optimizer.warmup_epochs >= 0, ">= 0"),
+      schema.Check("optimizer.grad_clip_norm", lambda c: c.optimizer.grad_clip_norm >= 0, ">= 0"),
+      schema.Check("optimizer.lr_multipliers",
+                   lambda c: set(c.optimizer.lr_multipliers) == set(LR_GROUPS),
+                   f"exactly the groups {LR_GROUPS}"),
+      schema.Check("optimizer.lr_multipliers",
+                   lambda c: _multipliers_ok(c.optimizer.lr_multipliers), "non-negative numbers"),
+      *(schema.Check(name, lambda c, name=name: c[name] >= 1, ">= 1")
+        for name in ("log_every_steps", "checkpoint_every_steps", "keep_checkpoints")),
+      *(schema.Check(name, lambda c, name=name: c[name] >= 0, ">= 0")
+        for name in ("eval_every_steps", "panel_every_steps", "num_panels")),
+      schema.Check("num_processes", lambda c: c.num_processes >= 0,
+                   ">= 0 (0: detected from the launcher)"),
+      schema.Check("process_id",
+                   lambda c: c.process_id == -1 or 0 <= c.process_id < max(c.num_processes, 1),
+                   lambda c: f"-1 (detected) or in [0, num_processes = {c.num_processes})"),
+      schema.Check("compare_with_uniform",
+                   lambda c: not (c.compare_with_uniform and c.model.name == "uniform"),
+                   "False when config.model.name is already 'uniform'"),
+      # The models check their input at call time; these make the same checks before any work.
+      schema.Check("model.task_size", lambda c: c.model.task_size <= c.data.image_size,
+                   lambda c: f"at most data.image_size ({c.data.image_size}): the task network's "
+                             f"input is sampled from the training images"),
+      schema.Check("model.task_size", lambda c: c.model.task_size <= _eval_image_size(c),
+                   lambda c: f"at most data.eval_image_size ({_eval_image_size(c)}): the task "
+                             f"network's input is sampled from the evaluation images"),
+      schema.Check("pretrained.saliency_backbone",
+                   lambda c: not c.pretrained.saliency_backbone
+                   or c.model.name in factory.MODELS_WITH_SALIENCY_NET,
+                   lambda c: f"'' for model.name {c.model.name!r}, which has no saliency or "
+                             f"localisation network to load it into (the models that have one: "
+                             f"{', '.join(factory.MODELS_WITH_SALIENCY_NET)})",
+                   advice="Drop --config.pretrained.saliency_backbone."),
+      schema.Check("pretrained.task_net",
+                   lambda c: not c.pretrained.task_net
+                   or c.model.task_net in factory.PRETRAINABLE_TASK_NETS,
+                   lambda c: f"'' for model.task_net {c.model.task_net!r}: pretrained weights "
+                             f"load into {', '.join(factory.PRETRAINABLE_TASK_NETS)} only",
+                   advice="Drop --config.pretrained.task_net to train it from scratch."),
+  )
 
 
 def validate_config(config: ml_collections.ConfigDict, *,
                     num_devices: int | None = None) -> None:
-  """Raises a `ConfigError` (a `ValueError`) naming the first field that is unknown, mistyped or out of range.
+  """Raises a `ConfigError` (a `ValueError`) naming the first field that is unknown, missing,
+  mistyped or out of range.
+
+  Reads no file and builds nothing: the types of `base_config()`, then the table `checks()`.
 
   Args:
     config: a trainer config (`base_config()` with overrides).
     num_devices: devices of the data-parallel mesh, to check that the global batch splits
       evenly; None skips that check.
   """
-  schema = flatten_config(base_config())
-  given = flatten_config(config)
-  unknown = sorted(set(given) - set(schema))
-  if unknown:
-    raise ConfigError(f"config: unknown field(s) {', '.join(unknown)}; the known fields are "
-                     f"those of saliency_jax.train.base_config().")
-  missing = sorted(set(schema) - set(given))
-  if missing:
-    raise ConfigError(f"config: missing field(s) {', '.join(missing)}; start from "
-                     f"saliency_jax.train.base_config() and override fields.")
-  for name, default in schema.items():
-    value = given[name]
-    if name.startswith(("model.", "data.")) or default is None or value is None:
-      continue  # The model and data layers check their own fields below.
-    numeric = (int, float)
-    if isinstance(default, bool) or isinstance(value, bool):
-      ok = isinstance(default, bool) == isinstance(value, bool)
-    elif isinstance(default, float):
-      ok = isinstance(value, numeric)
-    else:
-      ok = isinstance(value, type(default)) or (
-          isinstance(default, Mapping) and isinstance(value, Mapping))
-    if not ok:
-      raise ConfigError(f"config.{name}: expected {_type_name(default)}, "
-                       f"got {value!r} ({_type_name(value)}).")
-
-  def check(name: str, condition: bool, expected: str) -> None:
-    if not condition:
-      raise ConfigError(f"config.{name}: expected {expected}, got {given[name]!r}.")
-
-  check("batch_size", config.batch_size >= 1, "a positive global batch size")
-  check("num_epochs", config.num_epochs > 0 or config.num_train_steps > 0,
-        "> 0 (or config.num_train_steps > 0)")
-  check("blur_epochs", config.blur_epochs >= 0, ">= 0")
-  check("compute_dtype", config.compute_dtype in COMPUTE_DTYPES, f"one of {COMPUTE_DTYPES}")
-  opt = config.optimizer
-  check("optimizer.learning_rate", opt.learning_rate > 0 and math.isfinite(opt.learning_rate),
-        "a finite positive number")
-  check("optimizer.momentum", 0 <= opt.momentum < 1, "in [0, 1)")
-  check("optimizer.weight_decay", opt.weight_decay >= 0, ">= 0")
-  check("optimizer.schedule", opt.schedule in SCHEDULES, f"one of {SCHEDULES}")
-  check("optimizer.decay_epochs", opt.decay_epochs > 0, "> 0")
-  check("optimizer.decay_factor", 0 < opt.decay_factor <= 1, "in (0, 1]")
-  check("optimizer.warmup_epochs", opt.warmup_epochs >= 0, ">= 0")
-  check("optimizer.grad_clip_norm", opt.grad_clip_norm >= 0, ">= 0")
-  multipliers = dict(opt.lr_multipliers)
-  check("optimizer.lr_multipliers", set(multipliers) == set(LR_GROUPS),
-        f"exactly the groups {LR_GROUPS}")
-  check("optimizer.lr_multipliers",
-        all(isinstance(v, (int, float)) and v >= 0 for v in multipliers.values()),
-        "non-negative numbers")
-  for name in ("log_every_steps", "checkpoint_every_steps", "keep_checkpoints"):
-    check(name, given[name] >= 1, ">= 1")
-  for name in ("eval_every_steps", "panel_every_steps", "num_panels"):
-    check(name, given[name] >= 0, ">= 0")
-  check("num_processes", config.num_processes >= 0, ">= 0 (0: detected from the launcher)")
-  if config.compare_with_uniform:
-    check("compare_with_uniform", config.model.name != "uniform",
-          "False when config.model.name is already 'uniform'")
-  from saliency_jax import data, models
-  for layer, validate in (("model", models.factory.validate_config),
-                          ("data", data.parse_data_config)):
-    try:
-      validate(config[layer])
-    except ValueError as error:
-      raise ConfigError(f"config.{layer}: {error}") from error
+  merged = schema.merge(base_config(), config, prefix="config", free=FREE_MAPPINGS,
+                        complete=True, error=ConfigError,
+                        missing_hint="start from saliency_jax.train.base_config() and override "
+                                     "fields")
+  schema.check(merged, checks(), prefix="config", error=ConfigError)
   if num_devices is not None and config.batch_size % num_devices:
     raise ConfigError(
         f"config.batch_size: the global batch ({config.batch_size}) must be divisible by the "
