@@ -19,7 +19,7 @@ import ml_collections
 import orbax.checkpoint as ocp
 
 from saliency_jax.train import config as config_lib
-from saliency_jax.train import logging as logging_lib
+from saliency_jax.train import reporting as logging_lib
 
 CONFIG_FILE = "config.json"
 

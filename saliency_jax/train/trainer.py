@@ -36,7 +36,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from saliency_jax.train import checkpoint as checkpoint_lib
 from saliency_jax.train import config as config_lib
-from saliency_jax.train import logging as logging_lib
+from saliency_jax.train import reporting as logging_lib
 from saliency_jax.train import metrics as metrics_lib
 from saliency_jax.train import optimizer as optimizer_lib
 from saliency_jax.train import panels as panels_lib

@@ -1,4 +1,4 @@
-"""What a person watching a run sees: a progress line, TensorBoard scalars and images, a JSON file.
+"""What a person watching a run sees: the console, a progress line, TensorBoard, a JSON file.
 
 Only process 0 of a multi-process run writes; the others get disabled writers, so callers need
 no `if process_index == 0` of their own.
@@ -6,6 +6,7 @@ no `if process_index == 0` of their own.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import time
@@ -13,6 +14,21 @@ from collections.abc import Mapping
 from typing import Any, TextIO
 
 import numpy as np
+
+
+def quiet_library_logs() -> None:
+  """Shows only warnings and errors of the libraries' logs (JAX, orbax, absl, TensorFlow).
+
+  They log at INFO every backend probe and dozens of long lines per checkpoint, which would bury
+  the run's own output (printed, not logged). Their logs, and this project's warnings, all go
+  through Python's root logger, whose level (absl's verbosity, when absl's handler is
+  installed, as under `absl.app.run`) is raised to WARNING here. TensorFlow's C++ INFO lines
+  are turned off too, unless `TF_CPP_MIN_LOG_LEVEL` is set already.
+  """
+  from absl import logging as absl_logging  # pylint: disable=import-outside-toplevel
+  absl_logging.set_verbosity(absl_logging.WARNING)
+  logging.getLogger().setLevel(logging.WARNING)
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
 
 def _clock(seconds: float) -> str:
