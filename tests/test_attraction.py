@@ -103,6 +103,28 @@ def test_all_zero_map_is_the_identity_grid():
   np.testing.assert_allclose(zero, uniform, atol=3e-6)
 
 
+def test_all_zero_map_has_a_zero_gradient():
+  # The grid is invariant to the map's scale, so its gradient grows as 1 / mass; at an all-zero
+  # map (a ReLU head can produce one) it is defined as zero rather than ~1e30 (the floor's).
+  k = jax.random.normal(jax.random.key(1), (1, 16, 16, 2))
+  for method in METHODS:
+    grad = jax.grad(lambda s: (sj.attraction_grid(s, (16, 16), method=method) * k).sum())(
+        jnp.zeros((1, 31, 31)))
+    np.testing.assert_array_equal(grad, 0.0)
+
+
+def test_negative_weights_count_as_zero_under_jit():
+  # Outside jit they are refused (test_bad_input_is_a_clear_error); under jit the documented
+  # result is that of the map with its negative cells set to zero, gradient zero there.
+  rng = np.random.default_rng(6)
+  mixed = rng.normal(size=(2, 9, 9)).astype(np.float32)
+  f = jax.jit(lambda s: sj.attraction_grid(s, (12, 12), padding=8))
+  np.testing.assert_array_equal(f(mixed), f(np.maximum(mixed, 0)))
+  np.testing.assert_array_equal(f(-np.abs(mixed)), f(np.zeros_like(mixed)))
+  grad = jax.grad(lambda s: jnp.sum(f(s) ** 2))(mixed)
+  assert np.all(grad[mixed < 0] == 0) and np.all(np.isfinite(grad))
+
+
 def local_density(grid, row, col):
   """Output samples per unit of input area at an output pixel: 1 / |det d(x, y) / d(col, row)|."""
   dx = (grid[row, col + 1] - grid[row, col - 1]) / 2
@@ -157,7 +179,8 @@ def test_degenerate_maps_give_finite_grids_and_gradients(method):
 
 
 def test_check_grads():
-  saliency = jnp.asarray(random_saliency(np.random.default_rng(3), (2, 7, 9)))
+  # Weights well above the finite differences' step: negative weights count as zero, a kink at 0.
+  saliency = jnp.asarray(random_saliency(np.random.default_rng(3), (2, 7, 9)) + 1e-2)
   f = jax.jit(lambda s: sj.attraction_grid(s, (11, 12), fwhm=4.0, padding=5))
   jtu.check_grads(f, (saliency,), order=1, modes=["fwd", "rev"], eps=1e-4, atol=1e-2, rtol=1e-2)
 
@@ -187,7 +210,13 @@ def test_nan_under_jit_poisons_only_that_image():
     (np.ones((1, 4, 4)), {"pad_mode": "wrap"}, "pad_mode must be one of"),
     (np.ones((1, 4, 4)), {"padding": -1}, "padding"),
     (np.ones((1, 4, 4)), {"fwhm": 0.0}, "fwhm"),
+    (np.ones((1, 4, 4)), {"fwhm": True}, "fwhm must be a positive finite number"),
+    (np.ones((1, 4, 4)), {"fwhm": "13"}, "fwhm must be a positive finite number"),
+    (np.ones((1, 4, 4)), {"padding": True}, "padding must be an int"),
+    (np.ones((1, 4, 4)), {"padding": 2.0}, "padding must be an int"),
     (np.ones((1, 4, 4)), {"out_shape": (0, 4)}, "out_shape must be positive"),
+    (np.ones((1, 4, 4)), {"out_shape": (2.5, 3)}, "out_shape must be a pair"),
+    (np.ones((1, 4, 4)), {"out_shape": (True, 3)}, "out_shape must be a pair"),
 ])
 def test_bad_input_is_a_clear_error(saliency, kwargs, message):
   kwargs = {"out_shape": (8, 8), **kwargs}

@@ -76,3 +76,23 @@ def test_bad_input_is_a_clear_error(fn):
     fn(np.zeros((4, 4, 3)), (2, 2))
   with pytest.raises(ValueError, match="out_shape"):
     fn(np.zeros((1, 4, 4, 3)), (2,))
+
+
+@pytest.mark.parametrize("dtype,value,in_shape,out_shape", [
+    (np.uint16, 65535, (4000, 4000), (16, 16)),   # 250 x 250 windows: 4.1e9 > 2^31 in int32.
+    (np.int32, 2**30, (64, 64), (16, 16)),         # Two values of 2^30 already overflow.
+    (np.int32, -2**31, (64, 63), (17, 16)),        # Overlapping windows, running sums.
+    (np.uint8, 255, (3000, 3000), (7, 7)),         # Overlapping: running sums of 9e6 pixels.
+])
+def test_area_resize_of_large_integers_does_not_overflow(dtype, value, in_shape, out_shape):
+  # A constant image pools to the same constant (exact within float32's rounding of it).
+  out = sj.area_resize(np.full((1,) + in_shape + (1,), value, dtype), out_shape)
+  np.testing.assert_allclose(out, np.float32(value), rtol=1e-6)
+
+
+def test_area_resize_of_uint8_stays_exact_in_integers():
+  # 255 * 800 * 800 fits int32, so the running sums stay exact: the result equals the float64
+  # pooling to float32 rounding of the final division only.
+  x = np.random.default_rng(5).integers(0, 256, (1, 800, 800, 1), dtype=np.uint8)
+  ref = F.adaptive_avg_pool2d(_nchw(x.astype(np.float64)), (224, 224)).permute(0, 2, 3, 1)
+  np.testing.assert_allclose(sj.area_resize(x, (224, 224)), ref.numpy(), rtol=1e-6)

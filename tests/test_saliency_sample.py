@@ -141,8 +141,45 @@ def test_gradient_reaches_the_logits_but_not_through_the_image():
     (np.zeros((2, 8, 8, 3)), np.zeros((3, 4, 4)), {}, "same batch size"),
     (np.zeros((1, 8, 8, 3)), np.zeros((4, 4)), {}, "saliency_logits must have shape"),
     (np.zeros((1, 8, 8, 3)), np.zeros((1, 4, 4)), {"temperature": 0.0}, "temperature"),
+    (np.zeros((1, 8, 8, 3)), np.zeros((1, 4, 4)), {"temperature": "1"}, "temperature must be"),
+    (np.zeros((1, 8, 8, 3)), np.zeros((1, 4, 4)), {"temperature": None}, "temperature must be"),
+    (np.zeros((1, 8, 8, 3)), np.zeros((1, 4, 4)), {"temperature": np.ones(2)}, "scalar"),
+    (np.zeros((1, 8, 8, 3)), np.zeros((1, 4, 4)), {"temperature": np.inf}, "temperature must"),
+    (np.zeros((1, 8, 8, 3)), np.zeros((1, 4, 4)), {"align_corners": "no"}, "align_corners"),
+    (np.zeros((1, 8, 8, 3)), np.zeros((1, 4, 4)).astype(np.complex64), {}, "real array"),
     (np.zeros((1, 8, 8, 3)), np.zeros((1, 4, 4)), {"method": "conv"}, "method"),
 ])
 def test_bad_input_is_a_clear_error(image, logits, kwargs, message):
   with pytest.raises(ValueError, match=message):
     sj.saliency_sample(image, logits, (4, 4), padding=3, **kwargs)
+
+
+def test_temperature_may_be_traced_under_jit():
+  # A schedule of the temperature passes it as a traced value; same numbers as a Python float.
+  rng = np.random.default_rng(7)
+  image = rng.random((2, 20, 20, 1), dtype=np.float32)
+  logits = rng.normal(size=(2, 8, 8)).astype(np.float32)
+  f = jax.jit(lambda t: sj.saliency_sample(image, logits, (10, 10), temperature=t, padding=7))
+  for got, want in zip(f(jnp.float32(0.5)),
+                       sj.saliency_sample(image, logits, (10, 10), temperature=0.5, padding=7)):
+    np.testing.assert_allclose(got, want, atol=1e-6)
+  # Under jit a non-positive temperature cannot be refused: the documented result is NaN.
+  assert np.all(np.isnan(jax.jit(lambda t: sj.softmax_saliency(logits, temperature=t))(0.0)))
+
+
+def test_tiny_temperature_gives_the_one_hot_map():
+  # The limit of softmax(logits / t) as t -> 0: all the weight on the largest logit.
+  logits = np.random.default_rng(8).normal(size=(2, 5, 6)).astype(np.float32)
+  for temperature in (1e-45, 1e-30, 1e-8):
+    saliency = np.asarray(sj.softmax_saliency(logits, temperature=temperature))
+    want = (logits == logits.max(axis=(1, 2), keepdims=True)).astype(np.float32)
+    np.testing.assert_array_equal(saliency, want)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_logits_are_reported_at_their_cell(bad):
+  logits = np.zeros((2, 4, 5), np.float32)
+  logits[1, 2, 3] = bad
+  with pytest.raises(ValueError, match=r"saliency_logits must be finite; found .* at index "
+                                       r"\(1, 2, 3\)"):
+    sj.saliency_sample(np.zeros((2, 8, 8, 3)), logits, (4, 4), padding=3)

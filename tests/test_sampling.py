@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 import saliency_jax as sj
+from saliency_jax.ops import taps
 
 CONVENTIONS = list(itertools.product([True, False], ["zeros", "border", "reflection"]))
 
@@ -174,7 +175,46 @@ def test_nan_grid_propagates_under_jit():
     (np.zeros((1, 5, 5, 3), np.int32), np.zeros((1, 2, 2, 2)), {}, "floating or uint8"),
     (np.zeros((1, 5, 5, 3)), np.full((1, 2, 2, 2), np.nan), {}, "grid must be finite"),
     (np.zeros((1, 5, 5, 3)), np.zeros((1, 2, 2, 2)), {"padding_mode": "wrap"}, "padding_mode"),
+    (np.zeros((1, 5, 5, 3)), np.zeros((1, 2, 2, 2)), {"align_corners": "no"}, "align_corners"),
+    (np.zeros((1, 5, 5, 3)), np.zeros((1, 2, 2, 2)), {"align_corners": 1}, "align_corners"),
 ])
 def test_bad_input_is_a_clear_error(image, grid, kwargs, message):
   with pytest.raises(ValueError, match=message):
     sj.grid_sample(image, grid, **kwargs)
+
+
+def test_images_beyond_the_int32_flat_index_read_the_right_pixel(monkeypatch):
+  # The flat pixel index of a [B * H * W, C] gather overflows int32 beyond 2^31 pixels (e.g.
+  # [3, 27000, 27000, 1]); such images are read by a (row, column) gather per image instead. A
+  # lowered threshold sends this small batch down that path; the expected values are torch's.
+  monkeypatch.setattr(taps, "_INT32_MAX", 2 * 9 * 11 - 1)
+  rng = np.random.default_rng(11)
+  image = rng.random((3, 9, 11, 2), dtype=np.float32)
+  grid = rng.uniform(-1.1, 1.1, (3, 4, 5, 2)).astype(np.float32)
+  cotangent = rng.normal(size=(3, 4, 5, 2)).astype(np.float32)
+  out, vjp = jax.vjp(lambda im, gr: sj.grid_sample(im, gr, align_corners=True), image, grid)
+  want, want_image, want_grid = _torch_sample(image, grid, True, "zeros", cotangent)
+  got_image, got_grid = vjp(cotangent)
+  np.testing.assert_allclose(out, want, atol=1e-5)
+  np.testing.assert_allclose(got_image, want_image, atol=1e-5)
+  np.testing.assert_allclose(got_grid, want_grid, atol=1e-4)
+  # uint8 through the same path: the last image's bottom-right pixel, as in the overflow report.
+  pixels = np.zeros((3, 9, 11, 1), np.uint8)
+  pixels[:, -1, -1, 0] = [100, 150, 200]
+  corner = sj.grid_sample(pixels, np.ones((3, 1, 1, 2), np.float32), align_corners=True)
+  np.testing.assert_array_equal(np.ravel(corner), [100.0, 150.0, 200.0])
+
+
+def test_batched_and_flat_tap_gathers_agree():
+  rng = np.random.default_rng(12)
+  image = jnp.asarray(rng.integers(0, 256, (2, 6, 7, 3), dtype=np.uint8))
+  row = jnp.asarray(rng.integers(0, 5, (2, 3, 4)), jnp.int32)
+  col = jnp.asarray(rng.integers(0, 6, (2, 3, 4)), jnp.int32)
+  flat = taps.gather_taps(image, row, col, 2, 2)
+  batched = taps._gather_taps_batched(image, row, col, 2, 2)
+  for r in range(2):
+    for c in range(2):
+      # Independent reference: NumPy fancy indexing of each tap.
+      want = np.asarray(image)[np.arange(2)[:, None, None], row + r, col + c]
+      np.testing.assert_array_equal(flat[r][c], want)
+      np.testing.assert_array_equal(batched[r][c], want)

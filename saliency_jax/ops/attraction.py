@@ -95,12 +95,18 @@ def _separable_matrices(size: int, padding: int, fwhm: float, pad_mode: str) -> 
 
 
 def _normalise(saliency: jax.Array) -> jax.Array:
+  # Negative weights have no meaning as attraction; under jit (where they cannot be refused)
+  # they count as zero. `s < 0` is False for NaN, which therefore still propagates.
+  saliency = jnp.where(saliency < 0, 0.0, saliency)
   # u and v are invariant to the map's scale, so dividing by a constant maximum changes nothing
   # mathematically (the gradient through the stopped maximum is exactly zero) while keeping every
   # weight in [0, 1]; see the module docstring for the floor.
   peak = jax.lax.stop_gradient(jnp.max(saliency, axis=(1, 2), keepdims=True))
-  peak = jnp.where(peak > 0, peak, 1.0)
-  return saliency / peak + _FLOOR
+  # The grid's gradient scales as 1 / (the map's mass): at an all-zero map it would be that of
+  # the floor alone (~1e30). There the map is taken as the constant floor, whose gradient is zero
+  # (`saliency * 0` rather than 0, so that a NaN peak still gives NaN).
+  scaled = jnp.where(peak > 0, saliency / jnp.where(peak > 0, peak, 1.0), saliency * 0.0)
+  return scaled + _FLOOR
 
 
 def _moments_separable(saliency, padding, fwhm, pad_mode):
@@ -235,7 +241,8 @@ def attraction_grid(
 
   Args:
     saliency: `[B, gh, gw]` non-negative weights (a softmax output, or any positive scale), with
-      `gh, gw >= 2`. Only relative weights matter. An all-zero map gives the identity grid.
+      `gh, gw >= 2`. Only relative weights matter. An all-zero map gives the identity grid, with
+      a zero gradient.
     out_shape: `(h, w)` of the grid to return (the task network's input size).
     fwhm: full width at half maximum of the Gaussian kernel, in saliency cells (the authors' 13).
     padding: cells of padding on each side of the map; also the kernel radius (window
@@ -247,7 +254,8 @@ def attraction_grid(
 
   Returns:
     `[B, h, w, 2]` float32 grid of `(x, y)` sampling positions in `[-1, 1]`, for `grid_sample`.
-    Under `jit`, NaN in an image's map gives NaN in that image's grid.
+    Under `jit` (where values cannot be checked), NaN in an image's map gives NaN in that image's
+    grid, and negative weights count as zero (with zero gradient).
 
   Raises:
     ValueError: on a bad shape or option, or, when called outside `jit`, on a map holding NaN,
@@ -269,14 +277,12 @@ def attraction_grid(
     raise ValueError(f"method must be one of {METHODS}; got {method!r}.")
   if pad_mode not in PAD_MODES:
     raise ValueError(f"pad_mode must be one of {PAD_MODES}; got {pad_mode!r}.")
-  if int(padding) != padding or padding < 0:
-    raise ValueError(f"padding must be a non-negative int; got {padding!r}.")
-  if not np.isfinite(fwhm) or fwhm <= 0:
-    raise ValueError(f"fwhm must be a positive number; got {fwhm!r}.")
+  padding = validation.check_int(padding, "padding", minimum=0)
+  fwhm = validation.check_positive_number(fwhm, "fwhm")
   validation.check_finite(saliency, "saliency")
   value = validation.concrete_value(saliency)
   if value is not None and np.any(value < 0):
     raise ValueError(f"saliency must be non-negative (weights of attraction); got minimum "
                      f"{value.min()}.")
-  return _attraction_grid(saliency, out_shape, float(fwhm), int(padding), pad_mode, method,
+  return _attraction_grid(saliency, out_shape, fwhm, padding, pad_mode, method,
                           _UPSAMPLING.get(jax.default_backend(), "two_taps"))

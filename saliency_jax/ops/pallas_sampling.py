@@ -49,7 +49,7 @@ from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as pltriton
 import jax.numpy as jnp
 
-from saliency_jax.ops import sampling
+from saliency_jax.ops import taps
 
 # Pixels x padded channels per program: 256 RGB pixels. A guess to be tuned on a GPU with
 # benchmarks/sampler.py; with 4 warps it is 8 elements per thread.
@@ -131,7 +131,7 @@ def _coordinate(grid_ref, pixel: jax.Array, axis: int, size: int, options: _Opti
   transform, so PyTorch's conventions at and beyond the border carry over).
   """
   normalised = grid_ref[2 * pixel + axis]
-  transform = functools.partial(sampling._source_coordinate, size=size,
+  transform = functools.partial(taps.source_coordinate, size=size,
                                 align_corners=options.align_corners,
                                 padding_mode=options.padding_mode)
   if not derivative:
@@ -158,10 +158,10 @@ def _forward_kernel(image_ref, grid_ref, out_ref, *, size, options):
   pixel, valid, safe_pixel = _pixel_lanes(num_pixels, options.block)
   x = _coordinate(grid_ref, safe_pixel, 0, width, options)
   y = _coordinate(grid_ref, safe_pixel, 1, height, options)
-  row, wy, _ = sampling._axis_taps(y, height)
-  col, wx, _ = sampling._axis_taps(x, width)
+  row, wy, _ = taps.axis_taps(y, height)
+  col, wx, _ = taps.axis_taps(x, width)
   patch = _read_patch(image_ref, row, col, len(wy), len(wx), width, channels)
-  out = sampling._interpolate(patch, wy, wx)
+  out = taps.interpolate(patch, wy, wx)
   channel, _ = _channel_lanes(channels)
   mask = valid[:, None] & (channel < channels)
   index = _masked_index(pixel[:, None] * channels + channel, mask, out_ref.shape[0])
@@ -174,15 +174,15 @@ def _grid_grad_kernel(image_ref, grid_ref, g_ref, grad_ref, *, size, options):
   pixel, valid, safe_pixel = _pixel_lanes(num_pixels, options.block)
   x, dx = _coordinate(grid_ref, safe_pixel, 0, width, options, derivative=True)
   y, dy = _coordinate(grid_ref, safe_pixel, 1, height, options, derivative=True)
-  row, wy, dwy = sampling._axis_taps(y, height)
-  col, wx, dwx = sampling._axis_taps(x, width)
+  row, wy, dwy = taps.axis_taps(y, height)
+  col, wx, dwx = taps.axis_taps(x, width)
   patch = _read_patch(image_ref, row, col, len(wy), len(wx), width, channels)
   channel, safe_channel = _channel_lanes(channels)
   g = g_ref[safe_pixel[:, None] * channels + safe_channel].astype(jnp.float32)
   g = jnp.where(channel < channels, g, 0.0)
   dots = [[jnp.sum(g * tap.astype(jnp.float32), axis=1) for tap in patch_row]
           for patch_row in patch]
-  grad_x, grad_y = sampling._coordinate_grads(dots, wy, wx, dwy, dwx)
+  grad_x, grad_y = taps.coordinate_grads(dots, wy, wx, dwy, dwx)
   index = _masked_index(2 * pixel, valid, grad_ref.shape[0])
   pltriton.store(grad_ref.at[index], grad_x * dx, mask=valid)
   pltriton.store(grad_ref.at[index + 1], grad_y * dy, mask=valid)
@@ -246,13 +246,13 @@ def _sample_bwd(options, residuals, g):
   grad_image = None
   if differentiated_image is not None:
     height, width = image.shape[1:3]
-    x = sampling._source_coordinate(grid[..., 0], width, options.align_corners,
+    x = taps.source_coordinate(grid[..., 0], width, options.align_corners,
                                     options.padding_mode)
-    y = sampling._source_coordinate(grid[..., 1], height, options.align_corners,
+    y = taps.source_coordinate(grid[..., 1], height, options.align_corners,
                                     options.padding_mode)
-    row, wy, _ = sampling._axis_taps(y, height)
-    col, wx, _ = sampling._axis_taps(x, width)
-    grad_image = sampling._scatter_to_image(image, row, col, wy, wx, g.astype(jnp.float32))
+    row, wy, _ = taps.axis_taps(y, height)
+    col, wx, _ = taps.axis_taps(x, width)
+    grad_image = taps.scatter_to_image(image, row, col, wy, wx, g.astype(jnp.float32))
   return grad_image, grad_grid.reshape(grid.shape)
 
 

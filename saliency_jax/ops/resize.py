@@ -133,7 +133,7 @@ def _window_sums(x: jax.Array, out_size: int, axis: int) -> tuple[jax.Array, np.
     return jnp.sum(x.reshape(shape), axis=axis + 1), end - start
   if jnp.issubdtype(x.dtype, jnp.integer):
     # Overlapping windows of varying size: differences of the running sum at the window ends,
-    # exact in int32 for images (800 x 800 x 255 is far from overflow).
+    # exact in int32 (`area_resize` reads integers in int32 only where no sum can overflow).
     zero = jnp.zeros_like(jax.lax.slice_in_dim(x, 0, 1, axis=axis))
     running = jnp.concatenate([zero, jnp.cumsum(x, axis=axis)], axis=axis)
     return jnp.take(running, end, axis=axis) - jnp.take(running, start, axis=axis), end - start
@@ -142,6 +142,19 @@ def _window_sums(x: jax.Array, out_size: int, axis: int) -> tuple[jax.Array, np.
   ones = jnp.asarray(area_matrix(in_size, out_size) * counts[:, None], x.dtype)
   return jnp.moveaxis(jnp.tensordot(ones, x, axes=[[1], [axis]], precision=_HIGHEST), 0,
                       axis), counts
+
+
+def _exact_in_int32(x: jax.Array, bound: int, out_size: int, axis: int) -> jax.Array:
+  """`x` in int32 if its window sums along `axis` cannot overflow (|x| <= bound), else float32.
+
+  Exact integer sums keep the pooling of uint8 images exact without a float copy of the image;
+  a running sum (overlapping windows) reaches the whole axis' total, so that is its bound.
+  """
+  if jnp.issubdtype(x.dtype, jnp.floating):
+    return x
+  in_size = x.shape[axis]
+  span = in_size // out_size if in_size % out_size == 0 else in_size
+  return x.astype(jnp.int32 if bound * span <= 2**31 - 1 else jnp.float32)
 
 
 def bilinear_resize(image: jax.Array, out_shape: Sequence[int]) -> jax.Array:
@@ -177,8 +190,9 @@ def area_resize(image: jax.Array, out_shape: Sequence[int]) -> jax.Array:
   overlap when `in` is not a multiple of `out`.
 
   Args:
-    image: `[B, H, W, C]`, floating or integer (integers are averaged as their values; for uint8
-      the running sums are exact integers).
+    image: `[B, H, W, C]`, floating or integer (integers are averaged as their values: in exact
+      int32 sums wherever no sum can overflow, as for uint8 images of up to 8 megapixels, in
+      float32 otherwise).
     out_shape: `(h, w)`, positive.
 
   Returns:
@@ -187,7 +201,11 @@ def area_resize(image: jax.Array, out_shape: Sequence[int]) -> jax.Array:
   image = validation.check_image(image, "image")
   h, w = validation.check_shape(out_shape, "out_shape")
   dtype = _output_dtype(image)
-  x = image.astype(jnp.int32 if jnp.issubdtype(image.dtype, jnp.integer) else dtype)
-  x, rows = _window_sums(x, h, 1)
-  x, cols = _window_sums(x, w, 2)
+  if jnp.issubdtype(image.dtype, jnp.integer):
+    info = jnp.iinfo(image.dtype)
+    bound = max(-int(info.min), int(info.max))
+  else:
+    bound = 0
+  x, rows = _window_sums(_exact_in_int32(image, bound, h, 1), h, 1)
+  x, cols = _window_sums(_exact_in_int32(x, bound * int(rows.max()), w, 2), w, 2)
   return x.astype(dtype) / jnp.asarray(np.outer(rows, cols)[:, :, None], dtype)

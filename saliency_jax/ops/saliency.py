@@ -4,28 +4,70 @@ from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from saliency_jax.ops import attraction
 from saliency_jax.ops import sampling
 from saliency_jax.ops import validation
 
 
-def softmax_saliency(logits: jax.Array, *, temperature: float = 1.0) -> jax.Array:
+def softmax_saliency(logits: jax.Array, *, temperature: float | jax.Array = 1.0) -> jax.Array:
   """Softmax over all cells of each map: `[B, gh, gw]` logits -> `[B, gh, gw]` summing to 1.
 
   A temperature below 1 sharpens the map, so the sampler zooms harder (users of the authors'
-  code raised the map to a power for the same effect).
+  code raised the map to a power for the same effect); towards 0 the map tends to the one-hot
+  map of the largest logit, which is what any temperature below float32's smallest normal
+  number gives.
+
+  Args:
+    logits: `[B, gh, gw]` real.
+    temperature: a positive scalar, a Python number or a (possibly traced) 0-d array, so that
+      it can follow a schedule under `jit`.
+
+  Returns:
+    `[B, gh, gw]` float32. Under `jit` (where values cannot be checked), NaN or infinite logits
+    and a non-positive or NaN temperature give NaN in the image's map.
+
+  Raises:
+    ValueError: on a bad shape or temperature, or, outside `jit`, on non-finite logits.
   """
   if not hasattr(logits, "ndim"):
     logits = jnp.asarray(logits)
-  if not temperature > 0:
-    raise ValueError(f"temperature must be positive; got {temperature!r}.")
   if logits.ndim != 3:
     raise ValueError(f"saliency_logits must have shape [batch, grid_height, grid_width]; got "
                      f"shape {logits.shape}.")
+  if not (jnp.issubdtype(logits.dtype, jnp.floating) or jnp.issubdtype(logits.dtype, jnp.integer)):
+    raise ValueError(f"saliency_logits must be a real array; got dtype {logits.dtype}.")
+  temperature = _check_temperature(temperature)
+  validation.check_finite(logits, "saliency_logits")
   b, gh, gw = logits.shape
-  flat = logits.astype(jnp.float32).reshape(b, gh * gw) / temperature
-  return jax.nn.softmax(flat, axis=-1).reshape(b, gh, gw)
+  flat = logits.astype(jnp.float32).reshape(b, gh * gw)
+  # Shifted by the maximum before the division, so that a tiny temperature gives -inf (weight 0)
+  # for the others rather than inf - inf; the floor keeps the maximum's cell at 0 / t = 0.
+  flat = flat - jax.lax.stop_gradient(jnp.max(flat, axis=-1, keepdims=True))
+  tiny = float(jnp.finfo(jnp.float32).tiny)
+  if isinstance(temperature, jax.core.Tracer):
+    saliency = jax.nn.softmax(flat / jnp.maximum(temperature, tiny), axis=-1)
+    saliency = jnp.where(temperature > 0, saliency, jnp.nan)
+  else:
+    # Clamped on the host: a subnormal float32 temperature would be flushed to zero on device.
+    saliency = jax.nn.softmax(flat / max(temperature, tiny), axis=-1)
+  return saliency.reshape(b, gh, gw)
+
+
+def _check_temperature(temperature):
+  """A concrete temperature must be a positive finite real scalar; a traced one a 0-d real."""
+  if isinstance(temperature, jax.core.Tracer):
+    if temperature.ndim != 0 or not jnp.issubdtype(temperature.dtype, jnp.floating):
+      raise ValueError(f"temperature must be a floating scalar; got a traced value of shape "
+                       f"{temperature.shape} and dtype {temperature.dtype}.")
+    return temperature
+  value = temperature
+  if isinstance(value, (jax.Array, np.ndarray)):
+    if value.ndim != 0:
+      raise ValueError(f"temperature must be a scalar; got an array of shape {value.shape}.")
+    value = value.item()
+  return validation.check_positive_number(value, "temperature")
 
 
 def saliency_sample(
@@ -33,7 +75,7 @@ def saliency_sample(
     saliency_logits: jax.Array,
     out_shape: Sequence[int],
     *,
-    temperature: float = 1.0,
+    temperature: float | jax.Array = 1.0,
     align_corners: bool = True,
     padding_mode: str = "zeros",
     implementation: str = "xla",
@@ -50,7 +92,8 @@ def saliency_sample(
     saliency_logits: `[B, gh, gw]` unnormalised saliency (e.g. the saliency network's output,
       upsampled to the grid size).
     out_shape: `(h, w)` of the sampled image.
-    temperature: softmax temperature; lower zooms harder.
+    temperature: softmax temperature, a positive scalar (traced under `jit` if need be); lower
+      zooms harder.
     align_corners: the `grid_sample` convention; True as the authors' code ran.
     padding_mode: the `grid_sample` padding mode.
     implementation: the `grid_sample` implementation: "xla", "pallas" or "auto".
@@ -62,7 +105,7 @@ def saliency_sample(
   """
   image = validation.check_image(image, "image")
   # Checked before any work (grid_sample checks it again, for its own callers).
-  sampling._resolve_implementation(implementation)
+  sampling.resolve_implementation(implementation)
   saliency = softmax_saliency(saliency_logits, temperature=temperature)
   if saliency.shape[0] != image.shape[0]:
     raise ValueError(f"saliency_logits and image must have the same batch size; got "

@@ -15,12 +15,40 @@ import numpy as np
 def check_shape(shape: Sequence[int], name: str) -> tuple[int, int]:
   """Returns `shape` as a pair of positive Python ints or raises `ValueError`."""
   try:
-    h, w = (int(s) for s in shape)
+    h, w = shape
   except (TypeError, ValueError):
     raise ValueError(f"{name} must be a pair (height, width) of ints; got {shape!r}.") from None
+  if not (_is_int(h) and _is_int(w)):
+    raise ValueError(f"{name} must be a pair (height, width) of ints; got {shape!r}.")
   if h <= 0 or w <= 0:
     raise ValueError(f"{name} must be positive; got {shape!r}.")
-  return h, w
+  return int(h), int(w)
+
+
+def _is_int(value) -> bool:
+  return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def check_int(value, name: str, *, minimum: int) -> int:
+  """Returns `value` as a Python int `>= minimum` or raises `ValueError` (bools are refused)."""
+  if not _is_int(value) or value < minimum:
+    raise ValueError(f"{name} must be an int >= {minimum}; got {value!r}.")
+  return int(value)
+
+
+def check_bool(value, name: str) -> bool:
+  """Returns `value` as a Python bool or raises `ValueError` (no truthiness of strings)."""
+  if not isinstance(value, (bool, np.bool_)):
+    raise ValueError(f"{name} must be True or False; got {value!r}.")
+  return bool(value)
+
+
+def check_positive_number(value, name: str) -> float:
+  """Returns a real, finite, positive Python scalar as float or raises `ValueError`."""
+  if (isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number))
+      or not np.isfinite(value) or value <= 0):
+    raise ValueError(f"{name} must be a positive finite number; got {value!r}.")
+  return float(value)
 
 
 def check_image(image: jax.Array, name: str) -> jax.Array:
@@ -48,5 +76,5 @@ def check_finite(x: jax.Array, name: str) -> None:
   """Raises if a concrete `x` holds NaN or infinity."""
   value = concrete_value(x)
   if value is not None and not np.all(np.isfinite(value)):
-    bad = np.argwhere(~np.isfinite(value))[0]
-    raise ValueError(f"{name} must be finite; found {value[tuple(bad)]} at index {tuple(bad)}.")
+    bad = tuple(int(i) for i in np.argwhere(~np.isfinite(value))[0])
+    raise ValueError(f"{name} must be finite; found {value[bad]} at index {bad}.")
