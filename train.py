@@ -16,6 +16,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from saliency_jax import train
+from saliency_jax.train import reporting
 
 _DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "default.py")
 
@@ -23,6 +24,10 @@ _DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "conf
 def _define_flags() -> None:
   flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs, panels and results.")
   flags.mark_flag_as_required("workdir")
+  flags.DEFINE_bool("log_libraries", False,
+                    "Show the libraries' INFO logs too (JAX, orbax, absl; absl's --verbosity "
+                    "then applies, as it does when given). By default the console shows this "
+                    "program's own lines and the libraries' warnings and errors only.")
   try:
     # Loads the default config (and applies --config.* overrides to it when --config is absent).
     config_flags.DEFINE_config_file("config", _DEFAULT_CONFIG,
@@ -49,6 +54,8 @@ def _parse_flags(argv: list[str]) -> list[str]:
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+  if not (flags.FLAGS.log_libraries or flags.FLAGS["verbosity"].present):
+    reporting.quiet_library_logs()
   try:
     train.train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir)
   except (train.ConfigError, train.NonFiniteLossError, train.CheckpointError) as error:

@@ -142,6 +142,7 @@ def merge(defaults: ml_collections.ConfigDict, given: Any, *, prefix: str,
       bool where its default is a number, or of a type `ConfigDict` does not accept.
   """
   if not isinstance(given, (ml_collections.ConfigDict, Mapping)):
+    getattr(given, "items", None)  # A config file that failed to load raises its error here.
     raise error(f"{prefix}: expected a ConfigDict or a dict of fields; got "
                 f"{type(given).__name__}.")
   schema = flatten(defaults, free=free)
