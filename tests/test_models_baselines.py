@@ -3,7 +3,8 @@
 References: `torch.nn.functional.affine_grid` and `grid_sample` for the affine transformer; the
 defining properties of the thin-plate spline (it interpolates its control points and reproduces
 affine maps exactly); a NumPy loop implementation of DCN v1 sampling for the deformable
-convolution; exact pixel crops for the CAM crop.
+convolution; exact pixel crops for the CAM crop, and copies of its task network for its
+BatchNorm statistics.
 """
 
 import jax
@@ -21,6 +22,7 @@ from saliency_jax.models import baselines
 from saliency_jax.models import deformable
 from saliency_jax.models import resnet
 from saliency_jax.models import saliency_network
+from saliency_jax.models import task
 
 
 def _rngs(seed=0):
@@ -225,6 +227,40 @@ def test_cam_is_the_predicted_class_weighting_of_the_last_feature_map():
   images = _images((2, 64, 64, 3))
   grads = nnx.jit(nnx.grad(lambda m: jnp.sum(m(images)[1]["grid"])))(model)
   assert all(float(jnp.abs(g).max()) == 0 for g in jax.tree.leaves(grads))
+
+
+@pytest.mark.parametrize("jit", [False, True])
+def test_cam_crop_updates_batch_norm_statistics_once_per_step(jit):
+  # In training, the localisation pass runs as at inference: the CAM comes from the running
+  # statistics, which only the second pass (on the crops) updates. References: copies of the
+  # task network, one in eval mode on the uniform view, one in train mode on the crops alone.
+  model = _micro_model("cam_crop", task_size=32, num_outputs=4)
+  model.train()
+  forward = nnx.jit(lambda m, x: m(x)) if jit else (lambda m, x: m(x))
+  forward(model, _images((2, 64, 64, 3), seed=3))  # Running statistics away from their init.
+  before = nnx.clone(model.task_net)
+  images = _images((2, 64, 64, 3), seed=4)
+  _, extras = forward(model, images)
+
+  crops = nnx.clone(before)
+  crops.train()
+  crops(task.imagenet_normalize(extras["sampled"]))
+  stats = jax.tree.leaves(nnx.state(model.task_net, nnx.BatchStat))
+  expected_stats = jax.tree.leaves(nnx.state(crops, nnx.BatchStat))
+  assert len(stats) == len(expected_stats) == 12  # Mean and variance of 6 BatchNorms.
+  for value, expected in zip(stats, expected_stats):
+    np.testing.assert_allclose(value, expected, rtol=1e-5, atol=1e-6)
+  localisation = nnx.clone(before)
+  localisation.eval()
+  view = task.imagenet_normalize(task.area_view(images, 32))
+  logits, features = localisation(view)
+  weights = np.asarray(localisation.fc.kernel[...])
+  for b in range(2):
+    expected = np.asarray(features["layer2"][b]) @ weights[:, int(np.argmax(logits[b]))]
+    np.testing.assert_allclose(extras["cam"][b], expected, rtol=1e-4, atol=1e-5)
+  # The model is left in training mode.
+  assert not any(layer.use_running_average for _, layer in nnx.iter_graph(model)
+                 if isinstance(layer, nnx.BatchNorm))
 
 
 @pytest.mark.parametrize("name", models.MODEL_NAMES)

@@ -17,12 +17,17 @@ and a `head`, so they share the saliency network's learning-rate groups.
 - `CAMCrop`: a first pass of the task network on the uniform view finds the peak of the class
   activation map (Zhou et al. 2016) of its predicted class; a square window of `crop_fraction`
   of the image side around it is cut from the full-resolution image, resampled to the task size,
-  and fed to a second pass. Gradients flow through the second pass only.
+  and fed to a second pass. Gradients flow through the second pass only. The first pass is a
+  localisation, run as at inference (BatchNorm on its running statistics, no dropout) in
+  training too, as the CAM papers localise with the trained network: so a training step
+  updates the BatchNorm statistics once, from the crops the network learns on, not also from
+  the uniform views.
 
 Grids follow `grid_sample`'s convention: `(x, y)` in `[-1, 1]`, pixel positions by
 `align_corners`; an identity transform gives the plain bilinear point-sampling of the image.
 """
 
+import contextlib
 import functools
 
 import jax
@@ -293,6 +298,21 @@ def grid_localisation(*, grid_size: int, backbone: str | resnet.ResNetSpec, dept
       rngs=rngs)
 
 
+@contextlib.contextmanager
+def _inference_mode(module: nnx.Module):
+  """Inside the block, `module`'s BatchNorm and dropout layers run as at inference."""
+  # Each layer's own flag is restored, so a model in either mode leaves the block as it came.
+  saved = [(layer, name, getattr(layer, name)) for _, layer in nnx.iter_graph(module)
+           for name in ("use_running_average", "deterministic")
+           if isinstance(layer, (nnx.BatchNorm, nnx.Dropout)) and hasattr(layer, name)]
+  module.eval()
+  try:
+    yield
+  finally:
+    for layer, name, value in saved:
+      setattr(layer, name, value)
+
+
 class CAMCrop(task.TaskModel):
   """Crop around the class-activation peak of a first pass, classify the crop.
 
@@ -323,8 +343,13 @@ class CAMCrop(task.TaskModel):
     self.align_corners = bool(align_corners)
 
   def class_activation_map(self, view: jax.Array) -> jax.Array:
-    """`[B, T, T, 3]` normalised view -> `[B, h, w]` CAM of each image's predicted class."""
-    logits, features = self.task_net(view)
+    """`[B, T, T, 3]` normalised view -> `[B, h, w]` CAM of each image's predicted class.
+
+    The task network runs in inference mode whatever the model's mode (see the module
+    docstring): BatchNorm reads its running statistics and leaves them as they are.
+    """
+    with _inference_mode(self.task_net):
+      logits, features = self.task_net(view)
     fmap = features[self.task_net.spatial_output]
     predicted = jnp.argmax(logits, axis=-1)
     class_weights = jnp.take(self.task_net.fc.kernel[...], predicted, axis=1).T  # [B, C]
