@@ -39,7 +39,7 @@ import torch  # noqa: E402
 
 import saliency_jax as sj  # noqa: E402
 from benchmarks import common  # noqa: E402
-from benchmarks import torch_sampler  # noqa: E402
+from tests.references import torch_sampler  # noqa: E402
 
 # (batch, high-resolution side, output side, grid side)
 CASES = {

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import saliency_jax as sj
-from benchmarks import torch_sampler
+from tests.references import torch_sampler
 
 METHODS = ["dense", "separable", "fft"]
 # The FFT's rounding is relative to the map's total mass (see attraction.py), hence its own bound.

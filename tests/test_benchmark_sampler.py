@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from benchmarks import sampler as bench
-from benchmarks import torch_sampler
+from tests.references import torch_sampler
 
 
 def test_benchmark_runs_and_writes_every_contender(tmp_path, monkeypatch, capsys):

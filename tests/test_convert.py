@@ -1,6 +1,6 @@
 """torchvision -> NNX weight conversion, checked against the PyTorch networks themselves.
 
-No download: the PyTorch side is benchmarks/torch_models.py (torchvision's architecture and
+No download: the PyTorch side is tests/references/torch_models.py (torchvision's architecture and
 state_dict keys) with random weights, saved with torch.save / safetensors, converted, and the
 logits and every stage's features compared in eval mode.
 """
@@ -17,7 +17,7 @@ import safetensors.torch
 import torch
 from flax import nnx
 
-from benchmarks import torch_models
+from tests.references import torch_models
 from saliency_jax import models
 from saliency_jax.models import convert
 from saliency_jax.models import resnet

@@ -2,7 +2,7 @@
 
 Expected parameter counts are torchvision's, as listed in its model documentation
 (https://pytorch.org/vision/stable/models.html, "num_params" of each weights enum), and are
-cross-checked against the plain-PyTorch copies in benchmarks/torch_models.py.
+cross-checked against the plain-PyTorch copies in tests/references/torch_models.py.
 """
 
 import jax
@@ -12,7 +12,7 @@ import pytest
 import torch
 from flax import nnx
 
-from benchmarks import torch_models
+from tests.references import torch_models
 from saliency_jax.models import alexnet
 from saliency_jax.models import convert
 from saliency_jax.models import inception

@@ -1,6 +1,6 @@
 """The SaliencySampler layer, the saliency network and the blur warm-up.
 
-The layer is checked end to end against benchmarks/torch_models.SaliencySampler, a PyTorch
+The layer is checked end to end against tests/references/torch_models.SaliencySampler, a PyTorch
 implementation of the authors' numerics written from shared/REFERENCE.md (adaptive average
 pooling, truncated ResNet + ReLU + 1x1 head, bilinear upsampling, softmax, replicate padding,
 Gaussian correlations, clamp, grid upsampling, F.grid_sample with align_corners=True), with the
@@ -18,7 +18,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 from torch.nn import functional as F
 
-from benchmarks import torch_models
+from tests.references import torch_models
 from saliency_jax import models
 from saliency_jax.models import blur
 from saliency_jax.models import convert

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import saliency_jax as sj
-from benchmarks import torch_sampler
+from tests.references import torch_sampler
 
 
 @pytest.mark.parametrize("grid_shape,out_shape,padding", [
