@@ -60,9 +60,13 @@ def main(argv: list[str]) -> None:
     train.train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir)
   except (train.ConfigError, train.NonFiniteLossError, train.CheckpointError) as error:
     sys.exit(f"train.py: {error}")
-  except OSError as error:  # A full disk, say, while writing logs, panels or results.
-    sys.exit(f"train.py: {error}. The newest complete checkpoint in the workdir is kept; fix "
-             f"the cause and run the same command again to resume.")
+  except train.Stopped as stop:  # SIGTERM or SIGINT, after saving the current step.
+    print(f"train.py: {stop}", file=sys.stderr, flush=True)
+    sys.exit(stop.exit_code)
+  except OSError as error:  # A missing file; or, once training, a full disk writing logs.
+    # The trainer notes what was saved only where a checkpoint exists.
+    notes = " ".join(getattr(error, "__notes__", ()))
+    sys.exit(f"train.py: {error}." + (f" {notes}" if notes else ""))
 
 
 if __name__ == "__main__":

@@ -3,7 +3,12 @@
 Eight host CPU devices are forced before JAX is imported so that sharding tests run on a real
 8-device mesh; single-device tests simply use the first device.
 """
+import fcntl
 import os
+import subprocess
+import sys
+
+import pytest
 
 # Appended to any XLA_FLAGS the caller set, which would otherwise leave the tests one device.
 if "--xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
@@ -12,3 +17,74 @@ if "--xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", "
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # TensorFlow (used by tfds when preparing data) must not print or grab accelerators in tests.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class TrainProgram:
+  """Runs `train.py` in real subprocesses, sharing one JAX compilation cache between them.
+
+  Every run compiles the same programs: the persistent cache saves the later ones the compile
+  time (results are the same with or without it). The subprocesses see this session's
+  environment (the forced 8 host CPU devices included).
+
+  Args:
+    base: a directory for the cache and the reference runs, shared by the pytest-xdist
+      workers of one session.
+  """
+
+  def __init__(self, base):
+    self.base = base
+    self.env = dict(os.environ)
+    self.env.update(JAX_COMPILATION_CACHE_DIR=str(base / "jax_cache"),
+                    JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+                    JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
+
+  def command(self, workdir, config_file, *overrides):
+    return [sys.executable, os.path.join(ROOT, "train.py"), f"--workdir={workdir}",
+            f"--config={config_file}", *overrides]
+
+  def run(self, workdir, config_file, *overrides, timeout=300):
+    """Runs to the end; returns the `subprocess.CompletedProcess` (text output)."""
+    return subprocess.run(self.command(workdir, config_file, *overrides), cwd=ROOT,
+                          env=self.env, capture_output=True, text=True, timeout=timeout)
+
+  def start(self, workdir, config_file, *overrides, log):
+    """Starts a run whose stdout and stderr go to `log`.out and `log`.err; returns the Popen."""
+    with open(f"{log}.out", "w") as out, open(f"{log}.err", "w") as err:
+      return subprocess.Popen(self.command(workdir, config_file, *overrides), cwd=ROOT,
+                              env=self.env, stdout=out, stderr=err)
+
+  def reference(self, name, config_text):
+    """The workdir of an uninterrupted run of `config_text`, run once per session.
+
+    The first pytest-xdist worker that asks runs it, under a file lock; the others wait for
+    it and reuse it.
+    """
+    workdir = self.base / name
+    config_file = self.base / f"{name}_config.py"
+    with open(self.base / f"{name}.lock", "w") as lock:
+      fcntl.flock(lock, fcntl.LOCK_EX)
+      if not (workdir / "results.json").exists():
+        config_file.write_text(config_text)
+        done = self.run(workdir, config_file)
+        assert done.returncode == 0, done.stderr[-3000:]
+    return workdir, config_file
+
+
+def final_state(workdir, step):
+  """The train state of checkpoint `step` in `workdir`, as NumPy arrays (orbax's own reader)."""
+  import orbax.checkpoint as ocp
+  return ocp.PyTreeCheckpointer().restore(os.path.join(workdir, "checkpoints", str(step), "state"))
+
+
+@pytest.fixture(scope="session")
+def train_program(tmp_path_factory):
+  """A `TrainProgram` whose cache and reference runs all workers of the session share."""
+  base = tmp_path_factory.getbasetemp()
+  if os.environ.get("PYTEST_XDIST_WORKER"):  # Each worker's basetemp is below a shared one.
+    base = base.parent
+  base = base / "train_program"
+  base.mkdir(exist_ok=True)
+  return TrainProgram(base)

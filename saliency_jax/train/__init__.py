@@ -6,12 +6,14 @@ starts).
 
 from saliency_jax.train.checkpoint import CheckpointError
 from saliency_jax.train.checkpoint import Checkpointer
+from saliency_jax.train.checkpoint import WorkdirBusyError
 from saliency_jax.train.config import ConfigError
 from saliency_jax.train.config import base_config
 from saliency_jax.train.config import validate_config
 from saliency_jax.train.optimizer import group_schedules
 from saliency_jax.train.optimizer import learning_rate_schedule
 from saliency_jax.train.optimizer import make_optimizer
+from saliency_jax.train.preemption import Stopped
 from saliency_jax.train.trainer import Experiment
 from saliency_jax.train.trainer import NonFiniteLossError
 from saliency_jax.train.trainer import TrainState
@@ -25,7 +27,9 @@ __all__ = [
     "ConfigError",
     "Experiment",
     "NonFiniteLossError",
+    "Stopped",
     "TrainState",
+    "WorkdirBusyError",
     "base_config",
     "build_experiment",
     "group_schedules",
