@@ -1,7 +1,7 @@
 """The SaliencySampler layer, the saliency network and the blur warm-up.
 
 The layer is checked end to end against tests/references/torch_models.SaliencySampler, a PyTorch
-implementation of the authors' numerics written from shared/REFERENCE.md (adaptive average
+implementation of the authors' published numerics (adaptive average
 pooling, truncated ResNet + ReLU + 1x1 head, bilinear upsampling, softmax, replicate padding,
 Gaussian correlations, clamp, grid upsampling, F.grid_sample with align_corners=True), with the
 same weights.

@@ -57,7 +57,7 @@ _BLOCK_ELEMENTS = 1024
 _NUM_WARPS = 4
 
 
-class _Options(NamedTuple):
+class _KernelOptions(NamedTuple):
   align_corners: bool
   padding_mode: str
   block: int  # Output pixels per program, a power of two.
@@ -98,7 +98,7 @@ def grid_sample(
   block = block_pixels or default_block_pixels(h * w, image.shape[-1])
   if block & (block - 1):
     raise ValueError(f"block_pixels must be a power of two; got {block_pixels}.")
-  options = _Options(align_corners, padding_mode, block, interpret)
+  options = _KernelOptions(align_corners, padding_mode, block, interpret)
   return _sample(options, image, grid.astype(jnp.float32))
 
 
@@ -123,7 +123,7 @@ def _masked_index(index: jax.Array, mask: jax.Array, size: int) -> jax.Array:
   return jnp.where(mask, index, size)
 
 
-def _coordinate(grid_ref, pixel: jax.Array, axis: int, size: int, options: _Options,
+def _coordinate(grid_ref, pixel: jax.Array, axis: int, size: int, options: _KernelOptions,
                 derivative: bool = False):
   """Pixel coordinate along `axis` (0: x, 1: y) of the lanes' grid points, padding applied.
 
@@ -188,7 +188,7 @@ def _grid_grad_kernel(image_ref, grid_ref, g_ref, grad_ref, *, size, options):
   pltriton.store(grad_ref.at[index + 1], grad_y * dy, mask=valid)
 
 
-def _call(kernel, options: _Options, image: jax.Array, grid: jax.Array, *extra: jax.Array,
+def _call(kernel, options: _KernelOptions, image: jax.Array, grid: jax.Array, *extra: jax.Array,
           out_shape: jax.ShapeDtypeStruct) -> jax.Array:
   """Runs `kernel` over (pixel blocks, batch) on `image`, `grid` and `extra`, all flattened.
 
@@ -213,7 +213,7 @@ def _call(kernel, options: _Options, image: jax.Array, grid: jax.Array, *extra: 
   )(*operands)
 
 
-def _forward(options: _Options, image: jax.Array, grid: jax.Array) -> jax.Array:
+def _forward(options: _KernelOptions, image: jax.Array, grid: jax.Array) -> jax.Array:
   b, h, w, _ = grid.shape
   channels = image.shape[-1]
   out = _call(_forward_kernel, options, image, grid, out_shape=jax.ShapeDtypeStruct(

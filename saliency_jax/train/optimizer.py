@@ -1,6 +1,6 @@
 """SGD with the authors' per-group learning rates and schedules, as an optax transformation.
 
-The saliency sampler trains three groups of parameters at very different speeds (REFERENCE.md):
+The saliency sampler trains three groups of parameters at very different speeds (as in the authors' code):
 the task network at the base rate, the 1x1 saliency head at 0.01 of it and the pretrained
 saliency backbone at 0.001. The update rule is PyTorch's `SGD(momentum, weight_decay)`:
 `g += wd * p; buf = momentum * buf + g; p -= lr * buf`, which optax's

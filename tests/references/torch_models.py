@@ -151,7 +151,7 @@ def truncated_resnet(model: ResNet, num_stages: int) -> nn.Sequential:
 
 
 class SaliencySampler(nn.Module):
-  """The saliency sampler as the authors' PyTorch code computes it (see shared/REFERENCE.md).
+  """The saliency sampler as the authors' published PyTorch code computes it.
 
   Written from the published description, for parity tests and benchmarks: area-averaged
   low-resolution view, truncated ResNet + ReLU + 1x1 head, bilinear upsampling to the grid,

@@ -1,4 +1,4 @@
-"""A PyTorch port of the authors' saliency sampler, written from ../shared/REFERENCE.md.
+"""A PyTorch port of the authors' saliency sampler, written from their published numerics.
 
 Used only by the tests (as the independent reference) and the benchmarks (as the baseline);
 `saliency_jax` never imports torch. Tensors are NCHW, as in PyTorch.
