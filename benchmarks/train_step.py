@@ -37,7 +37,7 @@ be reset between contenders (it is reported once, process-wide). On CPU neither 
 device allocator statistics (`memory_stats()` is None, no `torch.cuda`), so memory is null.
 
 Usage (runs unchanged on CPU and on a GPU; needs jax, flax, optax, orbax-checkpoint,
-ml_collections, pillow and torch, not tfds or grain):
+ml_collections, grain, pillow and torch, not tfds):
   python benchmarks/train_step.py                      # GPU: batch 64; CPU: batch 4
   python benchmarks/train_step.py --batch 32 --repeats 20 --variants jax_bf16,torch_compile
   python benchmarks/train_step.py --variants torch_fp32,torch_amp --image 400   # CPU, opt-in
@@ -69,6 +69,7 @@ from benchmarks import common  # noqa: E402
 from benchmarks import torch_models  # noqa: E402
 from benchmarks import torch_sampler  # noqa: E402
 from saliency_jax import train  # noqa: E402
+from saliency_jax.models import saliency_network  # noqa: E402
 
 MODELS = ("saliency_sampler", "uniform")
 JAX_VARIANTS = ("jax_fp32", "jax_bf16")
@@ -80,16 +81,18 @@ VARIANTS = JAX_VARIANTS + TORCH_VARIANTS
 CPU_VARIANTS = ("jax_fp32", "jax_bf16", "torch_fp32")
 BASELINE = "torch_fp32"  # Speed-ups are given against PyTorch eager float32.
 
-# The authors' recipe (shared/REFERENCE.md); the trainer's defaults are the same.
-LEARNING_RATE = 0.1
-MOMENTUM = 0.9
-WEIGHT_DECAY = 1e-4
-LR_MULTIPLIERS = {"task": 1.0, "saliency_head": 0.01, "saliency_backbone": 0.001}
-GRID_SIZE = 31
-PADDING = 30
-FWHM = 13.0
-SALIENCY_DEPTH = 14  # ResNet-18 up to layer3.
-SALIENCY_STAGES = 3
+# The authors' recipe and sampler, as the trainer's defaults hold them; the PyTorch port is
+# configured from the same values.
+_DEFAULTS = train.base_config()
+LEARNING_RATE = _DEFAULTS.optimizer.learning_rate
+MOMENTUM = _DEFAULTS.optimizer.momentum
+WEIGHT_DECAY = _DEFAULTS.optimizer.weight_decay
+LR_MULTIPLIERS = dict(_DEFAULTS.optimizer.lr_multipliers)
+GRID_SIZE = _DEFAULTS.model.grid_size
+PADDING = _DEFAULTS.model.padding
+FWHM = _DEFAULTS.model.fwhm
+SALIENCY_DEPTH = _DEFAULTS.model.saliency_depth  # 14: ResNet-18 up to layer3.
+SALIENCY_STAGES = saliency_network.DEPTHS[SALIENCY_DEPTH]
 
 MIB = 2**20
 
@@ -104,29 +107,20 @@ def on_gpu() -> bool:
 
 def trainer_config(model_name: str, *, task_net: str, saliency_backbone: str, task_size: int,
                    compute_dtype: str, seed: int = 0) -> ml_collections.ConfigDict:
-  """The fields of the trainer's config that `train.build_experiment` reads.
+  """The trainer's config (`train.base_config()`: the authors' recipe) for this model, checked.
 
-  Written out rather than taken from `train.base_config()`, which imports the data layer (tfds,
-  grain) that a benchmark machine need not have; `tests/test_benchmarks.py` checks that every
-  field here exists in `base_config()` and that the optimizer matches its defaults.
+  Raises:
+    ValueError: a `train.ConfigError` naming a bad field (e.g. `compute_dtype`).
   """
-  if compute_dtype not in ("float32", "bfloat16"):
-    raise ValueError(f"compute_dtype must be 'float32' or 'bfloat16'; got {compute_dtype!r}.")
-  return ml_collections.ConfigDict({
-      "seed": seed,
-      "model": {"name": model_name, "task_net": task_net, "task_size": task_size,
-                "low_res_size": task_size, "saliency_backbone": saliency_backbone,
-                "saliency_depth": SALIENCY_DEPTH, "grid_size": GRID_SIZE, "padding": PADDING,
-                "fwhm": FWHM},
-      "pretrained": {"task_net": "", "saliency_backbone": ""},
-      "compute_dtype": compute_dtype,
-      "num_panels": 0,
-      "optimizer": {
-          "learning_rate": LEARNING_RATE, "momentum": MOMENTUM, "nesterov": False,
-          "weight_decay": WEIGHT_DECAY, "schedule": "step", "decay_epochs": 30.0,
-          "decay_factor": 0.1, "warmup_epochs": 0.0, "restart_task_schedule_after_blur": True,
-          "lr_multipliers": dict(LR_MULTIPLIERS), "grad_clip_norm": 0.0},
-  })
+  config = train.base_config()
+  config.seed = seed
+  model = config.model
+  model.name, model.task_net, model.saliency_backbone = model_name, task_net, saliency_backbone
+  model.task_size = model.low_res_size = task_size
+  config.compute_dtype = compute_dtype
+  config.num_panels = 0
+  train.validate_config(config)
+  return config
 
 
 class JaxTrainStep:
