@@ -8,7 +8,8 @@ r"""CUB-200-2011: ResNet-50 task network at 227 px, 14-layer saliency network (p
 
 The .pth files are torchvision's ImageNet checkpoints (resnet50-0676ba61.pth,
 resnet18-f37072fd.pth; `saliency_jax.models.convert` reads them, or converted .npz files).
-Add `--config=configs/cub200.py:uniform` for the ResNet-50 baseline without the sampler.
+Add `--config=configs/cub200.py:uniform` for the ResNet-50 baseline without the sampler (and
+drop `--config.pretrained.saliency_backbone`: the baseline has no saliency network to load it).
 
 Paper: top-1 81.6 (ResNet-50 at 227) -> 84.5 with the saliency sampler. The authors published
 no CUB hyper-parameters; the schedule here (SGD 0.01, batch 64, 90 epochs, x0.1 every 30, blur

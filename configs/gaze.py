@@ -8,7 +8,8 @@ GAZECAPTURE is the extracted dataset (one folder per recording, see saliency_jax
 sampler sees the whole camera frame, so that it can zoom on the eyes and still see where the
 head is; the output is the gaze point (x, y) in centimetres from the camera, and the metric the
 mean distance error in cm. `--config=configs/gaze.py:uniform` gives the plain AlexNet (likewise
-stn_affine, stn_tps, grid_estimator, deformable).
+stn_affine, stn_tps, grid_estimator, deformable; for uniform and deformable, which have no
+saliency network, drop `--config.pretrained.saliency_backbone`).
 
 Paper: mean error iPad 5.44 -> 3.29 cm, iPhone 2.63 -> 2.03 cm (plain AlexNet -> sampler); the
 evaluation here reports the error over both devices and per device (`distance/phone`,

@@ -8,8 +8,11 @@ r"""iNaturalist 2017: ResNet-101 task network at 227 px, 14-layer saliency netwo
         --config.pretrained.saliency_backbone=resnet18.pth
 
 Training sees random-resized 800x800 crops of the originals (paper, Sec. 4.2); evaluation, as in
-the paper, the 512x512 centre crop (of the image resized to 800 on its shorter side). Other models of Table 2: `--config=configs/inat2017.py:<name>` with name
-uniform (the plain ResNet-101), stn_affine, stn_tps, grid_estimator, cam_crop or deformable.
+the paper, the 512x512 centre crop (of the image resized to 800 on its shorter side). Other
+models of Table 2: `--config=configs/inat2017.py:<name>` with name uniform (the plain
+ResNet-101), stn_affine, stn_tps, grid_estimator, cam_crop or deformable; uniform, cam_crop and
+deformable have no saliency or localisation network, so drop
+`--config.pretrained.saliency_backbone` for them.
 
 Paper: top-1 / top-5 60 / 83 (ResNet-101 at 227) -> 65 / 86 with the saliency sampler. The
 optimizer follows the authors' ImageNet recipe (SGD momentum 0.9, weight decay 1e-4, x0.1 every

@@ -8,7 +8,9 @@ enforces on every assignment (a typo cannot add a field, a string cannot replace
 float cannot replace an int; an int given for a float becomes a float). `merge` applies a
 config, complete or partial, ConfigDict or dict, to fresh defaults through those same
 assignments, and adds what `ConfigDict` lets through: None in a field whose default is not None,
-a bool in a numeric field, and a sub-config replaced wholesale by a dict of other fields.
+a bool in a numeric field (a `ConfigDict` keeps True in an int field, and turns it into 1.0 in a
+float field as it is assigned, before any check can see it), and a sub-config replaced wholesale
+by a dict of other fields.
 
 Ranges and relations between fields are rows of a table, `Check(field, condition, expected,
 advice)`, run in order by `check`; the first failing row raises one sentence that names the

@@ -1,12 +1,15 @@
 """Every experiment config loads and validates; bad configs fail early with a message naming
 the field."""
 import importlib
+import inspect
 import os
+import re
 import subprocess
 import sys
 
 import pytest
 
+import saliency_jax as sj
 from saliency_jax.train import ConfigError, base_config, validate_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -82,6 +85,15 @@ def test_unknown_field_is_rejected():
     ("model.task_net", "vgg16", "config.model.*task_net"),
     ("data.name", "imagenet", "config.data.*name"),
     ("optimizer.lr_multipliers", {"task": 1.0}, "lr_multipliers"),
+    # What ConfigDict's own types let through.
+    ("batch_size", None, r"config.batch_size: expected int; got None"),
+    ("model.grid_size", True, r"config.model.grid_size: expected int; got True"),
+    ("optimizer.lr_multipliers", {"task": 1.0, "saliency_head": True, "saliency_backbone": 0.1},
+     "lr_multipliers: expected non-negative numbers"),
+    # Ranges and relations between fields.
+    ("seed", -1, r"config.seed: expected an int in \[0, 2\^63\); got -1"),
+    ("model.task_size", 600, r"config.model.task_size: expected at most data.image_size \(512\)"),
+    ("process_id", 3, r"config.process_id: expected -1 \(detected\) or in \[0, num_processes"),
 ])
 def test_bad_values_name_the_field(field, value, message):
   config = base_config()
@@ -93,6 +105,52 @@ def test_bad_values_name_the_field(field, value, message):
     parent[last] = value
   with pytest.raises(ConfigError, match=message):
     validate_config(config)
+
+
+def test_the_samplers_numerics_default_to_the_ops_defaults():
+  # One home for each default: the ops' signatures hold the authors' values.
+  model = base_config().model
+  grid = inspect.signature(sj.attraction_grid).parameters
+  sample = inspect.signature(sj.saliency_sample).parameters
+  assert (model.fwhm, model.padding) == (grid["fwhm"].default, grid["padding"].default) == (
+      13.0, 30)
+  assert (model.temperature, model.align_corners) == (
+      sample["temperature"].default, sample["align_corners"].default) == (1.0, True)
+
+
+def test_the_layers_reject_the_same_bad_fields_on_their_own():
+  # The model and data layers run their rows of the one table on the configs given to them.
+  from saliency_jax import data, models
+  with pytest.raises(ValueError, match=r"model_config.grid_size: expected an int >= 2; got 1"):
+    models.factory.validate_config({"grid_size": 1})
+  with pytest.raises(ValueError, match=r"data.prefetch: expected >= 1; got 0"):
+    data.parse_data_config({"prefetch": 0})
+  with pytest.raises(ConfigError, match=r"config.model.grid_size: expected an int >= 2; got 1"):
+    config = base_config()
+    config.model.grid_size = 1
+    validate_config(config)
+
+
+@pytest.mark.parametrize("name,argument", [("cub200", None), ("inat2017", None), ("gaze", None),
+                                           ("inat2017_depth", "6")])
+def test_the_command_of_each_docstring_is_accepted(name, argument):
+  config = load(name, argument)
+  doc = importlib.import_module(f"configs.{name}").__doc__
+  overrides = re.findall(r"--config\.([\w.]+)=(\S+)", doc)
+  assert any(field == "pretrained.saliency_backbone" for field, _ in overrides), name
+  for field, value in overrides:
+    *path, last = field.split(".")
+    parent = config
+    for part in path:
+      parent = parent[part]
+    parent[last] = value
+  validate_config(config)
+  # Its baselines without a saliency network, with the backbone dropped as the docstring says.
+  config.model.name = "uniform"
+  with pytest.raises(ConfigError, match="config.pretrained.saliency_backbone"):
+    validate_config(config)
+  config.pretrained.saliency_backbone = ""
+  validate_config(config)
 
 
 def test_global_batch_must_split_over_devices():
