@@ -116,6 +116,11 @@ def test_the_samplers_numerics_default_to_the_ops_defaults():
       13.0, 30)
   assert (model.temperature, model.align_corners) == (
       sample["temperature"].default, sample["align_corners"].default) == (1.0, True)
+  from saliency_jax import models
+  layer = inspect.signature(models.SaliencySampler).parameters
+  assert {name: layer[name].default for name in ("fwhm", "padding", "temperature",
+                                                 "align_corners")} == {
+      "fwhm": 13.0, "padding": 30, "temperature": 1.0, "align_corners": True}
 
 
 def test_the_layers_reject_the_same_bad_fields_on_their_own():

@@ -12,11 +12,17 @@ Pipeline of the paper (Fig. 1) with the authors' numerics:
 Value conventions: see `saliency_jax.models.task`.
 """
 
+import inspect
+
 import jax
 from flax import nnx
 
 from saliency_jax import ops
 from saliency_jax.models import task
+
+# The authors' numerics are the ops' defaults; the layer's are the same, written once there.
+_GRID = inspect.signature(ops.attraction_grid).parameters
+_SAMPLE = inspect.signature(ops.saliency_sample).parameters
 
 
 class SaliencySampler(task.TaskModel):
@@ -41,9 +47,11 @@ class SaliencySampler(task.TaskModel):
   """
 
   def __init__(self, task_net: nnx.Module, saliency_net: nnx.Module, *, task_size: int = 224,
-               low_res_size: int = 224, fwhm: float = 13.0, padding: int = 30,
-               temperature: float = 1.0, align_corners: bool = True, blur_min: int | None = None,
-               output_activation: str | None = None):
+               low_res_size: int = 224, fwhm: float = _GRID["fwhm"].default,
+               padding: int = _GRID["padding"].default,
+               temperature: float = _SAMPLE["temperature"].default,
+               align_corners: bool = _SAMPLE["align_corners"].default,
+               blur_min: int | None = None, output_activation: str | None = None):
     super().__init__(task_net, task_size=task_size, blur_min=blur_min,
                      output_activation=output_activation)
     if temperature <= 0:
