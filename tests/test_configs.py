@@ -117,7 +117,7 @@ def test_the_samplers_numerics_default_to_the_ops_defaults():
   assert (model.temperature, model.align_corners) == (
       sample["temperature"].default, sample["align_corners"].default) == (1.0, True)
   from saliency_jax import models
-  layer = inspect.signature(models.SaliencySampler).parameters
+  layer = inspect.signature(models.SaliencySampler.__init__).parameters
   assert {name: layer[name].default for name in ("fwhm", "padding", "temperature",
                                                  "align_corners")} == {
       "fwhm": 13.0, "padding": 30, "temperature": 1.0, "align_corners": True}
