@@ -9,8 +9,15 @@ from saliency_jax.ops import area_resize
 from saliency_jax.ops import attraction_grid
 from saliency_jax.ops import bilinear_resize
 from saliency_jax.ops import grid_sample
+from saliency_jax.ops import invert_grid
+from saliency_jax.ops import magnification
 from saliency_jax.ops import saliency_sample
 from saliency_jax.ops import softmax_saliency
+from saliency_jax.ops import unwarp
+from saliency_jax.ops import unwarp_boxes
+from saliency_jax.ops import unwarp_points
+from saliency_jax.ops import warp_boxes
+from saliency_jax.ops import warp_points
 
 __version__ = "0.1.0"
 
@@ -19,6 +26,13 @@ __all__ = [
     "attraction_grid",
     "bilinear_resize",
     "grid_sample",
+    "invert_grid",
+    "magnification",
     "saliency_sample",
     "softmax_saliency",
+    "unwarp",
+    "unwarp_boxes",
+    "unwarp_points",
+    "warp_boxes",
+    "warp_points",
 ]

@@ -1,17 +1,31 @@
 """Pure JAX ops of the saliency sampler. No Flax, tfds or TensorFlow here."""
 
 from saliency_jax.ops.attraction import attraction_grid
+from saliency_jax.ops.inverse import invert_grid
+from saliency_jax.ops.inverse import unwarp
+from saliency_jax.ops.magnification import magnification
 from saliency_jax.ops.resize import area_resize
 from saliency_jax.ops.resize import bilinear_resize
 from saliency_jax.ops.saliency import saliency_sample
 from saliency_jax.ops.saliency import softmax_saliency
 from saliency_jax.ops.sampling import grid_sample
+from saliency_jax.ops.warping import unwarp_boxes
+from saliency_jax.ops.warping import unwarp_points
+from saliency_jax.ops.warping import warp_boxes
+from saliency_jax.ops.warping import warp_points
 
 __all__ = [
     "area_resize",
     "attraction_grid",
     "bilinear_resize",
     "grid_sample",
+    "invert_grid",
+    "magnification",
     "saliency_sample",
     "softmax_saliency",
+    "unwarp",
+    "unwarp_boxes",
+    "unwarp_points",
+    "warp_boxes",
+    "warp_points",
 ]
