@@ -3,7 +3,8 @@
 For every target and every cell of the grid it solves the cell's bilinear patch
 `P(s, t) = A + s e + t f + s t g = p` exactly (float64): eliminating `t` with the cross product
 against `f + s g` gives `(e x g) s^2 + (e x f - q x g) s - q x f = 0` with `q = p - A`; both roots
-of the quadratic (or the single root `q x f / (e x f - q x g)` when `e x g = 0`) are tried, `t`
+of the quadratic (in the cancellation-free form; the single root `q x f / (e x f - q x g)` when
+`e x g = 0`) are tried, `t`
 follows from the component of the linear equation with the larger coefficient, and a root counts
 when `(s, t)` lies in `[0, 1]^2` and reproduces `p`. The first cell (in row-major order) with a
 solution wins. No walking, no guesses: every cell is tried, so it is slow and only for tests.
@@ -36,11 +37,13 @@ def invert(grid, targets, tol=1e-9):
   a1 = _cross(e, f) - _cross(q, g)
   a0 = -_cross(q, f)
   disc = torch.clamp(a1 * a1 - 4 * a2 * a0, min=0).sqrt()
+  # The root with no cancellation, -(a1 + sign(a1) disc) / (2 a2), and its partner from the
+  # product of the roots, a0 / a2 (the textbook formula loses the small root when a2 is small).
+  big = -(a1 + torch.where(a1 >= 0, disc, -disc)) / 2
+  tiny = lambda x: torch.where(x.abs() < 1e-300, torch.full_like(x, 1e-300), x)
   linear = a2.abs() < 1e-14
-  safe_a2 = torch.where(linear, torch.ones_like(a2), a2)
-  safe_a1 = torch.where(a1.abs() < 1e-300, torch.full_like(a1, 1e-300), a1)
-  roots = [torch.where(linear, -a0 / safe_a1, (-a1 + disc) / (2 * safe_a2)),
-           torch.where(linear, -a0 / safe_a1, (-a1 - disc) / (2 * safe_a2))]
+  roots = [torch.where(linear, -a0 / tiny(a1), a0 / tiny(big)),
+           torch.where(linear, -a0 / tiny(a1), big / tiny(a2))]
   cells_w = w - 1
   index = torch.arange((h - 1) * cells_w, dtype=torch.float64)
   col, row = index % cells_w, torch.div(index, cells_w, rounding_mode="floor")
