@@ -2,12 +2,12 @@ r"""Baseline: crop around the class activation map's peak (CAM, Zhou et al.), sy
 
     python train.py --workdir=runs/cam_crop --config=configs/cam_crop.py
 
-The task network's own CAM on the uniform view chooses a crop of half the image side, which is
-then read at full resolution. The paper (Table 2): 62 top-1 on iNaturalist (sampler 65).
+The task network's own CAM on the uniform view (computed as at inference, on the running
+BatchNorm statistics) chooses a crop of half the image side, which is then read at full
+resolution. The paper (Table 2): 62 top-1 on iNaturalist (sampler 65).
 
 Measured here (seed 0, 1,200 steps, 2-core CPU, 2026-12-01; the demo's sampler 84.2 %, uniform
-51.5 %):
-top-1 76.7 %.
+51.5 %): top-1 93.2 %, top-5 99.3 % (76.7 % top-1 when the first pass ran in training mode).
 """
 from configs import default
 
