@@ -5,7 +5,7 @@ The faults: SIGKILL, SIGTERM and SIGINT at seeded random points (during a step, 
 asynchronous save, during an evaluation), a second signal while the stop's checkpoint is being
 written, a broken newest checkpoint (a partial folder, an empty folder, a truncated data file),
 a workdir on a read-only file system, a full disk (a small tmpfs the test mounts, filled up
-while the run trains), and a second run started on a running workdir. The uninterrupted
+to leave room for two checkpoints), and a second run started on a running workdir. The uninterrupted
 reference run is made once per session (shared by the pytest-xdist workers).
 """
 import json
@@ -294,23 +294,22 @@ def _mount_tmpfs(path, size):
   return done.returncode == 0, done.stderr.strip()
 
 
-def _fill(directory):
-  """Writes a file into `directory` until its file system is full; returns the file."""
+def _fill(directory, *, leave):
+  """Writes a file into `directory` until `leave` bytes are free on its file system."""
   filler = os.path.join(directory, "filler")
-  chunk = b"\0" * (1 << 16)
-  with open(filler, "wb", buffering=0) as f:
-    try:
-      while True:
-        f.write(chunk)
-    except OSError as error:
-      assert error.errno == 28, error
+  with open(filler, "wb") as f:
+    f.write(b"\0" * max(shutil.disk_usage(directory).free - leave, 0))
   return filler
+
+
+def _size(directory):
+  return sum(p.stat().st_size for p in directory.rglob("*") if p.is_file())
 
 
 def test_read_only_workdir_then_full_disk_then_resume(train_program, reference, tmp_path):
   """On a tmpfs the test mounts: first read-only (the run refuses to start and changes
-  nothing), then writable and filled up while the run trains (it stops at the step whose
-  save failed, in a few lines); after space is freed the same command resumes."""
+  nothing), then writable with room for two more checkpoints (the run stops at the step whose
+  save does not fit, in a few lines); after space is freed the same command resumes."""
   reference_dir, config_file = reference
   disk = tmp_path / "disk"
   mounted, why = _mount_tmpfs(disk, "32m")
@@ -330,20 +329,22 @@ def test_read_only_workdir_then_full_disk_then_resume(train_program, reference, 
     subprocess.run(["mount", "-o", "remount,rw", str(disk)], check=True)
     assert sorted(str(p.relative_to(workdir)) for p in workdir.rglob("*")) == before
 
-    # Panels only at the end: the checkpoints are the only files written mid-run.
+    # Room for two and a half checkpoints: those of steps 12 and 16 fit, that of 20 does not.
+    # Panels only at the end: the checkpoints are the only large files written mid-run.
+    filler = _fill(disk, leave=int(2.5 * _size(workdir / "checkpoints" / "8")))
     run = _Interruption(train_program, workdir, config_file, tmp_path / "full",
                         f"--config.panel_every_steps={10 * STEPS}")
-    run.wait_for(lambda: 16 in _complete_steps(workdir), "the checkpoint of step 16")
-    filler = _fill(disk)
     returncode = run.process.wait(timeout=240)
     err = run.stderr()
     assert returncode == 1, err[-3000:]
     assert "Traceback" not in err and not re.search(r"^(E\d{4} |ERROR:)", err, re.M), err[-5000:]
     lines = _train_py_lines(err)
-    assert lines == [
-        f"train.py: Saving the checkpoint of step 20 in {workdir / 'checkpoints'} failed (the "
-        f"disk is full); the complete checkpoints (steps [8, 12, 16]) are intact and the newest "
-        f"one, step 16, is where the same command resumes."], err[-3000:]
+    assert len(lines) == 1 and re.fullmatch(
+        rf"train\.py: Saving the checkpoint of step 20 in {re.escape(str(workdir))}/checkpoints failed "
+        rf"\(the disk is full: \d+\.\d MB free, a checkpoint takes \d+\.\d MB\); the "
+        rf"complete checkpoints \(steps \[8, 12, 16\]\) are intact and the newest one, step "
+        rf"16, is where the same command resumes\.", lines[0]), err[-3000:]
+    assert len([line for line in err.splitlines() if not line.startswith("I")]) <= 5, err
     # Reported at the step whose save failed (or the next, while that save ran), not later.
     assert not run.reached_step(22), run.stdout()[-1000:]
     os.remove(filler)
@@ -359,8 +360,8 @@ def test_second_run_on_a_running_workdir_is_refused(train_program, reference, tm
   workdir = tmp_path / "run"
   first = _Interruption(train_program, workdir, config_file, tmp_path / "first")
   lock_file = workdir / "train.lock"
-  first.wait_for(lambda: lock_file.exists() and _read(lock_file).strip() == str(first.process.pid),
-                 "the lock")
+  first.wait_for(lambda: first.reached_step(1), "step 1")
+  assert _read(lock_file).strip() == str(first.process.pid)
   # Frozen while the second run tries, so that it is running for sure.
   first.process.send_signal(signal.SIGSTOP)
   try:

@@ -19,6 +19,7 @@ import fcntl
 import json
 import logging as std_logging
 import os
+import shutil
 from collections.abc import Mapping
 from typing import Any
 
@@ -47,7 +48,8 @@ def _explain(error: BaseException) -> str:
   text = str(error)
   code = getattr(error, "errno", 0)
   if "No space left" in text or "RESOURCE_EXHAUSTED" in text or code == errno.ENOSPC:
-    return "the disk is full"
+    sizes = text.split("No space left on device: ")[-1] if code == errno.ENOSPC else ""
+    return f"the disk is full: {sizes}" if "MB free" in sizes else "the disk is full"
   if "File too large" in text or code == errno.EFBIG:
     return "a file size limit was hit"
   if "Read-only file system" in text or code == errno.EROFS:
@@ -58,12 +60,16 @@ def _explain(error: BaseException) -> str:
 
 
 class _DropOrbaxErrors(std_logging.Filter):
-  """Drops orbax's own error records (each with its traceback, from every background thread
-  of a failed save): the same error reaches the caller once, as a `CheckpointError`."""
+  """Drops orbax's error records (each with its traceback, from every background thread and
+  asyncio task of a failed save): the same error reaches the caller once, as a
+  `CheckpointError`."""
 
   def filter(self, record: std_logging.LogRecord) -> bool:
-    return not (record.levelno >= std_logging.ERROR
-                and f"{os.sep}orbax{os.sep}" in (record.pathname or ""))
+    if record.levelno < std_logging.ERROR:
+      return True
+    if f"{os.sep}orbax{os.sep}" in (record.pathname or ""):
+      return False
+    return not (record.name == "asyncio" and f"{os.sep}orbax{os.sep}" in record.getMessage())
 
 
 _ORBAX_ERRORS = _DropOrbaxErrors()
@@ -109,7 +115,8 @@ class Checkpointer:
 
   def __init__(self, directory: str, *, every_steps: int, keep: int, asynchronous: bool = True):
     self.directory = os.path.abspath(directory)
-    std_logging.getLogger("absl").addFilter(_ORBAX_ERRORS)  # Idempotent.
+    for logger in ("absl", "asyncio"):
+      std_logging.getLogger(logger).addFilter(_ORBAX_ERRORS)  # Idempotent.
     options = ocp.CheckpointManagerOptions(
         save_interval_steps=every_steps, max_to_keep=keep, create=True,
         cleanup_tmp_directories=True, enable_async_checkpointing=asynchronous)
@@ -148,6 +155,11 @@ class Checkpointer:
     Returns:
       Whether a save was started.
     """
+    if jax.process_count() == 1 and (force or self._manager.should_save(step)):
+      # Orbax waits for the previous save before it starts the next one anyway; done first,
+      # the previous checkpoint is counted on the disk.
+      self.wait()
+      self._check_space(step)
     try:
       started = self._manager.save(
           step, force=force,
@@ -161,6 +173,27 @@ class Checkpointer:
     if started:
       self._pending = step
     return started
+
+  def _check_space(self, step: int) -> None:
+    """Raises `CheckpointError` now if the newest checkpoint would not fit on the disk again.
+
+    A save that fails half way in the background is reported too, but then the writes still
+    in flight print tracebacks of their own (tensorstore's) for a while; and a full disk is
+    best reported at the step it stops. Only for one process: several could disagree on
+    the free space of a shared disk and leave one of them waiting in the save's collectives.
+    """
+    steps = self.all_steps()
+    if not steps:
+      return
+    newest = os.path.join(self.directory, str(steps[-1]))
+    needed = sum(os.path.getsize(os.path.join(folder, name))
+                 for folder, _, names in os.walk(newest) for name in names)
+    free = shutil.disk_usage(self.directory).free
+    if free >= needed:
+      return
+    raise self._save_error(step, OSError(
+        errno.ENOSPC, f"No space left on device: {free / 1e6:.1f} MB free, a checkpoint takes "
+        f"{needed / 1e6:.1f} MB"))
 
   def poll(self) -> None:
     """Returns at once; raises `CheckpointError` if the background save has failed by now."""
