@@ -133,9 +133,9 @@ def build_model(config: ml_collections.ConfigDict, *, num_outputs: int,
   from its checkpoint, and need not find them again).
   """
   models = _models_api()
-  task_net = (config.pretrained.task_net or None) if load_pretrained else None
-  backbone = (config.pretrained.saliency_backbone or None) if load_pretrained else None
-  for name, path in (("task_net", task_net), ("saliency_backbone", backbone)):
+  files = {name: config.pretrained[name] if load_pretrained else ""
+           for name in ("task_net", "saliency_backbone")}
+  for name, path in files.items():
     if path and not os.path.isfile(path):
       raise config_lib.ConfigError(f"config.pretrained.{name}: no file at {path!r}.")
   # Parameters are drawn from the "rbg" generator: every parameter shape compiles its own
@@ -145,8 +145,14 @@ def build_model(config: ml_collections.ConfigDict, *, num_outputs: int,
   rngs = nnx.Rngs(params=jax.random.key(config.seed, impl="rbg"),
                   default=jax.random.fold_in(jax.random.key(config.seed), 2))
   model = models.build_model(config.model, num_outputs=num_outputs, rngs=rngs)
-  if task_net or backbone:
-    models.load_pretrained(model, task_net=task_net, saliency_backbone=backbone)
+  for name, path in files.items():
+    if path:
+      try:
+        models.load_pretrained(model, **{name: path})
+      except Exception as error:  # Any unreadable or mismatched file is the user's input.
+        raise config_lib.ConfigError(
+            f"config.pretrained.{name}: {path!r} cannot be loaded into model.{name} "
+            f"{config.model[name]!r} ({error}).") from error
   if config.compute_dtype == "bfloat16":
     # Flax layers compute in their `dtype` and keep float32 parameters: bfloat16 activations
     # and matmuls with float32 master weights and optimizer state.
@@ -322,30 +328,87 @@ def _close_quietly(*resources: Any) -> None:
                       error)
 
 
+def _data_error(error: ValueError) -> config_lib.ConfigError:
+  # The data layer names its fields "data.FIELD".
+  text = str(error)
+  return config_lib.ConfigError(f"config.{text}" if text.startswith("data.") else
+                                f"config.data: {text}")
+
+
+def _check_evaluation_split(loader, config: ml_collections.ConfigDict) -> None:
+  """Reads evaluation batches until one holds a readable image; else raises `ConfigError`.
+
+  A split whose every image is unreadable would otherwise train to the end and fail at the
+  final evaluation. A readable split costs one batch.
+  """
+  batches = iter(loader)
+  try:
+    for batch in batches:
+      if bool(jnp.any(batch["mask"])):
+        return
+  finally:
+    batches.close()
+    loader.close()  # Its workers stop until the first evaluation.
+  split = config.data.eval_split or "evaluation"
+  raise config_lib.ConfigError(
+      f"config.data: no image of the {config.data.name} {split!r} split can be read (see the "
+      f"warnings above); check the files under --config.data.data_dir or prepare the dataset "
+      f"again.")
+
+
+def _saved_steps(directory: str) -> list[int]:
+  """The steps of the checkpoint folders in `directory`, read without changing anything."""
+  try:
+    names = os.listdir(directory)
+  except OSError:
+    return []
+  return sorted(int(name) for name in names
+                if name.isdigit() and os.path.isdir(os.path.join(directory, name)))
+
+
 def _run(config: ml_collections.ConfigDict, workdir: str, *, label: str) -> dict[str, Any]:
   data = _data_api()
   mesh = make_mesh()
   config_lib.validate_config(config, num_devices=mesh.size)
-  workdir = _prepare_workdir(workdir)
-  info = data.dataset_info(config.data)
+  # Everything bad input can break runs before the workdir is created or written: the config
+  # checks above, opening the dataset, reading an evaluation batch, building the model and
+  # loading its pretrained weights.
+  try:
+    info = data.dataset_info(config.data)
+    loaders = {split: data.make_loader(config.data, split=split, mesh=mesh, seed=config.seed,
+                                       global_batch_size=config.batch_size)
+               for split in ("train", "eval")}
+  except ValueError as error:
+    raise _data_error(error) from error
+  train_loader, eval_loader = loaders["train"], loaders["eval"]
   length = run_length(config, info.train_size)
   is_chief = jax.process_index() == 0
 
+  def build(load_pretrained: bool) -> Experiment:
+    return build_experiment(
+        config, mesh=mesh, num_outputs=info.num_outputs, task=info.task,
+        total_steps=length.total_steps, steps_per_epoch=length.steps_per_epoch,
+        blur_steps=length.blur_steps, load_pretrained=load_pretrained)
+
+  try:
+    _check_evaluation_split(eval_loader, config)
+    # A resumed run restores every parameter and does not need the pretrained files again.
+    pretrained = not _saved_steps(os.path.join(os.path.abspath(workdir), "checkpoints"))
+    experiment = build(load_pretrained=pretrained)
+    workdir = _prepare_workdir(workdir)
+  except BaseException:
+    _close_quietly(train_loader, eval_loader)
+    raise
   checkpoints = checkpoint_lib.Checkpointer(
       os.path.join(workdir, "checkpoints"), every_steps=config.checkpoint_every_steps,
       keep=config.keep_checkpoints)
   latest = checkpoints.latest_step()
+  if latest is None and not pretrained and (config.pretrained.task_net
+                                            or config.pretrained.saliency_backbone):
+    # No checkpoint read: this run starts afresh, from the pretrained weights after all.
+    experiment = build(True)
   checkpoint_lib.check_resume_config(workdir, config, resuming=latest is not None,
                                      write=is_chief)
-
-  experiment = build_experiment(
-      config, mesh=mesh, num_outputs=info.num_outputs, task=info.task,
-      total_steps=length.total_steps, steps_per_epoch=length.steps_per_epoch,
-      blur_steps=length.blur_steps, load_pretrained=latest is None)
-  train_loader = data.make_loader(config.data, split="train", global_batch_size=config.batch_size,
-                                  mesh=mesh, seed=config.seed)
-  eval_loader = data.make_loader(config.data, split="eval", global_batch_size=config.batch_size,
-                                 mesh=mesh, seed=config.seed)
   state = experiment.initial_state
   if latest is not None:
     state, loader_state = checkpoints.restore(latest, experiment.abstract_state())
@@ -495,14 +558,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     checkpoint.CheckpointError: a checkpoint could not be written (e.g. the disk is full).
   """
   config_lib.validate_config(config)
+  uniform = None
+  if config.compare_with_uniform:
+    uniform = config.copy_and_resolve_references()
+    uniform.model.name = "uniform"
+    uniform.compare_with_uniform = False
+    uniform.pretrained.saliency_backbone = ""  # The baseline has no saliency network.
+    config_lib.validate_config(uniform)
   maybe_initialize_distributed(config)
   results = _run(config, workdir, label=config.model.name)
-  if not config.compare_with_uniform:
+  if uniform is None:
     _print_summary([results])
     return results
-  uniform = config.copy_and_resolve_references()
-  uniform.model.name = "uniform"
-  uniform.compare_with_uniform = False
   baseline = _run(uniform, os.path.join(workdir, "uniform"), label="uniform")
   results = {**results, "uniform": baseline}
   if jax.process_index() == 0:
