@@ -37,6 +37,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from saliency_jax.ops import local_magnification
 from saliency_jax.ops import resize
 from saliency_jax.ops import validation
 
@@ -236,6 +237,8 @@ def attraction_grid(
     padding: int = 30,
     pad_mode: str = "edge",
     method: str = "separable",
+    axis_aligned: bool = False,
+    max_magnification: float | None = None,
 ) -> jax.Array:
   """The saliency sampler's sampling grid from a saliency map (Eqs. 2-3 of the paper).
 
@@ -251,6 +254,14 @@ def attraction_grid(
       the map, which pulls samples towards the centre, as the paper notes).
     method: "separable" (default), "dense" (the literal 2-D correlation) or "fft"; see the module
       docstring.
+    axis_aligned: True: the axis-aligned variant of LZU / FOVEA instead of the 2-D attraction,
+      `x` from the column marginal of the map and `y` from the row marginal, each a 1-D Gaussian
+      attraction (see `axis_aligned_attraction`; `method` does not apply). The grid is monotone
+      and exactly invertible by `invert_grid(..., axis_aligned=True)`.
+    max_magnification: None (no cap) or a cap, at least 1, on the grid's local linear
+      magnification relative to uniform sampling (`magnification(grid, None)`): the grid is
+      blended with the uniform grid by the smallest per-image weight that meets it (see
+      `local_magnification.cap_magnification`), differentiably.
 
   Returns:
     `[B, h, w, 2]` float32 grid of `(x, y)` sampling positions in `[-1, 1]`, for `grid_sample`.
@@ -258,8 +269,8 @@ def attraction_grid(
     grid, and negative weights count as zero (with zero gradient).
 
   Raises:
-    ValueError: on a bad shape or option, or, when called outside `jit`, on a map holding NaN,
-      infinity or negative weights.
+    ValueError: on a bad shape or option, a `max_magnification` below 1, or, when called
+      outside `jit`, on a map holding NaN, infinity or negative weights.
   """
   if not hasattr(saliency, "ndim"):
     saliency = jnp.asarray(saliency)
@@ -284,5 +295,18 @@ def attraction_grid(
   if value is not None and np.any(value < 0):
     raise ValueError(f"saliency must be non-negative (weights of attraction); got minimum "
                      f"{value.min()}.")
-  return _attraction_grid(saliency, out_shape, fwhm, padding, pad_mode, method,
-                          _UPSAMPLING.get(jax.default_backend(), "two_taps"))
+  if max_magnification is not None:
+    local_magnification.check_cap(max_magnification)
+  if axis_aligned:
+    # Imported here: axis_aligned_attraction builds on this module's helpers.
+    from saliency_jax.ops import axis_aligned_attraction
+    grid = axis_aligned_attraction.axis_aligned_grid(saliency, out_shape, fwhm, padding,
+                                                     pad_mode)
+  else:
+    grid = _attraction_grid(saliency, out_shape, fwhm, padding, pad_mode, method,
+                            _UPSAMPLING.get(jax.default_backend(), "two_taps"))
+  if max_magnification is not None:
+    grid = local_magnification.cap(grid, max_magnification)
+  if axis_aligned or max_magnification is not None:
+    grid = _materialised(grid)
+  return grid

@@ -56,7 +56,8 @@ def normalised_jacobian(grid: jax.Array):
 
 def _inverse_sqrt(value):
   positive = value > 0
-  return jnp.where(positive, jax.lax.rsqrt(jnp.where(positive, value, 1.0)), jnp.inf)
+  return jnp.where(positive, jax.lax.rsqrt(jnp.where(positive, value, 1.0)),
+                   jnp.where(jnp.isnan(value), jnp.nan, jnp.inf))
 
 
 @functools.partial(jax.jit, static_argnames=("scale",))
@@ -130,9 +131,12 @@ def _largest_root_in_unit(a, b, c):
   best = jnp.zeros_like(a)
   for r, ok in ((roots_q[0], quadratic & real), (roots_q[1], quadratic & real),
                 (root_l, ~quadratic & linear)):
-    valid = ok & (r >= 0) & (r <= 1)
+    # A root at 1 (a cap of exactly 1) may round to just above it.
+    valid = ok & (r >= 0) & (r <= 1.0 + 1e-4)
     best = jnp.maximum(best, jnp.where(valid, r, 0.0))
-  return best
+  # Below the floor at 0 but no root found (lost to rounding): only the identity is safe.
+  best = jnp.where((c < 0) & (best == 0), 1.0, best)
+  return jnp.minimum(best, 1.0)
 
 
 @jax.jit
@@ -140,7 +144,8 @@ def _blend_weight(grid, max_magnification):
   xu, xv, yu, yv = normalised_jacobian(grid)
   det = xu * yv - xv * yu
   trace = xu + yv
-  floor = (1.0 + _MARGIN) / (max_magnification * max_magnification)
+  # The identity (lam = 1) has det 1, so the floor is at most 1 for the root to exist.
+  floor = jnp.minimum((1.0 + _MARGIN) / (max_magnification * max_magnification), 1.0)
   # det((1 - l) J + l 1) - floor = a l^2 + b l + c.
   a = det - trace + 1.0
   b = trace - 2.0 * det
@@ -154,6 +159,11 @@ def _cap(grid, max_magnification):
   _, h, w, _ = grid.shape
   lam = _blend_weight(grid, max_magnification)[:, None, None, None]
   return (1.0 - lam) * grid + lam * jnp.asarray(identity_grid(h, w))
+
+
+def cap(grid: jax.Array, max_magnification) -> jax.Array:
+  """`cap_magnification` without the argument checks (for callers that made them)."""
+  return _cap(grid, jnp.asarray(max_magnification, jnp.float32))
 
 
 def cap_magnification(grid: jax.Array, max_magnification: float) -> jax.Array:
@@ -175,7 +185,7 @@ def cap_magnification(grid: jax.Array, max_magnification: float) -> jax.Array:
   """
   grid = _check_grid(grid)
   check_cap(max_magnification)
-  return _cap(grid, jnp.float32(max_magnification))
+  return cap(grid, max_magnification)
 
 
 def check_cap(max_magnification) -> None:
