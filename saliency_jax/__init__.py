@@ -10,6 +10,7 @@ from saliency_jax.ops import attraction_grid
 from saliency_jax.ops import bilinear_resize
 from saliency_jax.ops import grid_sample
 from saliency_jax.ops import invert_grid
+from saliency_jax.ops import kde_saliency
 from saliency_jax.ops import magnification
 from saliency_jax.ops import saliency_sample
 from saliency_jax.ops import softmax_saliency
@@ -27,6 +28,7 @@ __all__ = [
     "bilinear_resize",
     "grid_sample",
     "invert_grid",
+    "kde_saliency",
     "magnification",
     "saliency_sample",
     "softmax_saliency",

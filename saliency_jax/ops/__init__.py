@@ -4,6 +4,7 @@ from saliency_jax.ops.attraction import attraction_grid
 from saliency_jax.ops.inverse import invert_grid
 from saliency_jax.ops.inverse import unwarp
 from saliency_jax.ops.local_magnification import magnification
+from saliency_jax.ops.priors import kde_saliency
 from saliency_jax.ops.resize import area_resize
 from saliency_jax.ops.resize import bilinear_resize
 from saliency_jax.ops.saliency import saliency_sample
@@ -20,6 +21,7 @@ __all__ = [
     "bilinear_resize",
     "grid_sample",
     "invert_grid",
+    "kde_saliency",
     "magnification",
     "saliency_sample",
     "softmax_saliency",

@@ -1,0 +1,116 @@
+"""Fixed saliency priors from bounding boxes: a kernel density estimate (FOVEA, LZU).
+
+FOVEA ("FOVEA: Foveated Image Magnification for Autonomous Navigation", ICCV 2021) and LZU warp
+with a fixed saliency built from boxes, per image (the previous frame's detections) or over a
+whole dataset (its training boxes). Here each box is one Gaussian kernel centred on the box, with
+a standard deviation per axis of `sqrt((box_scale * size)^2 + bandwidth^2)` (the box's own
+extent, so that large boxes spread their mass, plus the kernel bandwidth, so that a zero-area box
+is still a proper kernel); the boxes of an image share its mass equally. The density is mixed
+with the uniform density on `[-1, 1]^2` by `uniform_weight`, so that it is positive everywhere
+and an image without boxes gets the uniform prior (the identity grid). The result is returned as
+log-density logits, ready for `softmax_saliency` / `saliency_sample`; the softmax of the logits
+is the density normalised over the map's cells.
+
+Coordinates: boxes are `(x0, y0, x1, y1)` in normalised `[-1, 1]` image coordinates; saliency cell
+`(i, j)` of a `(gh, gw)` map sits at `(-1 + 2 j / (gw - 1), -1 + 2 i / (gh - 1))`, the position
+whose attraction it models in `attraction_grid`.
+"""
+
+from collections.abc import Sequence
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from saliency_jax.ops import validation
+
+
+@functools.partial(jax.jit, static_argnames=("grid_shape",))
+def _kde(boxes, valid, grid_shape, bandwidth, box_scale, uniform_weight):
+  gh, gw = grid_shape
+  # Padding entries are replaced by a harmless box first, so that whatever they hold (NaN, inf)
+  # reaches neither the values nor the gradients.
+  boxes = jnp.where(valid[..., None], boxes.astype(jnp.float32), 0.0)
+  ys = jnp.asarray(np.linspace(-1.0, 1.0, gh) if gh > 1 else np.zeros(1), jnp.float32)
+  xs = jnp.asarray(np.linspace(-1.0, 1.0, gw) if gw > 1 else np.zeros(1), jnp.float32)
+  cx = 0.5 * (boxes[..., 0] + boxes[..., 2])
+  cy = 0.5 * (boxes[..., 1] + boxes[..., 3])
+  sx = jnp.sqrt((box_scale * (boxes[..., 2] - boxes[..., 0])) ** 2 + bandwidth ** 2)
+  sy = jnp.sqrt((box_scale * (boxes[..., 3] - boxes[..., 1])) ** 2 + bandwidth ** 2)
+  # Log of each box's 2-D normal density at every cell, [B, N, gh, gw], separable in x and y.
+  log_x = -0.5 * ((xs - cx[..., None]) / sx[..., None]) ** 2 - jnp.log(sx)[..., None]
+  log_y = -0.5 * ((ys - cy[..., None]) / sy[..., None]) ** 2 - jnp.log(sy)[..., None]
+  log_box = log_y[..., :, None] + log_x[..., None, :] - jnp.log(2.0 * jnp.pi)
+  count = jnp.sum(valid, axis=-1)
+  has_boxes = (count > 0)[:, None, None]
+  log_share = -jnp.log(jnp.maximum(count, 1).astype(jnp.float32))[:, None, None, None]
+  terms = jnp.where(valid[..., None, None], log_box + log_share, -jnp.inf)
+  # Images without boxes take finite dummy terms (their result is the uniform prior below), so
+  # that the log-sum-exp of nothing cannot put NaN into any gradient.
+  terms = jnp.where(has_boxes[:, None], terms, 0.0)
+  mixture = jax.nn.logsumexp(terms, axis=1)
+  # log((1 - eps) mixture + eps / 4), the uniform density on [-1, 1]^2 being 1 / 4.
+  with_boxes = jnp.logaddexp(jnp.log1p(-uniform_weight) + mixture, jnp.log(uniform_weight / 4.0))
+  return jnp.where(has_boxes, with_boxes, jnp.log(0.25))
+
+
+def kde_saliency(
+    boxes: jax.Array,
+    grid_shape: Sequence[int],
+    *,
+    valid: jax.Array | None = None,
+    bandwidth: float = 0.05,
+    box_scale: float = 0.25,
+    uniform_weight: float = 0.1,
+) -> jax.Array:
+  """Saliency logits from boxes by kernel density estimation (see the module docstring).
+
+  Args:
+    boxes: `[B, N, 4]` `(x0, y0, x1, y1)` normalised boxes per image, or `[N, 4]` for one prior
+      over a whole dataset's boxes (returned with a batch of 1). Zero-area boxes are fine.
+    grid_shape: `(gh, gw)` of the saliency map.
+    valid: `[B, N]` (or `[N]`) bool, False for padding entries (images with fewer than `N` boxes);
+      None: all boxes count. An image with no valid box gets the uniform prior.
+    bandwidth: the kernel's minimum standard deviation, in normalised units (2 = image width).
+    box_scale: the standard deviation added per unit of box size (0.25: a box spans about
+      +-2 standard deviations).
+    uniform_weight: the share of the uniform density in the mixture, in (0, 1].
+
+  Returns:
+    `[B, gh, gw]` float32 logits, the log density at each cell. Under `jit`, NaN in a valid box
+    gives NaN logits for its image.
+
+  Raises:
+    ValueError: on bad shapes or options, or (outside `jit`) a valid box holding NaN or infinity.
+  """
+  if not hasattr(boxes, "ndim"):
+    boxes = jnp.asarray(boxes)
+  dataset = boxes.ndim == 2
+  if dataset:
+    boxes = boxes[None]
+  if boxes.ndim != 3 or boxes.shape[-1] != 4:
+    raise ValueError(f"boxes must have shape [batch, n, 4] or [n, 4]; got shape {boxes.shape}.")
+  if not jnp.issubdtype(boxes.dtype, jnp.floating):
+    raise ValueError(f"boxes must be floating (normalised coordinates); got dtype {boxes.dtype}.")
+  grid_shape = validation.check_shape(grid_shape, "grid_shape")
+  if valid is None:
+    valid = jnp.ones(boxes.shape[:2], bool)
+  else:
+    valid = jnp.asarray(valid)
+    if dataset:
+      valid = valid[None]
+    if valid.shape != boxes.shape[:2] or valid.dtype != jnp.bool_:
+      raise ValueError(f"valid must be a bool array of shape {boxes.shape[:2]}; got shape "
+                       f"{valid.shape} and dtype {valid.dtype}.")
+  for name, value, low in (("bandwidth", bandwidth, 0.0), ("box_scale", box_scale, None)):
+    if not np.isfinite(value) or value < 0 or (low is not None and value <= low):
+      raise ValueError(f"{name} must be a {'positive' if low is not None else 'non-negative'} "
+                       f"number; got {value!r}.")
+  if not 0 < uniform_weight <= 1:
+    raise ValueError(f"uniform_weight must be in (0, 1]; got {uniform_weight!r}.")
+  box_values, valid_values = validation.concrete_value(boxes), validation.concrete_value(valid)
+  if box_values is not None and valid_values is not None:
+    validation.check_finite(box_values[valid_values], "boxes")
+  return _kde(boxes, valid, grid_shape, jnp.float32(bandwidth), jnp.float32(box_scale),
+              jnp.float32(uniform_weight))
