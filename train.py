@@ -9,6 +9,7 @@ baseline on the synthetic task, on whatever devices JAX finds. Any config field 
 Running the same command again resumes from the newest checkpoint in the workdir.
 """
 import os
+import signal
 import sys
 
 from absl import app
@@ -16,6 +17,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from saliency_jax import train
+from saliency_jax.train import preemption
 from saliency_jax.train import reporting
 
 _DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "default.py")
@@ -56,6 +58,10 @@ def main(argv: list[str]) -> None:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
   if not (flags.FLAGS.log_libraries or flags.FLAGS["verbosity"].present):
     reporting.quiet_library_logs()
+  # Until the trainer takes them over (once the workdir is locked), SIGTERM and SIGINT stop at
+  # once: nothing has been trained that a checkpoint would keep.
+  for signum in preemption.SIGNALS:
+    signal.signal(signum, preemption.stop_at_once)
   try:
     train.train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir)
   except (train.ConfigError, train.NonFiniteLossError, train.CheckpointError) as error:

@@ -1,4 +1,4 @@
-"""Test session setup.
+"""Test session setup, and the `train_program` fixture that runs train.py in subprocesses.
 
 Eight host CPU devices are forced before JAX is imported so that sharding tests run on a real
 8-device mesh; single-device tests simply use the first device.

@@ -9,7 +9,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import jax
@@ -17,11 +16,10 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
+from conftest import ROOT, final_state
 from saliency_jax import train
-from saliency_jax.train import trainer
 from test_train import load_config, tiny, write_gazecapture
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = 40
 EVERY = 4
 
@@ -52,36 +50,16 @@ def get_config():
 '''
 
 
-def _command(workdir, config_file):
-  return [sys.executable, os.path.join(ROOT, "train.py"), f"--workdir={workdir}",
-          f"--config={config_file}"]
-
-
-def _final_state(workdir):
-  path = os.path.join(workdir, "checkpoints", str(STEPS), "state")
-  return ocp.PyTreeCheckpointer().restore(path)
-
-
-def test_sigkill_and_resume_gives_the_uninterrupted_result(tmp_path):
-  config_file = tmp_path / "tiny_config.py"
-  config_file.write_text(CONFIG_FILE)
-  env = dict(os.environ)
-  # The three runs compile the same programs: a shared persistent cache saves the later ones
-  # the compile time (results are the same with or without it).
-  env.update(JAX_COMPILATION_CACHE_DIR=str(tmp_path / "jax_cache"),
-             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-             JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
-  reference, killed = tmp_path / "reference", tmp_path / "killed"
-  done = subprocess.run(_command(reference, config_file), cwd=ROOT, env=env,
-                        capture_output=True, text=True, timeout=300)
-  assert done.returncode == 0, done.stderr[-3000:]
-
+def test_sigkill_and_resume_gives_the_uninterrupted_result(train_program, tmp_path):
+  reference, config_file = train_program.reference("resume_reference", CONFIG_FILE)
+  killed = tmp_path / "killed"
   checkpoints = killed / "checkpoints"
 
   def run_and_kill(ready):
     """Starts the command and SIGKILLs it as soon as `ready()` holds (or after a deadline)."""
-    process = subprocess.Popen(_command(killed, config_file), cwd=ROOT, env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(train_program.command(killed, config_file), cwd=ROOT,
+                               env=train_program.env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and process.poll() is None and not ready():
       time.sleep(0.002)
@@ -101,14 +79,13 @@ def test_sigkill_and_resume_gives_the_uninterrupted_result(tmp_path):
   # caught that here), or else as soon as that checkpoint is complete.
   run_and_kill(lambda: any(p.split(".")[0] not in complete_before for p in entries()))
 
-  resumed = subprocess.run(_command(killed, config_file), cwd=ROOT, env=env,
-                           capture_output=True, text=True, timeout=300)
+  resumed = train_program.run(killed, config_file)
   assert resumed.returncode == 0, resumed.stderr[-3000:]
   log = resumed.stdout + resumed.stderr
   start = int(log.split("resuming from step ")[1].split()[0])
   assert EVERY <= start < STEPS and start % EVERY == 0
 
-  expected, got = _final_state(reference), _final_state(killed)
+  expected, got = final_state(reference, STEPS), final_state(killed, STEPS)
   paths = jax.tree_util.tree_flatten_with_path(expected)[0]
   assert len(paths) == len(jax.tree.leaves(got)) > 10
   for (path, a), b in zip(paths, jax.tree.leaves(got)):

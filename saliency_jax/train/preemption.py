@@ -2,10 +2,11 @@
 loop finishes the step in flight, saves it, waits for the save and raises `Stopped`.
 
 SIGTERM is what schedulers (SLURM, Kubernetes) and TPU preemption send before they kill a job;
-SIGINT is Ctrl-C. Before training starts (while the model is built and compiled) nothing is
-unsaved, so a signal then stops the run at once. Further signals while the stop's checkpoint is
-being written are ignored, so that it is completed; SIGKILL still ends the process at once and
-loses only the steps since the previous checkpoint.
+SIGINT is Ctrl-C. Before training starts nothing is unsaved: a signal received while the run
+resumes stops it before its first step (and train.py stops at once on a signal that comes
+earlier, while the model is built). Further signals while the stop's checkpoint is being
+written are ignored, so that it is completed; SIGKILL still ends the process at once and loses
+only the steps since the previous checkpoint.
 
 Several processes: each may receive the signal at a different step (or only some of them
 receive it), but all must save the same step and none may wait in a collective for one that
@@ -26,8 +27,11 @@ import numpy as np
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
-class Stopped(Exception):
+class Stopped(BaseException):
   """The run was stopped by a signal; the message says what was saved.
+
+  A `BaseException`, like `KeyboardInterrupt`: raised at once by `stop_at_once`, it must not
+  be taken by an `except Exception` for an error of whatever it interrupted.
 
   Attributes:
     signum: the signal's number; `exit_code` is the shell's convention, 128 + signum.
@@ -46,6 +50,14 @@ def signal_name(signum: int) -> str:
   return signal.Signals(signum).name
 
 
+def stop_at_once(signum: int, frame: FrameType | None) -> None:
+  """A signal handler for where nothing is unsaved (before training): raises `Stopped`."""
+  del frame
+  raise Stopped(f"stopped by {signal_name(signum)} while starting, before training; the "
+                f"workdir's checkpoints are unchanged; run the same command to resume.",
+                signum=signum)
+
+
 class StopSignals:
   """A context in which SIGTERM and SIGINT request a stop instead of ending the process.
 
@@ -55,7 +67,6 @@ class StopSignals:
 
   def __init__(self):
     self.requested: int | None = None
-    self._armed = False
     self._previous: dict[int, Any] = {}
 
   def __enter__(self) -> "StopSignals":
@@ -69,19 +80,10 @@ class StopSignals:
       signal.signal(signum, handler)
     self._previous.clear()
 
-  def arm(self) -> None:
-    """From now on a signal waits for the loop (there is a step in flight to save)."""
-    self._armed = True
-
   def _handle(self, signum: int, frame: FrameType | None) -> None:
     del frame
-    if self.requested is not None:
-      return  # Already stopping: let the save complete.
-    self.requested = signum
-    if not self._armed:
-      raise Stopped(f"stopped by {signal_name(signum)} while starting, before the first step; "
-                    f"the workdir's checkpoints are unchanged; run the same command to resume.",
-                    signum=signum)
+    if self.requested is None:  # Later ones: already stopping, let the save complete.
+      self.requested = signum
 
   def agreed(self, *, sync_point: bool) -> int | None:
     """The signal to stop for now, the same on every process, or None.

@@ -141,9 +141,19 @@ class MetricWriter:
       self._writer.flush()
 
   def close(self) -> None:
-    if self._writer is not None:
-      self._writer.close()
-      self._writer = None
+    if self._writer is None:
+      return
+    writer, self._writer = self._writer, None
+    try:
+      writer.close()
+    except OSError:
+      # The pending events cannot be written (a full disk, say) and are dropped: tensorboardX
+      # would otherwise try again at exit and print its threads' tracebacks.
+      for file_writer in (writer.all_writers or {}).values():
+        events = file_writer.event_writer
+        events._worker.stop()  # pylint: disable=protected-access
+        events._closed = True  # pylint: disable=protected-access
+      raise
 
 
 def write_json(path: str, value: Any) -> None:

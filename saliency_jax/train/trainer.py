@@ -18,6 +18,7 @@ command with the same workdir (on a shared file system), and process 0 writes lo
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import time
@@ -40,6 +41,7 @@ from saliency_jax.train import reporting as logging_lib
 from saliency_jax.train import metrics as metrics_lib
 from saliency_jax.train import optimizer as optimizer_lib
 from saliency_jax.train import panels as panels_lib
+from saliency_jax.train import preemption as preemption_lib
 
 DATA_AXIS = "data"
 
@@ -399,20 +401,77 @@ def _run(config: ml_collections.ConfigDict, workdir: str, *, label: str) -> dict
   except BaseException:
     _close_quietly(train_loader, eval_loader)
     raise
+  # Taken before anything in the workdir changes: a second run must neither clean up the
+  # temporary checkpoint directory of a running one nor rewrite its config.
+  lock = checkpoint_lib.WorkdirLock(workdir, process_index=jax.process_index())
+  try:
+    lock.acquire()
+  except BaseException:
+    _close_quietly(train_loader, eval_loader)
+    raise
+  try:
+    with preemption_lib.StopSignals() as stop:
+      return _train(config, workdir, label=label, mesh=mesh, info=info, length=length,
+                    is_chief=is_chief, stop=stop, experiment=experiment, build=build,
+                    pretrained=pretrained, train_loader=train_loader, eval_loader=eval_loader)
+  finally:
+    lock.release()
+
+
+def _stored_results(path: str, total_steps: int) -> dict[str, Any] | None:
+  """The results of a finished run in `path`, or None if it has none for `total_steps`."""
+  try:
+    with open(path) as f:
+      stored = json.load(f)
+  except (OSError, ValueError):
+    return None
+  if stored.get("steps") != total_steps or not stored.get("eval"):
+    return None
+  stored.pop("uniform", None)  # A compared run's entry: train_and_evaluate adds it again.
+  return stored
+
+
+def _train(config: ml_collections.ConfigDict, workdir: str, *, label: str, mesh: Mesh,
+           info: Any, length: RunLength, is_chief: bool, stop: preemption_lib.StopSignals,
+           experiment: Experiment, build: Callable[[bool], Experiment], pretrained: bool,
+           train_loader: Any, eval_loader: Any) -> dict[str, Any]:
+  """`_run`'s work once the workdir is locked: resume or start, train, evaluate, write.
+
+  `experiment` was built by `build(pretrained)` (`pretrained`: with the pretrained weights)
+  before the workdir was touched, and the loaders were made then too.
+  """
   checkpoints = checkpoint_lib.Checkpointer(
       os.path.join(workdir, "checkpoints"), every_steps=config.checkpoint_every_steps,
       keep=config.keep_checkpoints)
   latest = checkpoints.latest_step()
-  if latest is None and not pretrained and (config.pretrained.task_net
-                                            or config.pretrained.saliency_backbone):
-    # No checkpoint read: this run starts afresh, from the pretrained weights after all.
-    experiment = build(True)
   checkpoint_lib.check_resume_config(workdir, config, resuming=latest is not None,
                                      write=is_chief)
+  results_path = os.path.join(workdir, "results.json")
+  if latest is not None and latest >= length.total_steps:
+    # A finished run is reported, not redone: its results.json stays as it is.
+    stored = _stored_results(results_path, length.total_steps)
+    if stored is not None:
+      _close_quietly(checkpoints, train_loader, eval_loader)
+      if is_chief:
+        print(f"[{label}] {workdir} holds a finished run of {length.total_steps} steps; its "
+              f"results.json is kept (pass a new --workdir to train again).", flush=True)
+      return stored
+
+  restored = (checkpoints.restore_newest(experiment.abstract_state())
+              if latest is not None else None)
+  if restored is None and not pretrained and (config.pretrained.task_net
+                                              or config.pretrained.saliency_backbone):
+    # No checkpoint read: this run starts afresh, from the pretrained weights after all.
+    experiment = build(True)
   state = experiment.initial_state
-  if latest is not None:
-    state, loader_state = checkpoints.restore(latest, experiment.abstract_state())
-    train_loader.set_state(loader_state)
+  last_train: dict[str, float] = {}
+  rate = 0.0
+  if restored is not None:
+    state = restored.state
+    train_loader.set_state(restored.loader_state)
+    # What results.json reports if this run has no step left to train.
+    last_train = dict(restored.metrics.get("train", {}))
+    rate = float(restored.metrics.get("images_per_sec", 0.0))
   start = int(state.step)
 
   progress = logging_lib.ProgressBar(total_steps=length.total_steps, start_step=start,
@@ -420,16 +479,24 @@ def _run(config: ml_collections.ConfigDict, workdir: str, *, label: str) -> dict
                                      enabled=is_chief and config.progress_bar, label=label)
   writer = logging_lib.MetricWriter(os.path.join(workdir, "tensorboard"), enabled=is_chief)
   panel_dir = os.path.join(workdir, "panels")
+  for note in restored.skipped if restored is not None else ():
+    progress.message(f"[{label}] {note}")
   progress.message(
       f"[{label}] {config.model.name} (task net {config.model.task_net} at "
       f"{config.model.task_size}px) on {config.data.name}: {length.total_steps} steps of "
       f"{config.batch_size} on {mesh.size} device(s), "
       + (f"resuming from step {start} of {workdir}" if start else f"workdir {workdir}"))
+  # A multi-process run cannot leave an evaluation half way (its batches are collectives).
+  abort_evaluation = jax.process_count() == 1
 
-  def evaluate(step: int) -> dict[str, float]:
+  def evaluate(step: int) -> dict[str, float] | None:
+    """The evaluation metrics, or None if a stop was requested during it."""
     began = time.perf_counter()
     sums = None
     for batch in eval_loader:
+      if stop.requested is not None and abort_evaluation:
+        eval_loader.close()
+        return None
       sums = metrics_lib.add_sums(sums, experiment.eval_step(state, batch)[0])
     eval_loader.close()  # Frees the evaluation workers' memory until the next evaluation.
     results = metrics_lib.summarize(sums)
@@ -448,53 +515,92 @@ def _run(config: ml_collections.ConfigDict, workdir: str, *, label: str) -> dict
       _write_panels(jax.device_get(examples), step=step, directory=panel_dir, writer=writer,
                     align_corners=config.model.align_corners, task=info.task)
 
-  eval_results = None
   pending: list[tuple[int, dict[str, jax.Array]]] = []
-  last_train: dict[str, float] = {}
-  rate = 0.0
+
+  def log_pending(done: int) -> None:
+    """Fetches the metrics of the steps up to `done`; stops if any is not finite."""
+    nonlocal last_train, rate
+    history = _fetch(pending)
+    pending.clear()
+    # Checked before every save, so that a checkpoint never holds a diverged state.
+    problem = _first_non_finite(history)
+    if problem:
+      checkpoints.wait()
+      saved = checkpoints.latest_step()
+      kept = (f"the last good checkpoint, step {saved}, is kept in {checkpoints.directory}"
+              if saved is not None else "no checkpoint had been saved yet")
+      raise NonFiniteLossError(
+          f"{problem}; training stopped and {kept}. Lower "
+          f"--config.optimizer.learning_rate (or set --config.optimizer.grad_clip_norm) and "
+          f"train again in a new --workdir.")
+    last_train = _interval_metrics(history)
+    rate = progress.update(done, loss=last_train["loss"])
+    lrs = {f"lr/{g}": float(s(done - 1)) for g, s in experiment.schedules.items()}
+    writer.scalars(done, {**{f"train/{k}": v for k, v in last_train.items()},
+                          "train/images_per_sec": rate, **lrs})
+
+  def save(done: int, *, force: bool) -> bool:
+    return checkpoints.save(done, state, loader_state=train_loader.get_state(),
+                            metrics={"train": last_train, "images_per_sec": rate}, force=force)
+
+  def stopped(signum: int, what: str, *, then: str = "resume") -> preemption_lib.Stopped:
+    return preemption_lib.Stopped(
+        f"stopped by {preemption_lib.signal_name(signum)} {what} in {checkpoints.directory}; "
+        f"run the same command to {then}.", signum=signum)
+
+  eval_results = None
+  saved_step = restored.step if restored is not None else None
   try:
     iterator: Iterator[Mapping[str, jax.Array]] = iter(train_loader)
+    signum = stop.agreed(sync_point=True)
+    if signum is not None:  # Signalled while resuming: nothing new to save.
+      raise stopped(signum, f"while starting, before step {start + 1}; the checkpoints are "
+                    f"unchanged")
     for step in range(start, length.total_steps):
       batch = next(iterator)
       state, step_metrics = experiment.train_step(state, batch, step < length.blur_steps)
       done = step + 1
       pending.append((done, step_metrics))
       save_due = done % config.checkpoint_every_steps == 0 or done == length.total_steps
-      if done % config.log_every_steps == 0 or save_due:
-        history = _fetch(pending)
-        pending.clear()
-        # Checked before every save, so that a checkpoint never holds a diverged state.
-        problem = _first_non_finite(history)
-        if problem:
-          checkpoints.wait()
-          saved = checkpoints.latest_step()
-          kept = (f"the last good checkpoint, step {saved}, is kept in {checkpoints.directory}"
-                  if saved is not None else "no checkpoint had been saved yet")
-          raise NonFiniteLossError(
-              f"{problem}; training stopped and {kept}. Lower "
-              f"--config.optimizer.learning_rate (or set --config.optimizer.grad_clip_norm) and "
-              f"train again in a new --workdir.")
-        last_train = _interval_metrics(history)
-        rate = progress.update(done, loss=last_train["loss"])
-        lrs = {f"lr/{g}": float(s(done - 1)) for g, s in experiment.schedules.items()}
-        writer.scalars(done, {**{f"train/{k}": v for k, v in last_train.items()},
-                              "train/images_per_sec": rate, **lrs})
-      if save_due:
-        checkpoints.save(done, state, loader_state=train_loader.get_state(),
-                         force=done == length.total_steps)
+      logged = done % config.log_every_steps == 0 or save_due
+      if logged:
+        log_pending(done)
+      if save_due and save(done, force=done == length.total_steps):
+        saved_step = done
+      # A save that failed in the background (a full disk, say) stops the run now, naming
+      # its step, rather than at the next save.
+      checkpoints.poll()
       if done % length.panel_every == 0 and done != length.total_steps:
         draw_panels(done)
       if done % length.eval_every == 0 and done != length.total_steps:
         evaluate(done)
+      signum = stop.agreed(sync_point=logged)
+      if signum is not None:
+        if pending:
+          log_pending(done)
+        if saved_step != done:
+          save(done, force=True)
+        checkpoints.wait()
+        raise stopped(signum, f"at step {done}; saved a checkpoint of step {done}")
     # The final checkpoint must be on disk before the run reports success: a save that failed
     # in the background (a full disk, say) surfaces here, before the evaluation, not after it.
     checkpoints.wait()
-    draw_panels(length.total_steps)
-    eval_results = evaluate(length.total_steps)
-  except BaseException:
+    if stop.requested is None or not abort_evaluation:
+      draw_panels(length.total_steps)
+      eval_results = evaluate(length.total_steps)
+    if eval_results is None:
+      raise stopped(stop.requested, f"at the final evaluation; the final checkpoint, of "
+                    f"step {length.total_steps}, is saved",
+                    then="evaluate it and write results.json")
+  except BaseException as error:
     # Already failing: release everything without letting a second error (a pending save that
     # also fails) replace the first one.
     _close_quietly(progress, writer, train_loader, eval_loader, checkpoints)
+    if isinstance(error, OSError):  # Writing logs, panels or results (a full disk, say).
+      kept = checkpoints.latest_step()
+      error.add_note(f"The newest checkpoint, of step {kept} in {checkpoints.directory}, is "
+                     f"kept; fix the cause and run the same command to resume." if kept
+                     is not None else "No checkpoint had been saved yet.")
     raise
   for resource in (progress, writer, train_loader, eval_loader, checkpoints):
     resource.close()
@@ -514,9 +620,8 @@ def _run(config: ml_collections.ConfigDict, workdir: str, *, label: str) -> dict
       "panels": panel_dir,
   }
   if is_chief:
-    logging_lib.write_json(os.path.join(workdir, "results.json"), results)
+    logging_lib.write_json(results_path, results)
   return results
-
 
 def _write_panels(examples: Mapping[str, np.ndarray], *, step: int, directory: str,
                   writer: logging_lib.MetricWriter, align_corners: bool, task: str) -> None:
