@@ -79,6 +79,7 @@ def saliency_sample(
     align_corners: bool = True,
     padding_mode: str = "zeros",
     implementation: str = "xla",
+    antialias: bool = False,
     **grid_options,
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
   """Resamples `image` so that salient regions get more of the output's pixels.
@@ -97,7 +98,9 @@ def saliency_sample(
     align_corners: the `grid_sample` convention; True as the authors' code ran.
     padding_mode: the `grid_sample` padding mode.
     implementation: the `grid_sample` implementation: "xla", "pallas" or "auto".
-    **grid_options: keyword options of `attraction_grid` (fwhm, padding, pad_mode, method).
+    antialias: `grid_sample`'s anti-aliasing (each output pixel averages its footprint).
+    **grid_options: keyword options of `attraction_grid` (fwhm, padding, pad_mode, method,
+      axis_aligned, max_magnification).
 
   Returns:
     `(sampled [B, h, w, C], grid [B, h, w, 2], saliency [B, gh, gw])`; `sampled` as
@@ -112,5 +115,6 @@ def saliency_sample(
                      f"saliency_logits shape {saliency.shape} and image shape {image.shape}.")
   grid = attraction.attraction_grid(saliency, out_shape, **grid_options)
   sampled = sampling.grid_sample(image, grid, align_corners=align_corners,
-                                 padding_mode=padding_mode, implementation=implementation)
+                                 padding_mode=padding_mode, implementation=implementation,
+                                 antialias=antialias)
   return sampled, grid, saliency

@@ -24,6 +24,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from saliency_jax.ops import antialias as mipmap
+from saliency_jax.ops import sharding
 from saliency_jax.ops import taps
 from saliency_jax.ops import validation
 
@@ -115,6 +117,7 @@ def grid_sample(
     align_corners: bool = False,
     padding_mode: str = "zeros",
     implementation: str = "xla",
+    antialias: bool = False,
 ) -> jax.Array:
   """Samples `image` bilinearly at `grid`, as `torch.nn.functional.grid_sample(mode="bilinear")`.
 
@@ -129,6 +132,10 @@ def grid_sample(
       of `pallas_sampling`, written for the GPU's Triton backend; in Pallas' slow interpret mode
       when the default backend is the CPU, which is meant for testing), or "auto" (whichever
       measured faster on the default backend). The numbers agree to float32 rounding.
+    antialias: True: each output pixel averages the image over its footprint, estimated from the
+      grid's local Jacobian, by trilinear reads of an area-averaged pyramid (see `antialias`;
+      always the XLA path); where the grid samples at least as densely as the image this is
+      plain bilinear sampling. False: PyTorch's bilinear sampling.
 
   Returns:
     `[B, h, w, C]`: in the image's dtype for floating images (computed in float32), float32 in
@@ -157,7 +164,14 @@ def grid_sample(
     raise ValueError(f"padding_mode must be one of {PADDING_MODES}; got {padding_mode!r}.")
   align_corners = validation.check_bool(align_corners, "align_corners")
   implementation = resolve_implementation(implementation)
+  antialias = validation.check_bool(antialias, "antialias")
   validation.check_finite(grid, "grid")
+  if antialias:
+    if mipmap.atlas_rows(*image.shape[:3]) > mipmap.INT32_MAX:
+      raise ValueError(f"antialias=True addresses its pyramid with int32 indices; image shape "
+                       f"{image.shape} is too large: sample smaller batches.")
+    out = mipmap.antialiased_sample(image, grid, align_corners, padding_mode)
+    return out.astype(image.dtype) if jnp.issubdtype(image.dtype, jnp.floating) else out
   if implementation == "pallas":
     if math.prod(image.shape[1:]) > _PALLAS_MAX_ELEMENTS:
       raise ValueError(f"implementation='pallas' addresses each image with int32 indices, so it "
@@ -168,7 +182,8 @@ def grid_sample(
     return pallas_sampling.grid_sample(image, grid, align_corners=align_corners,
                                        padding_mode=padding_mode,
                                        interpret=jax.default_backend() == "cpu")
-  return _grid_sample(image, grid, align_corners, padding_mode)
+  return sharding.batch_parallel(functools.partial(
+      _grid_sample, align_corners=align_corners, padding_mode=padding_mode))(image, grid)
 
 
 def resolve_implementation(implementation: str) -> str:
