@@ -25,7 +25,6 @@ import jax
 import jax.numpy as jnp
 
 from saliency_jax.ops import antialias as mipmap
-from saliency_jax.ops import sharding
 from saliency_jax.ops import taps
 from saliency_jax.ops import validation
 
@@ -182,8 +181,7 @@ def grid_sample(
     return pallas_sampling.grid_sample(image, grid, align_corners=align_corners,
                                        padding_mode=padding_mode,
                                        interpret=jax.default_backend() == "cpu")
-  return sharding.batch_parallel(functools.partial(
-      _grid_sample, align_corners=align_corners, padding_mode=padding_mode))(image, grid)
+  return _grid_sample(image, grid, align_corners, padding_mode)
 
 
 def resolve_implementation(implementation: str) -> str:
