@@ -2,7 +2,7 @@
 
 References: a NumPy brute force that runs Newton's method in float64 in every cell for every
 target (independent of the quadratic formula), and the PyTorch port of the analytic inverse in
-`tests/torch_inverse.py` (every cell, float64). Both only accept solutions that reproduce the
+`tests/references/torch_inverse.py` (every cell, float64). Both only accept solutions that reproduce the
 target through the forward bilinear map.
 """
 
@@ -14,7 +14,7 @@ import pytest
 
 import saliency_jax as sj
 from saliency_jax.ops import inverse
-from tests import torch_inverse
+from tests.references import torch_inverse
 
 
 def smooth_grid(b, h, w, amp=0.05, seed=0):

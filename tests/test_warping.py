@@ -1,7 +1,7 @@
 """Points and boxes through the warp, against NumPy evaluations of the piecewise-bilinear map.
 
 References: `forward` of tests/test_inverse.py (the bilinear map in NumPy, float64) for warped ->
-source, the PyTorch brute-force inverse (tests/torch_inverse.py) for source -> warped, and dense
+source, the PyTorch brute-force inverse (tests/references/torch_inverse.py) for source -> warped, and dense
 sampling of box boundaries (thousands of points per edge) for the tight boxes.
 """
 
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import saliency_jax as sj
-from tests import torch_inverse
+from tests.references import torch_inverse
 from tests.test_inverse import forward
 from tests.test_inverse import smooth_grid
 
