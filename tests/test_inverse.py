@@ -2,8 +2,8 @@
 
 References: a NumPy brute force that runs Newton's method in float64 in every cell for every
 target (independent of the quadratic formula), and the PyTorch port of the analytic inverse in
-`tests/references/torch_inverse.py` (every cell, float64). Both only accept solutions that reproduce the
-target through the forward bilinear map.
+`tests/references/torch_inverse.py` (every cell, float64). Both only accept solutions that
+reproduce the target through the forward bilinear map.
 """
 
 import jax
@@ -209,8 +209,8 @@ def test_gradients_match_finite_differences():
   lat = lambda g: jnp.sum(sj.invert_grid(g, (9, 8))[0] * cot)
   pts = lattice_targets(9, 8).reshape(1, -1, 2).astype(np.float32)
   via_points = lambda g: jnp.sum(sj.warp_points(pts, g)[0].reshape(1, 9, 8, 2) * cot)
-  np.testing.assert_allclose(np.asarray(jax.grad(lat)(grid)), np.asarray(jax.grad(via_points)(grid)),
-                             atol=1e-4)
+  np.testing.assert_allclose(np.asarray(jax.grad(lat)(grid)),
+                             np.asarray(jax.grad(via_points)(grid)), atol=1e-4)
 
 
 def test_jit_and_vmap_match_eager():

@@ -61,7 +61,8 @@ def test_dataset_prior_and_gradients():
   padded = jnp.asarray(_boxes(rng, 2, 6)).at[:, 4:, :].set(jnp.nan)
   grads = np.asarray(jax.grad(f)(padded))
   assert np.all(np.isfinite(grads)) and np.all(grads[:, 4:] == 0)
-  np.testing.assert_array_equal(np.asarray(jax.jit(lambda b: sj.kde_saliency(b, (5, 6)))(padded[:, :4])),
+  jitted = jax.jit(lambda b: sj.kde_saliency(b, (5, 6)))(padded[:, :4])
+  np.testing.assert_array_equal(np.asarray(jitted),
                                 np.asarray(sj.kde_saliency(padded[:, :4], (5, 6))))
 
 

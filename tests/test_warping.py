@@ -1,8 +1,8 @@
 """Points and boxes through the warp, against NumPy evaluations of the piecewise-bilinear map.
 
 References: `forward` of tests/test_inverse.py (the bilinear map in NumPy, float64) for warped ->
-source, the PyTorch brute-force inverse (tests/references/torch_inverse.py) for source -> warped, and dense
-sampling of box boundaries (thousands of points per edge) for the tight boxes.
+source, the PyTorch brute-force inverse (tests/references/torch_inverse.py) for source -> warped,
+and dense sampling of box boundaries (thousands of points per edge) for the tight boxes.
 """
 
 import jax
@@ -91,9 +91,10 @@ def test_boxes_exact_round_trip_on_axis_aligned_grid():
   assert np.all(np.asarray(covered))
   # Separable and monotone: the box's corners map to the warped box's corners (np.interp).
   nodes_x, nodes_y = np.linspace(-1, 1, 9), np.linspace(-1, 1, 7)
-  expected = np.stack([np.interp(boxes[..., 0], px, nodes_x), np.interp(boxes[..., 1], py, nodes_y),
-                       np.interp(boxes[..., 2], px, nodes_x), np.interp(boxes[..., 3], py, nodes_y)],
-                      -1)
+  expected = np.stack([np.interp(boxes[..., 0], px, nodes_x),
+                       np.interp(boxes[..., 1], py, nodes_y),
+                       np.interp(boxes[..., 2], px, nodes_x),
+                       np.interp(boxes[..., 3], py, nodes_y)], -1)
   np.testing.assert_allclose(np.asarray(warped), expected, atol=1e-5)
   np.testing.assert_allclose(np.asarray(sj.unwarp_boxes(warped, grid)), boxes, atol=1e-5)
 
