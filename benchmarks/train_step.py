@@ -66,8 +66,8 @@ from torch.nn import functional as F  # noqa: E402
 
 import saliency_jax as sj  # noqa: E402
 from benchmarks import common  # noqa: E402
-from benchmarks import torch_models  # noqa: E402
-from benchmarks import torch_sampler  # noqa: E402
+from tests.references import torch_models  # noqa: E402
+from tests.references import torch_sampler  # noqa: E402
 from saliency_jax import train  # noqa: E402
 from saliency_jax.models import saliency_network  # noqa: E402
 

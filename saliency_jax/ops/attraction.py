@@ -39,6 +39,7 @@ import numpy as np
 
 from saliency_jax.ops import local_magnification
 from saliency_jax.ops import resize
+from saliency_jax.ops import sharding
 from saliency_jax.ops import validation
 
 METHODS = ("dense", "separable", "fft")
@@ -303,8 +304,9 @@ def attraction_grid(
     grid = axis_aligned_attraction.axis_aligned_grid(saliency, out_shape, fwhm, padding,
                                                      pad_mode)
   else:
-    grid = _attraction_grid(saliency, out_shape, fwhm, padding, pad_mode, method,
-                            _UPSAMPLING.get(jax.default_backend(), "two_taps"))
+    grid = sharding.batch_parallel(functools.partial(
+        _attraction_grid, out_shape=out_shape, fwhm=fwhm, padding=padding, pad_mode=pad_mode,
+        method=method, upsampling=_UPSAMPLING.get(jax.default_backend(), "two_taps")))(saliency)
   if max_magnification is not None:
     grid = local_magnification.cap(grid, max_magnification)
   if axis_aligned or max_magnification is not None:

@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from saliency_jax.ops import sharding
 from saliency_jax.ops import validation
 
 _HIGHEST = jax.lax.Precision.HIGHEST
@@ -172,7 +173,12 @@ def bilinear_resize(image: jax.Array, out_shape: Sequence[int]) -> jax.Array:
     `[B, h, w, C]`, the image's floating dtype, or float32 for integer images.
   """
   image = validation.check_image(image, "image")
-  h, w = validation.check_shape(out_shape, "out_shape")
+  out_shape = validation.check_shape(out_shape, "out_shape")
+  return sharding.batch_parallel(functools.partial(_bilinear_resize, out_shape=out_shape))(image)
+
+
+def _bilinear_resize(image: jax.Array, out_shape: tuple[int, int]) -> jax.Array:
+  h, w = out_shape
   b, height, width, c = image.shape
   # As matrices: exact, differentiable without any scatter, and on the matrix units of GPUs and
   # TPUs. (Reading two neighbours per output is fewer flops on CPU, but XLA then fuses and
@@ -199,7 +205,12 @@ def area_resize(image: jax.Array, out_shape: Sequence[int]) -> jax.Array:
     `[B, h, w, C]`, the image's floating dtype, or float32 for integer images.
   """
   image = validation.check_image(image, "image")
-  h, w = validation.check_shape(out_shape, "out_shape")
+  out_shape = validation.check_shape(out_shape, "out_shape")
+  return sharding.batch_parallel(functools.partial(_area_resize, out_shape=out_shape))(image)
+
+
+def _area_resize(image: jax.Array, out_shape: tuple[int, int]) -> jax.Array:
+  h, w = out_shape
   dtype = _output_dtype(image)
   if jnp.issubdtype(image.dtype, jnp.integer):
     info = jnp.iinfo(image.dtype)

@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from saliency_jax.ops import antialias as mipmap
+from saliency_jax.ops import sharding
 from saliency_jax.ops import taps
 from saliency_jax.ops import validation
 
@@ -169,7 +170,9 @@ def grid_sample(
     if mipmap.atlas_rows(*image.shape[:3]) > mipmap.INT32_MAX:
       raise ValueError(f"antialias=True addresses its pyramid with int32 indices; image shape "
                        f"{image.shape} is too large: sample smaller batches.")
-    out = mipmap.antialiased_sample(image, grid, align_corners, padding_mode)
+    out = sharding.batch_parallel(functools.partial(
+        mipmap.antialiased_sample, align_corners=align_corners,
+        padding_mode=padding_mode))(image, grid)
     return out.astype(image.dtype) if jnp.issubdtype(image.dtype, jnp.floating) else out
   if implementation == "pallas":
     if math.prod(image.shape[1:]) > _PALLAS_MAX_ELEMENTS:
@@ -181,7 +184,8 @@ def grid_sample(
     return pallas_sampling.grid_sample(image, grid, align_corners=align_corners,
                                        padding_mode=padding_mode,
                                        interpret=jax.default_backend() == "cpu")
-  return _grid_sample(image, grid, align_corners, padding_mode)
+  return sharding.batch_parallel(functools.partial(
+      _grid_sample, align_corners=align_corners, padding_mode=padding_mode))(image, grid)
 
 
 def resolve_implementation(implementation: str) -> str:
