@@ -41,6 +41,16 @@ class TrainProgram:
                     JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
                     JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
 
+  def with_devices(self, count):
+    """A copy whose runs see `count` host CPU devices (one program compiles faster)."""
+    program = TrainProgram.__new__(TrainProgram)
+    program.base, program.env = self.base, dict(self.env)
+    flags = [f for f in program.env.get("XLA_FLAGS", "").split()
+             if not f.startswith("--xla_force_host_platform_device_count")]
+    program.env["XLA_FLAGS"] = " ".join(
+        [*flags, f"--xla_force_host_platform_device_count={count}"])
+    return program
+
   def command(self, workdir, config_file, *overrides):
     return [sys.executable, os.path.join(ROOT, "train.py"), f"--workdir={workdir}",
             f"--config={config_file}", *overrides]

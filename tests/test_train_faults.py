@@ -34,6 +34,7 @@ def get_config():
   c = default.get_config()
   c.compare_with_uniform = False
   m = c.model
+  m.name = "uniform"  # The trainer's faults, not the model's: the smallest model that trains.
   m.task_net = m.saliency_backbone = "resnet_tiny"
   m.task_size = m.low_res_size = 32
   m.grid_size, m.padding, m.fwhm = 9, 4, 4.0
@@ -57,9 +58,16 @@ SIGNALS = {"SIGKILL": signal.SIGKILL, "SIGTERM": signal.SIGTERM, "SIGINT": signa
 
 
 @pytest.fixture(scope="module")
-def reference(train_program):
+def program(train_program):
+  """Runs on one device: each process starts faster (the sharded resume is the kill test's,
+  in test_train_resume.py)."""
+  return train_program.with_devices(1)
+
+
+@pytest.fixture(scope="module")
+def reference(program):
   """(workdir, config file) of the uninterrupted run."""
-  return train_program.reference("faults_reference", CONFIG)
+  return program.reference("faults_reference", CONFIG)
 
 
 def _assert_same_final_state(reference_dir, workdir):
@@ -226,7 +234,7 @@ def _resume_to_the_end(program, workdir, config_file, reference_dir):
   return done
 
 
-def test_signals_during_steps_and_saves_then_resume(train_program, reference, tmp_path):
+def test_signals_during_steps_and_saves_then_resume(program, reference, tmp_path):
   """Six processes of one run, each stopped by a signal during a step or during an
   asynchronous save (every signal at both points, in a seeded random order), then a resume."""
   reference_dir, config_file = reference
@@ -235,12 +243,12 @@ def test_signals_during_steps_and_saves_then_resume(train_program, reference, tm
   rng.shuffle(plan)
   workdir = tmp_path / "run"
   for n, (signame, point) in enumerate(plan):
-    _interrupt(train_program, workdir, config_file, tmp_path / f"{n}_{signame}_{point}",
+    _interrupt(program, workdir, config_file, tmp_path / f"{n}_{signame}_{point}",
                signame, point, rng)
-  _resume_to_the_end(train_program, workdir, config_file, reference_dir)
+  _resume_to_the_end(program, workdir, config_file, reference_dir)
 
 
-def test_signals_during_evaluations_then_resume(train_program, reference, tmp_path):
+def test_signals_during_evaluations_then_resume(program, reference, tmp_path):
   """Three processes of one run, each stopped by one of the signals (seeded order) during an
   evaluation: the next mid-run one twice, then the final one; then a resume that evaluates and
   writes the results."""
@@ -249,14 +257,14 @@ def test_signals_during_evaluations_then_resume(train_program, reference, tmp_pa
   order = list(SIGNALS)
   rng.shuffle(order)
   workdir = tmp_path / "run"
+  _copy_run(reference_dir, workdir, [8])  # Evaluations ahead: 12, 18 and the final one.
   for n, signame in enumerate(order):
-    _interrupt(train_program, workdir, config_file, tmp_path / f"{n}_{signame}_eval", signame,
+    _interrupt(program, workdir, config_file, tmp_path / f"{n}_{signame}_eval", signame,
                "eval", rng, final=n == len(order) - 1)
-  _resume_to_the_end(train_program, workdir, config_file, reference_dir)
+  _resume_to_the_end(program, workdir, config_file, reference_dir)
 
 
-def test_broken_newest_checkpoints_fall_back_to_the_newest_good_one(train_program, reference,
-                                                                   tmp_path):
+def test_broken_newest_checkpoints_fall_back_to_the_newest_good_one(program, reference, tmp_path):
   reference_dir, config_file = reference
   workdir = tmp_path / "run"
   _copy_run(reference_dir, workdir, [8, 12, 16, 20])
@@ -272,7 +280,7 @@ def test_broken_newest_checkpoints_fall_back_to_the_newest_good_one(train_progra
   size = largest.stat().st_size
   os.truncate(largest, size // 2)
 
-  done = _resume_to_the_end(train_program, workdir, config_file, reference_dir)
+  done = _resume_to_the_end(program, workdir, config_file, reference_dir)
   notes = [line for line in done.stdout.splitlines() if "skipped the checkpoint" in line]
   assert len(notes) == 3, done.stdout[-3000:]
   for note, step, why in zip(notes, (20, 16, 12), ("data do not read", "directory is empty",
@@ -306,7 +314,7 @@ def _size(directory):
   return sum(p.stat().st_size for p in directory.rglob("*") if p.is_file())
 
 
-def test_read_only_workdir_then_full_disk_then_resume(train_program, reference, tmp_path):
+def test_read_only_workdir_then_full_disk_then_resume(program, reference, tmp_path):
   """On a tmpfs the test mounts: first read-only (the run refuses to start and changes
   nothing), then writable with room for two more checkpoints (the run stops at the step whose
   save does not fit, in a few lines); after space is freed the same command resumes."""
@@ -321,7 +329,7 @@ def test_read_only_workdir_then_full_disk_then_resume(train_program, reference, 
     _copy_run(reference_dir, workdir, [8])
     before = sorted(str(p.relative_to(workdir)) for p in workdir.rglob("*"))
     subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
-    refused = train_program.run(workdir, config_file)
+    refused = program.run(workdir, config_file)
     assert refused.returncode == 1
     lines = _train_py_lines(refused.stderr)
     assert len(lines) == 1 and "cannot be written" in lines[0], refused.stderr[-3000:]
@@ -332,7 +340,7 @@ def test_read_only_workdir_then_full_disk_then_resume(train_program, reference, 
     # Room for two and a half checkpoints: those of steps 12 and 16 fit, that of 20 does not.
     # Panels only at the end: the checkpoints are the only large files written mid-run.
     filler = _fill(disk, leave=int(2.5 * _size(workdir / "checkpoints" / "8")))
-    run = _Interruption(train_program, workdir, config_file, tmp_path / "full",
+    run = _Interruption(program, workdir, config_file, tmp_path / "full",
                         f"--config.panel_every_steps={10 * STEPS}")
     returncode = run.process.wait(timeout=240)
     err = run.stderr()
@@ -340,34 +348,35 @@ def test_read_only_workdir_then_full_disk_then_resume(train_program, reference, 
     assert "Traceback" not in err and not re.search(r"^(E\d{4} |ERROR:)", err, re.M), err[-5000:]
     lines = _train_py_lines(err)
     assert len(lines) == 1 and re.fullmatch(
-        rf"train\.py: Saving the checkpoint of step 20 in {re.escape(str(workdir))}/checkpoints failed "
-        rf"\(the disk is full: \d+\.\d MB free, a checkpoint takes \d+\.\d MB\); the "
+        rf"train\.py: Saving the checkpoint of step 20 in {re.escape(str(workdir))}/checkpoints "
+        rf"failed \(the disk is full: \d+\.\d MB free, a checkpoint takes \d+\.\d MB\); the "
         rf"complete checkpoints \(steps \[8, 12, 16\]\) are intact and the newest one, step "
         rf"16, is where the same command resumes\.", lines[0]), err[-3000:]
     assert len([line for line in err.splitlines() if not line.startswith("I")]) <= 5, err
     # Reported at the step whose save failed (or the next, while that save ran), not later.
     assert not run.reached_step(22), run.stdout()[-1000:]
     os.remove(filler)
-    _resume_to_the_end(train_program, workdir, config_file, reference_dir)
+    _resume_to_the_end(program, workdir, config_file, reference_dir)
   finally:
     subprocess.run(["umount", "-l", str(disk)], check=False)
 
 
-def test_second_run_on_a_running_workdir_is_refused(train_program, reference, tmp_path):
+def test_second_run_on_a_running_workdir_is_refused(program, reference, tmp_path):
   """A second run on a workdir in use fails in one line and changes nothing; the first one
   ends as if alone, and running its command again keeps its results."""
   reference_dir, config_file = reference
   workdir = tmp_path / "run"
-  first = _Interruption(train_program, workdir, config_file, tmp_path / "first")
+  _copy_run(reference_dir, workdir, [16])
+  first = _Interruption(program, workdir, config_file, tmp_path / "first")
   lock_file = workdir / "train.lock"
-  first.wait_for(lambda: first.reached_step(1), "step 1")
+  first.wait_for(lambda: first.reached_step(17), "step 17")
   assert _read(lock_file).strip() == str(first.process.pid)
   # Frozen while the second run tries, so that it is running for sure.
   first.process.send_signal(signal.SIGSTOP)
   try:
     stored_config = _read(workdir / "config.json")
     entries = sorted(str(p.relative_to(workdir)) for p in workdir.rglob("*"))
-    second = train_program.run(workdir, config_file)
+    second = program.run(workdir, config_file)
     assert second.returncode == 1
     assert _train_py_lines(second.stderr) == [
         f"train.py: workdir {workdir} is in use by another training run (process "
@@ -384,7 +393,7 @@ def test_second_run_on_a_running_workdir_is_refused(train_program, reference, tm
 
   # Running a finished workdir again reports it and keeps its results.json as it is.
   results = _read(workdir / "results.json")
-  again = train_program.run(workdir, config_file)
+  again = program.run(workdir, config_file)
   assert again.returncode == 0, again.stderr[-3000:]
   assert f"holds a finished run of {STEPS} steps" in again.stdout
   assert _read(workdir / "results.json") == results

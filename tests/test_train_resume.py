@@ -5,6 +5,7 @@ right after its first checkpoint, started again, SIGKILLed again while it writes
 checkpoint, and started again with the same command. Both must end with bit-identical parameters,
 optimizer state, RNG and step.
 """
+import errno
 import json
 import os
 import signal
@@ -18,6 +19,7 @@ import pytest
 
 from conftest import ROOT, final_state
 from saliency_jax import train
+from saliency_jax.train import trainer
 from test_train import load_config, tiny, write_gazecapture
 
 STEPS = 40
@@ -148,3 +150,23 @@ def test_batch_not_divisible_by_devices_is_reported(tmp_path):
   with pytest.raises(train.ConfigError, match=r"divisible by the number of devices \(8\)"):
     train.train_and_evaluate(config, str(tmp_path / "run"))
   assert not (tmp_path / "run").exists()
+
+
+def test_an_io_error_names_a_kept_checkpoint_only_where_one_exists(tmp_path, monkeypatch):
+  def no_space(*args, **kwargs):  # Panels are the first files a step writes after a save.
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+  monkeypatch.setattr(trainer, "_write_panels", no_space)
+  config = tiny(load_config("uniform"), steps=4)
+  config.checkpoint_every_steps = 2
+  config.panel_every_steps = 1  # At step 1, before any checkpoint.
+  with pytest.raises(OSError) as raised:
+    train.train_and_evaluate(config, str(tmp_path / "first"))
+  assert raised.value.__notes__ == ["No checkpoint had been saved yet."]
+
+  config.panel_every_steps = 3  # At step 3, after the checkpoint of step 2.
+  with pytest.raises(OSError) as raised:
+    train.train_and_evaluate(config, str(tmp_path / "second"))
+  assert raised.value.__notes__ == [
+      f"The newest checkpoint, of step 2 in {tmp_path / 'second' / 'checkpoints'}, is kept; "
+      f"fix the cause and run the same command to resume."]
