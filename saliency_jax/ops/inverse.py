@@ -63,6 +63,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from saliency_jax.ops import attraction
 from saliency_jax.ops import sampling
 from saliency_jax.ops import validation
 
@@ -331,6 +332,17 @@ def _interpolate_axis(values, fine, axis):
   return low + (high - low) * frac
 
 
+def _written(x, y):
+  """`x, y [B, H, W]` written out once, not recomputed inside each of their consumers.
+
+  XLA:CPU fuses cheap producers into every consumer; the iterates feed several gathers and the
+  Newton update, so without this each stage's work was repeated in the next (measured several
+  times slower). `attraction._materialised` is an identity gather that ends the fusion.
+  """
+  both = attraction._materialised(jnp.stack([x, y], axis=-1))
+  return both[..., 0], both[..., 1]
+
+
 def _invert_lattice_general(grid, xs, ys):
   """Inverse on the lattice `xs [B, W]` x `ys [B, H]`: coarse-to-fine (see `invert_lattice`)."""
   b, h, w, _ = grid.shape
@@ -353,7 +365,14 @@ def _invert_lattice_general(grid, xs, ys):
     # One full-resolution step from the interpolated coarse solution, which is already close.
     px = jnp.broadcast_to(jax.lax.stop_gradient(xs)[:, None, :], (b, big_h, big_w))
     py = jnp.broadcast_to(jax.lax.stop_gradient(ys)[:, :, None], (b, big_h, big_w))
-    x, y, _, _ = _walk(frozen, first_cell, x, y, px, py, shape, _FINE_STEPS, spacing)
+    x, y = _written(x, y)
+    for _ in range(_FINE_STEPS):
+      # Plain Newton steps: the coarse walk has already dealt with degenerate cells.
+      row, col, s, t = _cell_of(x, y, *shape)
+      s, t, _ = _newton_update(_corners(frozen, first_cell, row, col, shape[1]), s, t, px, py)
+      x = jnp.clip(col + s, -0.5, shape[1] + 0.5)
+      y = jnp.clip(row + t, -0.5, shape[0] + 0.5)
+      x, y = _written(x, y)
   # The final Newton step continues from the iterate, so in the iterate's own cell.
   row, col, _, _ = _cell_of(x, y, *shape)
   px = jnp.broadcast_to(xs[:, None, :], (b, big_h, big_w))
