@@ -170,14 +170,28 @@ def _cell_of(x, y, cells_h, cells_w):
 
 
 def _corners(table, first_cell, row, col, cells_w):
-  """The 8 corner values of cell `(row, col)` of each target, one gather of 8 floats each."""
-  cell = first_cell + row.astype(jnp.int32) * cells_w + col.astype(jnp.int32)
-  dims = jax.lax.GatherDimensionNumbers(
-      offset_dims=(cell.ndim,), collapsed_slice_dims=(0,), start_index_map=(0,))
-  # The cell indices are clamped into the table above.
-  values = jax.lax.gather(table, cell[..., None], dims, slice_sizes=(1, 8),
-                          mode=jax.lax.GatherScatterMode.PROMISE_IN_BOUNDS)
-  return tuple(values[..., k] for k in range(8))
+  """The 8 corner values `(Ax, Ay, ..., Dy)` of cell `(row, col)` of each target.
+
+  `table` is a cell table (`_cell_table`: one gather of 8 floats per target) or, for grids with
+  more cells than targets, where building the table would cost more than it saves, the grid's
+  nodes `[B * h * w, 2]` (four gathers of 2 floats); `first_cell` is the image's first entry.
+  """
+  dims = lambda nd: jax.lax.GatherDimensionNumbers(
+      offset_dims=(nd,), collapsed_slice_dims=(0,), start_index_map=(0,))
+  row, col = row.astype(jnp.int32), col.astype(jnp.int32)
+  if table.shape[-1] == 8:
+    cell = first_cell + row * cells_w + col
+    # The cell indices are clamped into the table by _cell_of.
+    values = jax.lax.gather(table, cell[..., None], dims(cell.ndim), slice_sizes=(1, 8),
+                            mode=jax.lax.GatherScatterMode.PROMISE_IN_BOUNDS)
+    return tuple(values[..., k] for k in range(8))
+  node = first_cell + row * (cells_w + 1) + col
+  corners = []
+  for offset in (0, 1, cells_w + 1, cells_w + 2):
+    value = jax.lax.gather(table, (node + offset)[..., None], dims(node.ndim), slice_sizes=(1, 2),
+                           mode=jax.lax.GatherScatterMode.PROMISE_IN_BOUNDS)
+    corners += [value[..., 0], value[..., 1]]
+  return tuple(corners)
 
 
 def _newton_update(corners, s, t, px, py, spacing=None):
@@ -285,10 +299,18 @@ def _profile_guess(grid, px, py):
   return ((u.reshape(px.shape) + 1.0) * 0.5 * (w - 1), (v.reshape(py.shape) + 1.0) * 0.5 * (h - 1))
 
 
-def _setup(grid):
+def _setup(grid, targets):
+  """What the walk needs: corner table, each image's first entry, cell counts, mean cell size.
+
+  `targets` per image decides the table's form (see `_corners`).
+  """
   b, h, w, _ = grid.shape
-  table = _cell_table(grid)
-  first_cell = jnp.arange(b, dtype=jnp.int32) * ((h - 1) * (w - 1))
+  if (h - 1) * (w - 1) <= targets:
+    table = _cell_table(grid)
+    first_cell = jnp.arange(b, dtype=jnp.int32) * ((h - 1) * (w - 1))
+  else:
+    table = grid.reshape(b * h * w, 2)
+    first_cell = jnp.arange(b, dtype=jnp.int32) * (h * w)
   # The mean cell size per image, for the walk's steps in degenerate cells.
   frozen = jax.lax.stop_gradient(grid)
   sx = jnp.mean(frozen[:, :, -1, 0] - frozen[:, :, 0, 0], axis=1) / (w - 1)
@@ -298,7 +320,7 @@ def _setup(grid):
 
 def _invert_points_general(grid, px, py, steps=_WALK_STEPS):
   """Inverse `(u, v, covered)` of targets `px, py [B, ...]`: walk, then the analytic solve."""
-  table, first_cell, shape, spacing = _setup(grid)
+  table, first_cell, shape, spacing = _setup(grid, int(np.prod(px.shape[1:])))
   expand = (-1,) + (1,) * (px.ndim - 1)
   first_cell = first_cell.reshape(expand)
   spacing = tuple(s.reshape(expand) for s in spacing)
@@ -353,7 +375,7 @@ def _invert_lattice_general(grid, xs, ys):
   xs_c, ys_c = jax.lax.stop_gradient(xs_c), jax.lax.stop_gradient(ys_c)
   px_c = jnp.broadcast_to(xs_c[:, None, :], (b, coarse_h, coarse_w))
   py_c = jnp.broadcast_to(ys_c[:, :, None], (b, coarse_h, coarse_w))
-  table, first_cell, shape, spacing = _setup(grid)
+  table, first_cell, shape, spacing = _setup(grid, big_h * big_w)
   first_cell = first_cell[:, None, None]
   spacing = tuple(s[:, None, None] for s in spacing)
   frozen = jax.lax.stop_gradient(table)
