@@ -30,6 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from saliency_jax.ops import attraction
 from saliency_jax.ops import local_magnification
 from saliency_jax.ops import resize
 from saliency_jax.ops import taps
@@ -167,6 +168,12 @@ def _footprint_level(x0, y0, levels):
   return jnp.clip(lam, 0.0, levels - 1.0)
 
 
+def _written(a, b):
+  """`a, b [B, h, w]` materialised (see `attraction._materialised`)."""
+  both = attraction._materialised(jnp.stack([a, b], axis=-1))
+  return both[..., 0], both[..., 1]
+
+
 def _read_image(image, x0, y0):
   """Plain bilinear read of level 0 (the image) with `grid_sample`'s taps."""
   height, width = image.shape[1:3]
@@ -193,6 +200,10 @@ def antialiased_sample(image, grid, align_corners, padding_mode):
   else:
     fx, fy = ((grid[..., 0] + 1) * width - 1) / 2, ((grid[..., 1] + 1) * height - 1) / 2
   lam = _footprint_level(fx, fy, len(shapes))
+  # Written out once: XLA:CPU would otherwise recompute the footprint (and the coordinates)
+  # inside each of the reads' index computations.
+  lam, _ = _written(lam, lam)
+  x0, y0 = _written(x0, y0)
   low = jnp.floor(lam)
   frac = (lam - low)[..., None]
   low = low.astype(jnp.int32)
