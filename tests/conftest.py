@@ -84,9 +84,20 @@ class TrainProgram:
 
 
 def final_state(workdir, step):
-  """The train state of checkpoint `step` in `workdir`, as NumPy arrays (orbax's own reader)."""
+  """The train state of checkpoint `step` in `workdir`, as arrays (orbax's own reader).
+
+  Read onto this process's first device, whatever devices (or processes) wrote it.
+  """
+  import jax
   import orbax.checkpoint as ocp
-  return ocp.PyTreeCheckpointer().restore(os.path.join(workdir, "checkpoints", str(step), "state"))
+  path = os.path.join(workdir, "checkpoints", str(step), "state")
+  checkpointer = ocp.PyTreeCheckpointer()
+  metadata = checkpointer.metadata(path)
+  tree = getattr(metadata, "item_metadata", None) or metadata
+  tree = getattr(tree, "tree", tree)
+  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  return checkpointer.restore(
+      path, restore_args=jax.tree.map(lambda _: ocp.ArrayRestoreArgs(sharding=device), tree))
 
 
 @pytest.fixture(scope="session")

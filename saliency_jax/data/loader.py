@@ -4,15 +4,18 @@ The whole pipeline is a `grain.MapDataset`, i.e. a pure function from a batch in
 
     train: record order = a fresh permutation of the split per epoch (seeded by `seed` and the
            epoch), global position p -> record -> decode -> random-resized crop + flip drawn from
-           a generator seeded by (seed, p); host h of H takes positions h, h + H, h + 2H, ...
-           and groups them in batches of `global_batch_size / H`.
+           a generator seeded by (seed, p); host h of H takes the h-th contiguous block of
+           `global_batch_size / H` positions of each global batch, which are the rows of the
+           global batch on its devices.
     eval:  positions 0 .. N-1 in order, then padding examples (mask False) up to a whole number
            of global batches, repeated pass after pass.
 
 Because batch `k` is a function of `(seed, k)` only, the iterator state is just the index of the
 next batch: it is tiny, JSON-serialisable, and a restored loader yields exactly the batches an
 uninterrupted one would, whatever `num_workers` and `prefetch` are, before and after. (Global
-batch `k` does not depend on the number of hosts either.)
+batch `k` does not depend on the number of hosts either, nor does which device gets which
+of its examples: N processes of D devices each train on exactly what one process of N x D
+devices trains on.)
 
 The batches are computed ahead in background worker processes (`num_workers > 0`, grain's
 `mp_prefetch`) or threads of this process (`num_workers == 0`), and each host's part is placed
@@ -155,8 +158,11 @@ def host_batches(examples: Examples, *, split: str, global_batch_size: int, seed
   else:
     total = math.ceil(count / global_batch_size) * global_batch_size
     elements = grain.MapDataset.range(total).map(examples.eval).repeat(None)
+  # Host h takes rows h * b .. (h + 1) * b - 1 of each global batch (b = per_host): the rows
+  # that `make_array_from_process_local_data` places on its devices of the process-major mesh,
+  # so every device sees the same examples as in a one-process run on the same number of devices.
   per_host = global_batch_size // process_count
-  return elements[process_index::process_count].batch(per_host, drop_remainder=True)
+  return elements.batch(per_host, drop_remainder=True)[process_index::process_count]
 
 
 def _allow_grain_workers() -> None:
@@ -295,6 +301,24 @@ class Loader:
     self.close()
 
 
+def _host_block(mesh: Mesh) -> int:
+  """Which contiguous block of every global batch this process's devices hold.
+
+  `make_array_from_process_local_data` gives this process's rows to its devices in their mesh
+  order, so the process must load exactly those rows: the devices' block of the "data" axis.
+  """
+  devices = list(np.asarray(mesh.devices).reshape(-1))
+  mine = [i for i, d in enumerate(devices) if d.process_index == jax.process_index()]
+  per_host = len(devices) // jax.process_count()
+  if (mesh.devices.ndim != 1 or len(mine) != per_host or mine[0] % per_host
+      or mine != list(range(mine[0], mine[0] + per_host))):
+    raise ValueError(f"mesh must be one 'data' axis on which each process's devices are one "
+                     f"contiguous block (e.g. sorted by process, as "
+                     f"saliency_jax.train.make_mesh does); process {jax.process_index()} has "
+                     f"positions {mine} of {len(devices)}.")
+  return mine[0] // per_host
+
+
 def make_loader(data_config: Any, *, split: str, global_batch_size: int, mesh: Mesh,
                 seed: int) -> Loader:
   """Builds the input pipeline of one split.
@@ -321,6 +345,7 @@ def make_loader(data_config: Any, *, split: str, global_batch_size: int, mesh: M
   if DATA_AXIS not in mesh.axis_names:
     raise ValueError(f"mesh must have an axis named {DATA_AXIS!r} to shard batches over; got "
                      f"axes {mesh.axis_names}.")
+  block = _host_block(mesh)
   hosts, data_size = jax.process_count(), mesh.shape[DATA_AXIS]
   if (not isinstance(global_batch_size, (int, np.integer)) or isinstance(global_batch_size, bool)
       or global_batch_size < 1):
@@ -341,7 +366,7 @@ def make_loader(data_config: Any, *, split: str, global_batch_size: int, mesh: M
                       resize=cfg["eval_resize"], min_crop_area=cfg["min_crop_area"],
                       hflip=cfg["hflip"], task=task)
   batches = host_batches(examples, split=split, global_batch_size=global_batch_size, seed=seed,
-                         process_index=jax.process_index(), process_count=hosts)
+                         process_index=block, process_count=hosts)
   return Loader(batches, split=split, global_batch_size=global_batch_size, mesh=mesh, seed=seed,
                 num_workers=cfg["num_workers"], prefetch=cfg["prefetch"],
                 num_examples=len(source), task=task)

@@ -32,6 +32,8 @@ RESUMABLE_FIELDS = frozenset({
     "num_processes",
     "coordinator_address",
     "process_id",
+    "distributed_timeout_seconds",
+    "heartbeat_timeout_seconds",
     "data.data_dir",
     "data.manual_dir",
     "data.num_workers",
@@ -104,6 +106,10 @@ def base_config() -> ml_collections.ConfigDict:
   config.num_processes = 1
   config.coordinator_address = ""
   config.process_id = -1
+  # Bounds on waiting for the other processes: at the start (saliency_jax/train/distributed.py),
+  # and for a process that stopped answering during the run (JAX's heartbeats).
+  config.distributed_timeout_seconds = 300
+  config.heartbeat_timeout_seconds = 100
   config.lock()
   return config
 
@@ -129,6 +135,11 @@ def _data_config():
 
 def _eval_image_size(c) -> int:
   return c.data.eval_image_size or c.data.image_size
+
+
+def _is_host_port(address: str) -> bool:
+  host, _, port = address.rpartition(":")
+  return bool(host) and port.isdigit() and 0 < int(port) < 65536
 
 
 def _multipliers_ok(multipliers: Any) -> bool:
@@ -182,6 +193,15 @@ def checks() -> tuple[schema.Check, ...]:
       schema.Check("process_id",
                    lambda c: c.process_id == -1 or 0 <= c.process_id < max(c.num_processes, 1),
                    lambda c: f"-1 (detected) or in [0, num_processes = {c.num_processes})"),
+      *(schema.Check(name, lambda c, name=name: c[name] >= 1, ">= 1 (seconds)")
+        for name in ("distributed_timeout_seconds", "heartbeat_timeout_seconds")),
+      schema.Check("coordinator_address",
+                   lambda c: c.num_processes <= 1 or _is_host_port(c.coordinator_address),
+                   lambda c: f"HOST:PORT, the address of process 0 (the same for all "
+                             f"{c.num_processes} processes)"),
+      schema.Check("process_id", lambda c: c.num_processes <= 1 or c.process_id >= 0,
+                   lambda c: f"given, in [0, {c.num_processes}), for each of the "
+                             f"num_processes = {c.num_processes} processes"),
       schema.Check("compare_with_uniform",
                    lambda c: not (c.compare_with_uniform and c.model.name == "uniform"),
                    "False when config.model.name is already 'uniform'"),

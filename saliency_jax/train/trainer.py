@@ -37,6 +37,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from saliency_jax.train import checkpoint as checkpoint_lib
 from saliency_jax.train import config as config_lib
+from saliency_jax.train import distributed
 from saliency_jax.train import reporting as logging_lib
 from saliency_jax.train import metrics as metrics_lib
 from saliency_jax.train import optimizer as optimizer_lib
@@ -96,25 +97,14 @@ class Experiment:
 
 
 def make_mesh(devices: list[jax.Device] | None = None) -> Mesh:
-  """A 1-D data-parallel mesh (axis "data") over `devices` (default: all of every process)."""
-  devices = jax.devices() if devices is None else list(devices)
-  return Mesh(np.asarray(devices), (DATA_AXIS,))
+  """A 1-D data-parallel mesh (axis "data") over `devices` (default: all of every process).
 
-
-def maybe_initialize_distributed(config: ml_collections.ConfigDict) -> None:
-  """Connects the processes of a multi-process run; a no-op for one process.
-
-  Must run before anything touches a device.
+  Process-major: each process's devices are one contiguous block of the axis, which is the
+  block of every batch that the process loads (see `saliency_jax.data.loader`).
   """
-  if jax.distributed.is_initialized():
-    return
-  if config.num_processes > 1:
-    jax.distributed.initialize(
-        coordinator_address=config.coordinator_address or None,
-        num_processes=config.num_processes,
-        process_id=config.process_id if config.process_id >= 0 else None)
-  elif config.num_processes == 0:
-    jax.distributed.initialize()  # The launcher (SLURM, MPI, TPU pod) tells JAX everything.
+  devices = jax.devices() if devices is None else list(devices)
+  devices = sorted(devices, key=lambda d: (d.process_index, d.id))
+  return Mesh(np.asarray(devices), (DATA_AXIS,))
 
 
 def _data_api():
@@ -670,7 +660,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     uniform.compare_with_uniform = False
     uniform.pretrained.saliency_backbone = ""  # The baseline has no saliency network.
     config_lib.validate_config(uniform)
-  maybe_initialize_distributed(config)
+  distributed.initialize(config)
   results = _run(config, workdir, label=config.model.name)
   if uniform is None:
     _print_summary([results])
