@@ -118,3 +118,17 @@ def test_bad_input():
     sj.unwarp_boxes(np.zeros((2, 4, 3), np.float32), grid)
   with pytest.raises(ValueError, match="samples"):
     sj.warp_boxes(np.zeros((2, 4, 4), np.float32), grid, samples=1)
+
+
+def test_vmap_matches_loop():
+  grid = smooth_grid(3, 5, 6, amp=0.05, seed=7)
+  points = np.random.default_rng(7).uniform(-0.8, 0.8, (3, 10, 2)).astype(np.float32)
+  vmapped = jax.vmap(lambda p, g: sj.warp_points(p[None], g[None])[0][0])(points, grid)
+  looped = np.concatenate([np.asarray(sj.warp_points(points[i:i + 1], grid[i:i + 1])[0])
+                           for i in range(3)])
+  np.testing.assert_allclose(np.asarray(vmapped), looped, atol=1e-6)
+  vmapped = jax.vmap(lambda b, g: sj.unwarp_boxes(b[None], g[None])[0])(
+      np.concatenate([points, points + 0.1], -1), grid)
+  looped = np.concatenate([np.asarray(sj.unwarp_boxes(
+      np.concatenate([points, points + 0.1], -1)[i:i + 1], grid[i:i + 1])) for i in range(3)])
+  np.testing.assert_allclose(np.asarray(vmapped), looped, atol=1e-6)
