@@ -1,85 +1,16 @@
-"""Tiny variants of the experiment configs and fake data, shared by the trainer's tests."""
-import importlib
+"""The trainer end to end on tiny variants of every experiment config."""
 import json
 import os
 
-import ml_collections
+import jax
+import jax.numpy as jnp
 import numpy as np
 from PIL import Image
+import pytest
 
-
-def load_config(name: str, argument: str | None = None) -> ml_collections.ConfigDict:
-  module = importlib.import_module(f"configs.{name}")
-  return module.get_config() if argument is None else module.get_config(argument)
-
-
-def write_gazecapture(root: str, *, train_frames: int = 8, test_frames: int = 4) -> str:
-  """A GazeCapture directory in the official layout with one train and one test recording."""
-  rng = np.random.default_rng(0)
-  for number, split, n in ((1, "train", train_frames), (2, "test", test_frames)):
-    folder = os.path.join(root, f"{number:05d}")
-    os.makedirs(os.path.join(folder, "frames"))
-    for i in range(n):
-      frame = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
-      Image.fromarray(frame).save(os.path.join(folder, "frames", f"{i:05d}.jpg"))
-    box = {"X": [8.0] * n, "Y": [4.0] * n, "W": [32.0] * n, "H": [32.0] * n, "IsValid": [1] * n}
-    metadata = {
-        "appleFace": box, "appleLeftEye": box, "appleRightEye": box,
-        "faceGrid": {"X": [1] * n, "Y": [1] * n, "W": [5] * n, "H": [5] * n, "IsValid": [1] * n},
-        "dotInfo": {"DotNum": list(range(n)), "XPts": [0] * n, "YPts": [0] * n,
-                    "XCam": rng.uniform(-5, 5, n).tolist(), "YCam": rng.uniform(-9, 0, n).tolist(),
-                    "Time": [0.0] * n},
-        "frames": [f"{i:05d}.jpg" for i in range(n)],
-        "info": {"TotalFrames": n, "NumFaceDetections": n, "NumEyeDetections": n,
-                 "Dataset": split, "DeviceName": "iPhone 6"},
-    }
-    for name, value in metadata.items():
-      with open(os.path.join(folder, f"{name}.json"), "w") as f:
-        json.dump(value, f)
-  return root
-
-
-def tiny(config: ml_collections.ConfigDict, *, gaze_dir: str | None = None,
-         steps: int = 1, batch_size: int = 8) -> ml_collections.ConfigDict:
-  """The same experiment with tiny networks, tiny images and a few steps.
-
-  The optimizer, schedule, model kind, task and trainer logic stay those of `config`; CUB and
-  iNaturalist are replaced by the synthetic classification task, GazeCapture by `gaze_dir`.
-  """
-  c = config.copy_and_resolve_references()
-  m = c.model
-  m.task_net, m.saliency_backbone = "resnet_tiny", "resnet_tiny"
-  m.task_size, m.low_res_size = 32, 32
-  m.grid_size, m.padding, m.fwhm = 9, 4, 4.0
-  if c.data.name == "gazecapture":
-    assert gaze_dir is not None
-    c.data.data_dir = gaze_dir
-  else:
-    c.data.name = "synthetic"
-    s = c.data.synthetic
-    s.train_size, s.eval_size = 32, 8
-    s.object_size, s.frame_width, s.detail_period = 8, 2, 2
-    s.num_distractors, s.num_clutter = 1, 1
-  c.data.image_size, c.data.eval_image_size, c.data.eval_resize = 64, 0, 64
-  c.data.num_workers, c.data.prefetch = 0, 1
-  c.batch_size = batch_size
-  c.num_train_steps = steps
-  c.log_every_steps = 1
-  c.checkpoint_every_steps = 1
-  c.eval_every_steps = 0
-  c.num_panels = 2
-  c.progress_bar = False
-  c.pretrained.task_net = c.pretrained.saliency_backbone = ""
-  return c
-
-
-# ------------------------------------------------------------------------------------- tests
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import pytest  # noqa: E402
-
-from saliency_jax import train  # noqa: E402
-from saliency_jax.train import trainer  # noqa: E402
+from saliency_jax import train
+from saliency_jax.train import trainer
+from tiny_experiments import load_config, tiny, write_gazecapture
 
 # One per experiment file; the Table 2 baselines of configs/inat2017.py:<model> are the
 # synthetic baselines' models with the iNaturalist optimizer, covered by those below.

@@ -20,7 +20,7 @@ import pytest
 from conftest import ROOT, final_state
 from saliency_jax import train
 from saliency_jax.train import trainer
-from test_train import load_config, tiny, write_gazecapture
+from tiny_experiments import load_config, tiny, write_gazecapture
 
 STEPS = 40
 EVERY = 4

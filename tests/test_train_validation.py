@@ -20,7 +20,7 @@ from saliency_jax import models
 from saliency_jax import train
 from saliency_jax.models import convert
 from saliency_jax.models import saliency_network
-from test_train import load_config, tiny
+from tiny_experiments import load_config, tiny
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -20,8 +20,8 @@ devices trains on.)
 The batches are computed ahead in background worker processes (`num_workers > 0`, grain's
 `mp_prefetch`) or threads of this process (`num_workers == 0`), and each host's part is placed
 on its devices as one global `jax.Array` per field with `jax.make_array_from_process_local_data`,
-sharded along the batch axis over the mesh axis "data". The next batch is already on its way to
-the devices while the current one is used.
+sharded along the batch axis over every axis of the mesh ("data", and "fsdp" if there is one).
+The next batch is already on its way to the devices while the current one is used.
 
 Unreadable images never stop an epoch: in training the next record of the dataset takes the
 place of the bad one (so every training mask is True); in evaluation the example is masked out.
@@ -51,7 +51,6 @@ _MAX_SUBSTITUTES = 32
 # Global batches handed to the devices ahead of the one being used.
 _DEVICE_AHEAD = 1
 SPLITS = ("train", "eval")
-DATA_AXIS = "data"
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -176,8 +175,8 @@ def _allow_grain_workers() -> None:
 class Loader:
   """Iterates global batches; see `make_loader`.
 
-  Iterating yields dicts of global `jax.Array`s sharded along the batch axis over the mesh axis
-  "data": "image" uint8 `[B, S, S, 3]`, "label" int32 `[B]` or float32 `[B, 2]`, "mask" bool
+  Iterating yields dicts of global `jax.Array`s sharded along the batch axis over every mesh
+  axis: "image" uint8 `[B, S, S, 3]`, "label" int32 `[B]` or float32 `[B, 2]`, "mask" bool
   `[B]`. A training loader is infinite. An evaluation loader yields one pass (`len(loader)`
   batches) per `iter()`; a pass that is abandoned early restarts from the beginning next time.
   """
@@ -193,7 +192,7 @@ class Loader:
     self.task = task
     self._num_workers = num_workers
     self._prefetch = prefetch
-    self._sharding = NamedSharding(mesh, PartitionSpec(DATA_AXIS))
+    self._sharding = NamedSharding(mesh, batch_spec(mesh))
     self._batches_per_pass = math.ceil(num_examples / global_batch_size)
     self._step = 0  # Absolute index of the next batch handed out.
     self._fetched = 0  # Absolute index of the next batch the grain iterator produces.
@@ -301,6 +300,12 @@ class Loader:
     self.close()
 
 
+def batch_spec(mesh: Mesh) -> PartitionSpec:
+  """Batches are split over every axis of the mesh (data parallel, and FSDP's axis if any)."""
+  axes = tuple(mesh.axis_names)
+  return PartitionSpec(axes[0] if len(axes) == 1 else axes)
+
+
 def _host_block(mesh: Mesh) -> int:
   """Which contiguous block of every global batch this process's devices hold.
 
@@ -310,12 +315,12 @@ def _host_block(mesh: Mesh) -> int:
   devices = list(np.asarray(mesh.devices).reshape(-1))
   mine = [i for i, d in enumerate(devices) if d.process_index == jax.process_index()]
   per_host = len(devices) // jax.process_count()
-  if (mesh.devices.ndim != 1 or len(mine) != per_host or mine[0] % per_host
+  if (len(mine) != per_host or mine[0] % per_host
       or mine != list(range(mine[0], mine[0] + per_host))):
-    raise ValueError(f"mesh must be one 'data' axis on which each process's devices are one "
-                     f"contiguous block (e.g. sorted by process, as "
-                     f"saliency_jax.train.make_mesh does); process {jax.process_index()} has "
-                     f"positions {mine} of {len(devices)}.")
+    raise ValueError(f"mesh must hold each process's devices as one contiguous block (in "
+                     f"row-major order, e.g. sorted by process, as saliency_jax.train.make_mesh "
+                     f"does); process {jax.process_index()} has positions {mine} of "
+                     f"{len(devices)}.")
   return mine[0] // per_host
 
 
@@ -329,7 +334,7 @@ def make_loader(data_config: Any, *, split: str, global_batch_size: int, mesh: M
       pass per iteration, evaluation preprocessing, the last batch padded with mask False).
     global_batch_size: examples per batch over all hosts; each host contributes
       `global_batch_size // jax.process_count()`.
-    mesh: the device mesh; batches are sharded along its axis "data".
+    mesh: the device mesh; batches are split over all of its axes (in row-major order).
     seed: seed of the training order and augmentation (ignored in evaluation).
 
   Returns:
@@ -342,16 +347,13 @@ def make_loader(data_config: Any, *, split: str, global_batch_size: int, mesh: M
   cfg = config_lib.parse_data_config(data_config)
   if split not in SPLITS:
     raise ValueError(f"split must be one of {SPLITS}; got {split!r}.")
-  if DATA_AXIS not in mesh.axis_names:
-    raise ValueError(f"mesh must have an axis named {DATA_AXIS!r} to shard batches over; got "
-                     f"axes {mesh.axis_names}.")
   block = _host_block(mesh)
-  hosts, data_size = jax.process_count(), mesh.shape[DATA_AXIS]
+  hosts, data_size = jax.process_count(), mesh.size
   if (not isinstance(global_batch_size, (int, np.integer)) or isinstance(global_batch_size, bool)
       or global_batch_size < 1):
     raise ValueError(f"global_batch_size must be a positive int; got {global_batch_size!r}.")
   global_batch_size = int(global_batch_size)
-  for name, divisor in (("jax.process_count()", hosts), ("the mesh's 'data' axis", data_size)):
+  for name, divisor in (("jax.process_count()", hosts), ("the mesh's devices", data_size)):
     if global_batch_size % divisor:
       raise ValueError(f"global_batch_size ({global_batch_size}) must be divisible by {name} "
                        f"({divisor}); try {max(divisor, global_batch_size // divisor * divisor)}.")

@@ -23,6 +23,10 @@ Three ways to compute the same numbers (they agree to float32 rounding on ordina
 - "fft": the correlations by FFT. Its rounding error is relative to the map's total mass, so it
   is only as accurate as the others for maps without a huge dynamic range; kept for very large grids.
 
+`axis_aligned=True` is another grid (LZU's and FOVEA's): each axis from the 1-D attraction of the
+saliency's marginal on that axis, so that rows and columns stay straight and the warp inverts
+exactly (`invert_grid(..., axis_aligned=True)`).
+
 Degenerate maps: the saliency is rescaled by its maximum (the grid is invariant to the scale, so
 this changes nothing but protects against underflow), and a uniform floor of 1e-30 of that maximum
 is added. The floor is far below float32 rounding for any map a softmax produces, and it defines
@@ -202,6 +206,35 @@ def _attraction_grid(saliency, out_shape, fwhm, padding, pad_mode, method, upsam
   return grid if upsampling == "matrices" else _materialised(grid)
 
 
+def _axis_attraction(marginal, out_size, fwhm, padding, pad_mode):
+  """`[B, g]` marginal -> `[B, out_size]` coordinates in [-1, 1] along that axis."""
+  size = marginal.shape[-1]
+  matrices = jnp.asarray(_separable_matrices(size, padding, fwhm, pad_mode), jnp.float32)
+  den = jnp.einsum("ai,bi->ba", matrices[0], marginal, precision=_HIGHEST)
+  num = jnp.einsum("ai,bi->ba", matrices[1], marginal, precision=_HIGHEST)
+  coarse = jnp.clip(2.0 * _centre_of_mass(num, den) - 1.0, -1.0, 1.0)
+  # The same half-pixel upsampling as the 2-D grid's.
+  up = jnp.asarray(resize.bilinear_matrix(size, out_size), jnp.float32)
+  return jnp.einsum("oi,bi->bo", up, coarse, precision=_HIGHEST)
+
+
+@functools.partial(jax.jit, static_argnames=("out_shape", "fwhm", "padding", "pad_mode"))
+def _axis_aligned_grid(saliency, out_shape, fwhm, padding, pad_mode):
+  """The axis-aligned variant (LZU, FOVEA): `x` from the column marginal `sum_i S(i, j)`, `y`
+  from the row marginal `sum_j S(i, j)`, each the 1-D attraction of Eqs. 2-3 with the same
+  kernel, padding and coordinates. `x` depends only on the column and `y` only on the row, so
+  rows and columns stay straight, and the grid is monotone (a Gaussian-weighted centre of mass
+  moves with its window): `invert_grid(..., axis_aligned=True)` inverts it exactly. Not to be
+  confused with `method="separable"`, which computes the ordinary 2-D attraction."""
+  saliency = _normalise(saliency.astype(jnp.float32))
+  b = saliency.shape[0]
+  h, w = out_shape
+  x = _axis_attraction(jnp.sum(saliency, axis=1), w, fwhm, padding, pad_mode)
+  y = _axis_attraction(jnp.sum(saliency, axis=2), h, fwhm, padding, pad_mode)
+  return jnp.stack([jnp.broadcast_to(x[:, None, :], (b, h, w)),
+                    jnp.broadcast_to(y[:, :, None], (b, h, w))], axis=-1)
+
+
 @jax.custom_jvp
 def _materialised(grid: jax.Array) -> jax.Array:
   """`grid [B, h, w, 2]`, written out by a loop of its own rather than inside its consumers.
@@ -257,7 +290,7 @@ def attraction_grid(
       docstring.
     axis_aligned: True: the axis-aligned variant of LZU / FOVEA instead of the 2-D attraction,
       `x` from the column marginal of the map and `y` from the row marginal, each a 1-D Gaussian
-      attraction (see `axis_aligned_attraction`; `method` does not apply). The grid is monotone
+      attraction (see `_axis_aligned_grid`; `method` does not apply). The grid is monotone
       and exactly invertible by `invert_grid(..., axis_aligned=True)`.
     max_magnification: None (no cap) or a cap, at least 1, on the grid's local linear
       magnification relative to uniform sampling (`magnification(grid, None)`): the grid is
@@ -299,10 +332,9 @@ def attraction_grid(
   if max_magnification is not None:
     local_magnification.check_cap(max_magnification)
   if axis_aligned:
-    # Imported here: axis_aligned_attraction builds on this module's helpers.
-    from saliency_jax.ops import axis_aligned_attraction
-    grid = axis_aligned_attraction.axis_aligned_grid(saliency, out_shape, fwhm, padding,
-                                                     pad_mode)
+    grid = sharding.batch_parallel(functools.partial(
+        _axis_aligned_grid, out_shape=out_shape, fwhm=fwhm, padding=padding,
+        pad_mode=pad_mode))(saliency)
   else:
     grid = sharding.batch_parallel(functools.partial(
         _attraction_grid, out_shape=out_shape, fwhm=fwhm, padding=padding, pad_mode=pad_mode,

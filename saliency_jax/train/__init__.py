@@ -18,7 +18,7 @@ from saliency_jax.train.trainer import Experiment
 from saliency_jax.train.trainer import NonFiniteLossError
 from saliency_jax.train.trainer import TrainState
 from saliency_jax.train.trainer import build_experiment
-from saliency_jax.train.trainer import make_mesh
+from saliency_jax.train.partitioning import make_mesh
 from saliency_jax.train.trainer import train_and_evaluate
 
 __all__ = [

@@ -108,6 +108,9 @@ def base_config() -> ml_collections.ConfigDict:
   config.process_id = -1
   # Bounds on waiting for the other processes: at the start (saliency_jax/train/distributed.py),
   # and for a process that stopped answering during the run (JAX's heartbeats).
+  # > 1: fully sharded data parallelism, the large arrays of the train state split over this
+  # many devices (saliency_jax/train/partitioning.py); 1: the state replicated on every device.
+  config.fsdp_devices = 1
   config.distributed_timeout_seconds = 300
   config.heartbeat_timeout_seconds = 100
   config.lock()
@@ -193,6 +196,7 @@ def checks() -> tuple[schema.Check, ...]:
       schema.Check("process_id",
                    lambda c: c.process_id == -1 or 0 <= c.process_id < max(c.num_processes, 1),
                    lambda c: f"-1 (detected) or in [0, num_processes = {c.num_processes})"),
+      schema.Check("fsdp_devices", lambda c: c.fsdp_devices >= 1, ">= 1"),
       *(schema.Check(name, lambda c, name=name: c[name] >= 1, ">= 1 (seconds)")
         for name in ("distributed_timeout_seconds", "heartbeat_timeout_seconds")),
       schema.Check("coordinator_address",
@@ -245,6 +249,10 @@ def validate_config(config: ml_collections.ConfigDict, *,
                         missing_hint="start from saliency_jax.train.base_config() and override "
                                      "fields")
   schema.check(merged, checks(), prefix="config", error=ConfigError)
+  if num_devices is not None and num_devices % config.fsdp_devices:
+    raise ConfigError(
+        f"config.fsdp_devices: expected a divisor of the number of devices ({num_devices}); "
+        f"got {config.fsdp_devices}.")
   if num_devices is not None and config.batch_size % num_devices:
     raise ConfigError(
         f"config.batch_size: the global batch ({config.batch_size}) must be divisible by the "

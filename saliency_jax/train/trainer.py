@@ -1,10 +1,11 @@
 """The training program: `train_and_evaluate(config, workdir)` and the jitted step functions.
 
-Data parallel over a 1-D `jax.sharding.Mesh` of every device (axis "data"): the batch is split
-over the devices (`P("data")`), the train state is replicated (`P()`), and each step is one pure
-function compiled by `jax.jit` with those shardings, the state donated. XLA inserts the gradient
-all-reduce; BatchNorm statistics are those of the global batch, so a step on 8 devices computes
-what it computes on 1.
+Data parallel over a `jax.sharding.Mesh` of every device (axis "data", and "fsdp" with
+`config.fsdp_devices > 1`; see `partitioning`): the batch is split over all devices, the train
+state is replicated (or, with FSDP, its large arrays split over "fsdp"), and each step is one
+pure function compiled by `jax.jit` with those shardings, the state donated. XLA inserts the
+gradient all-reduce; BatchNorm statistics are those of the global batch, so a step on 8 devices
+computes what it computes on 1.
 
 The step function is compiled at most twice per run: once with the blur warm-up and once
 without (`blur` is static because it changes the graph), never per step.
@@ -38,13 +39,14 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from saliency_jax.train import checkpoint as checkpoint_lib
 from saliency_jax.train import config as config_lib
 from saliency_jax.train import distributed
+from saliency_jax.train import partitioning
+from saliency_jax.train.partitioning import make_mesh
 from saliency_jax.train import reporting as logging_lib
 from saliency_jax.train import metrics as metrics_lib
 from saliency_jax.train import optimizer as optimizer_lib
 from saliency_jax.train import panels as panels_lib
 from saliency_jax.train import preemption as preemption_lib
 
-DATA_AXIS = "data"
 
 
 class TrainState(flax.struct.PyTreeNode):
@@ -71,7 +73,7 @@ class Experiment:
   Attributes:
     mesh: the data-parallel mesh.
     task: "classification" or "regression".
-    initial_state: the freshly initialised, replicated `TrainState`.
+    initial_state: the freshly initialised `TrainState`, laid out by `partitioning`.
     train_step: `(state, batch, blur) -> (state, metrics)`, jitted, state donated; `blur`
       (static) turns the blur warm-up on.
     eval_step: `(state, batch) -> (sums, examples)`, jitted; `examples` holds the first
@@ -94,17 +96,6 @@ class Experiment:
     return jax.tree.map(
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
         self.initial_state)
-
-
-def make_mesh(devices: list[jax.Device] | None = None) -> Mesh:
-  """A 1-D data-parallel mesh (axis "data") over `devices` (default: all of every process).
-
-  Process-major: each process's devices are one contiguous block of the axis, which is the
-  block of every batch that the process loads (see `saliency_jax.data.loader`).
-  """
-  devices = jax.devices() if devices is None else list(devices)
-  devices = sorted(devices, key=lambda d: (d.process_index, d.id))
-  return Mesh(np.asarray(devices), (DATA_AXIS,))
 
 
 def _data_api():
@@ -155,11 +146,11 @@ def build_model(config: ml_collections.ConfigDict, *, num_outputs: int,
 def build_experiment(config: ml_collections.ConfigDict, *, mesh: Mesh, num_outputs: int,
                      task: str, total_steps: int, steps_per_epoch: float,
                      blur_steps: int, load_pretrained: bool = True) -> Experiment:
-  """Builds the model, optimizer, replicated initial state and the jitted steps on `mesh`.
+  """Builds the model, optimizer, initial state and the jitted steps on `mesh`.
 
   Args:
     config: a validated trainer config.
-    mesh: the data-parallel mesh.
+    mesh: the mesh (`partitioning.make_mesh`).
     num_outputs: classes (classification) or regression outputs.
     task: "classification" or "regression".
     total_steps: length of the run (for the schedules).
@@ -180,11 +171,12 @@ def build_experiment(config: ml_collections.ConfigDict, *, mesh: Mesh, num_outpu
   tx = optimizer_lib.make_optimizer(config.optimizer, param_labels=models.param_labels(params),
                                     schedules=schedules)
   replicated = NamedSharding(mesh, P())
-  batch_sharding = NamedSharding(mesh, P(DATA_AXIS))
+  batch_sharding = partitioning.batch_sharding(mesh)
   rng = jax.random.key_data(jax.random.fold_in(jax.random.key(config.seed), 1))
   state = TrainState(step=jnp.zeros((), jnp.int32), params=params, model_state=model_state,
                      opt_state=tx.init(params), rng=rng)
-  state = jax.device_put(state, replicated)
+  state_sharding = partitioning.state_shardings(state, mesh)
+  state = jax.device_put(state, state_sharding)
   num_panels = config.num_panels
 
   def train_step(state: TrainState, batch: Mapping[str, jax.Array],
@@ -226,9 +218,9 @@ def build_experiment(config: ml_collections.ConfigDict, *, mesh: Mesh, num_outpu
     return sums, examples
 
   jit_train = jax.jit(train_step, static_argnums=2,
-                      in_shardings=(replicated, batch_sharding),
-                      out_shardings=(replicated, replicated), donate_argnums=0)
-  jit_eval = jax.jit(eval_step, in_shardings=(replicated, batch_sharding),
+                      in_shardings=(state_sharding, batch_sharding),
+                      out_shardings=(state_sharding, replicated), donate_argnums=0)
+  jit_eval = jax.jit(eval_step, in_shardings=(state_sharding, batch_sharding),
                      out_shardings=(replicated, replicated))
   return Experiment(mesh=mesh, task=task, initial_state=state, train_step=jit_train,
                     eval_step=jit_eval, schedules=schedules)
@@ -360,8 +352,8 @@ def _saved_steps(directory: str) -> list[int]:
 
 def _run(config: ml_collections.ConfigDict, workdir: str, *, label: str) -> dict[str, Any]:
   data = _data_api()
-  mesh = make_mesh()
-  config_lib.validate_config(config, num_devices=mesh.size)
+  config_lib.validate_config(config, num_devices=jax.device_count())
+  mesh = make_mesh(fsdp=config.fsdp_devices)
   # Everything bad input can break runs before the workdir is created or written: the config
   # checks above, opening the dataset, reading an evaluation batch, building the model and
   # loading its pretrained weights.
