@@ -25,7 +25,7 @@ demo: $(VENV)/.installed
 	$(BIN)/python train.py --workdir=runs/demo
 
 test: $(VENV)/.installed-dev
-	$(BIN)/python -m pytest -n 2 -q tests
+	$(BIN)/python -m pytest -n 2 -q --durations=25 tests
 
 # The sampler and train-step benchmarks, then the plot of every results file (CPU or GPU alike).
 bench: $(VENV)/.installed-dev

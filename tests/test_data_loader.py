@@ -235,7 +235,7 @@ def test_regression_labels():
 
 
 @pytest.mark.parametrize("kwargs, error, message", [
-    ({"global_batch_size": 12}, ValueError, "divisible by the mesh's 'data' axis"),
+    ({"global_batch_size": 12}, ValueError, "divisible by the mesh's devices"),
     ({"global_batch_size": 0}, ValueError, "positive"),
     ({"split": "test"}, ValueError, "split"),
     ({"seed": -1}, ValueError, "seed"),
