@@ -11,7 +11,7 @@ import pytest
 
 from saliency_jax.train import partitioning
 from saliency_jax.train import trainer
-from tiny_experiments import load_config, tiny
+from tiny_experiments import load_config, synthetic_batch, tiny
 
 
 def _two_steps(config, mesh, host_batch):
@@ -25,23 +25,13 @@ def _two_steps(config, mesh, host_batch):
   return experiment, state, after_one, (first, second, sums)
 
 
-def _batch(config, size=8):
-  from saliency_jax import data
-  source = data.SyntheticZoom(size=size, image_size=config.data.image_size, object_size=8,
-                              frame_width=2, detail_period=2, num_distractors=1, num_clutter=1)
-  examples = [source[i] for i in range(size)]
-  return {"image": np.stack([e["image"] for e in examples]),
-          "label": np.array([e["label"] for e in examples], np.int32),
-          "mask": np.ones(size, bool)}
-
-
 def test_fsdp_trains_what_data_parallelism_trains():
   config = tiny(load_config("default"))
   config.model.task_net = "resnet18"  # Large enough that many arrays are split.
   # A small step: from scratch at the demo's rate, the second step's gradient already amplifies
   # the rounding of the first step's cross-device sums (one device and eight differ by 3e-3).
   config.optimizer.learning_rate = 1e-3
-  host_batch = _batch(config)
+  host_batch = synthetic_batch(config)
   data_parallel = partitioning.make_mesh(jax.devices()[:8])
   fsdp = partitioning.make_mesh(jax.devices()[:8], fsdp=4)
   assert dict(fsdp.shape) == {"data": 2, "fsdp": 4}

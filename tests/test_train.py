@@ -10,7 +10,7 @@ import pytest
 
 from saliency_jax import train
 from saliency_jax.train import trainer
-from tiny_experiments import load_config, tiny, write_gazecapture
+from tiny_experiments import load_config, synthetic_batch, tiny, write_gazecapture
 
 # One per experiment file; the Table 2 baselines of configs/inat2017.py:<model> are the
 # synthetic baselines' models with the iNaturalist optimizer, covered by those below.
@@ -65,21 +65,11 @@ def _experiment(config, mesh):
                                   total_steps=4, steps_per_epoch=4.0, blur_steps=2)
 
 
-def _synthetic_batch(config, size=8):
-  from saliency_jax import data
-  source = data.SyntheticZoom(size=size, image_size=config.data.image_size, object_size=8,
-                              frame_width=2, detail_period=2, num_distractors=1, num_clutter=1)
-  examples = [source[i] for i in range(size)]
-  return {"image": np.stack([e["image"] for e in examples]),
-          "label": np.array([e["label"] for e in examples], np.int32),
-          "mask": np.ones(size, bool)}
-
-
 def test_step_on_eight_devices_equals_one_device_and_bfloat16_is_close():
   devices = jax.devices()
   assert len(devices) == 8, "tests/conftest.py forces 8 host devices"
   config = tiny(load_config("default"))
-  host_batch = _synthetic_batch(config)
+  host_batch = synthetic_batch(config)
   runs = {}
   for name, mesh_devices, dtype in (("one", devices[:1], "float32"), ("eight", devices, "float32"),
                                     ("bfloat16", devices[:1], "bfloat16")):

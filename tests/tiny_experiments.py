@@ -71,3 +71,14 @@ def tiny(config: ml_collections.ConfigDict, *, gaze_dir: str | None = None,
   c.progress_bar = False
   c.pretrained.task_net = c.pretrained.saliency_backbone = ""
   return c
+
+
+def synthetic_batch(config, size=8):
+  """`size` examples of the synthetic task at the config's image size, as one host batch."""
+  from saliency_jax import data
+  source = data.SyntheticZoom(size=size, image_size=config.data.image_size, object_size=8,
+                              frame_width=2, detail_period=2, num_distractors=1, num_clutter=1)
+  examples = [source[i] for i in range(size)]
+  return {"image": np.stack([e["image"] for e in examples]),
+          "label": np.array([e["label"] for e in examples], np.int32),
+          "mask": np.ones(size, bool)}
