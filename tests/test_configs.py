@@ -20,7 +20,7 @@ CONFIGS = [
     ("cub200", None), ("cub200", "uniform"),
     ("inat2017", None), ("inat2017", "stn_tps"), ("inat2017", "cam_crop"),
     ("inat2017_depth", "6"), ("inat2017_depth", "10"), ("inat2017_depth", "14"),
-    ("gaze", None), ("gaze", "uniform"),
+    ("gaze", None), ("gaze", "uniform"), ("zoom_suite", None), ("image_folder", None),
 ]
 
 

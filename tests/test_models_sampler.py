@@ -20,6 +20,7 @@ from torch.nn import functional as F
 
 from tests.references import torch_models
 from saliency_jax import models
+from saliency_jax import ops
 from saliency_jax.models import blur
 from saliency_jax.models import convert
 from saliency_jax.models import resnet
@@ -260,7 +261,44 @@ def test_bad_inputs_and_configs_raise_clear_errors(micro):
          # What ConfigDict's types leave to the schema: None, and a bool for a number.
          ({"task_size": None}, r"model_config.task_size: expected int; got None"),
          ({"fwhm": True}, r"model_config.fwhm: expected float; got True"),
-         ({"grid_size": 9.5}, r"model_config.grid_size: expected int; got 9.5")]
+         ({"grid_size": 9.5}, r"model_config.grid_size: expected int; got 9.5"),
+         ({"max_magnification": 0.5},
+          r"model_config.max_magnification: expected 0 \(no cap\) or a finite number >= 1"),
+         ({"saliency_head_init": "ones"}, r"model_config.saliency_head_init: .*'ones'")]
   for override, message in bad:
     with pytest.raises(ValueError, match=message):
       models.build_model({**CONFIG, **override}, num_outputs=5, rngs=_rngs())
+
+
+def test_zero_head_starts_at_uniform_saliency(images):
+  """"zero": the logits are 0, so the map is uniform and the grid is the one of a zero map."""
+  model = models.build_model({**CONFIG, "saliency_head_init": "zero"}, num_outputs=5,
+                             rngs=_rngs())
+  model.eval()
+  _, extras = _forward(model, images)
+  g = CONFIG["grid_size"]
+  np.testing.assert_allclose(extras["saliency"], np.full((len(images), g, g), 1 / g**2),
+                             rtol=1e-6)
+  # Expected: the ops' grid of an all-zero map (which the ops test against the identity).
+  expected = ops.attraction_grid(jnp.zeros((len(images), g, g)), (TASK, TASK),
+                                 fwhm=CONFIG["fwhm"], padding=CONFIG["padding"])
+  np.testing.assert_allclose(extras["grid"], expected, atol=1e-6)
+
+
+def test_magnification_cap_and_antialias_reach_the_ops(images):
+  """The layer's sample equals `ops.saliency_sample` given the same options and its logits."""
+  config = {**CONFIG, "max_magnification": 2.0, "antialias": True, "temperature": 0.05}
+  model = models.build_model(config, num_outputs=5, rngs=_rngs())
+  model.eval()
+  _, extras = _forward(model, images)
+  logits = model.saliency_logits(images)
+  sampled, grid, _ = ops.saliency_sample(
+      images, logits, (TASK, TASK), temperature=0.05, fwhm=CONFIG["fwhm"],
+      padding=CONFIG["padding"], antialias=True, max_magnification=2.0)
+  np.testing.assert_allclose(extras["grid"], grid, atol=1e-5)  # jit vs eager rounding
+  np.testing.assert_allclose(extras["sampled"], sampled / 255.0, atol=1e-5)
+  assert float(ops.magnification(grid, None)[:, 1:-1, 1:-1].max()) <= 2.0 + 1e-3
+  # Without the cap this temperature magnifies well beyond it (else the check above is empty).
+  uncapped = ops.attraction_grid(ops.softmax_saliency(logits, temperature=0.05), (TASK, TASK),
+                                 fwhm=CONFIG["fwhm"], padding=CONFIG["padding"])
+  assert float(ops.magnification(uncapped, None)[:, 1:-1, 1:-1].max()) > 2.5

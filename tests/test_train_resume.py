@@ -93,7 +93,11 @@ def test_sigkill_and_resume_gives_the_uninterrupted_result(train_program, tmp_pa
   for (path, a), b in zip(paths, jax.tree.leaves(got)):
     np.testing.assert_array_equal(a, b, err_msg=jax.tree_util.keystr(path))
   with open(reference / "results.json") as f, open(killed / "results.json") as g:
-    assert json.load(f)["eval"] == json.load(g)["eval"]
+    uninterrupted, resumed_results = json.load(f), json.load(g)
+  assert uninterrupted["eval"] == resumed_results["eval"]
+  # The loss curve survives the kill: the steps before it come from the checkpoint.
+  assert [step for step, _ in uninterrupted["loss_curve"]] == list(range(2, STEPS + 1, 2))
+  assert resumed_results["loss_curve"] == uninterrupted["loss_curve"]
 
 
 def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):

@@ -15,7 +15,10 @@ import ml_collections
 
 from saliency_jax import schema
 
-DATASETS = ("synthetic", "cub", "inaturalist2017", "image_folder", "gazecapture")
+# The zoom-task suite's families (`saliency_jax.data.zoom_tasks`), named here so that validating
+# a config imports no renderer.
+ZOOM_TASKS = ("zoom_glyph", "zoom_orientation", "zoom_count", "zoom_marker")
+DATASETS = ("synthetic", "cub", "inaturalist2017", "image_folder", "gazecapture", *ZOOM_TASKS)
 
 
 def default_data_config() -> ml_collections.ConfigDict:
@@ -42,6 +45,8 @@ def default_data_config() -> ml_collections.ConfigDict:
     gaze_input: GazeCapture input, "face" (the face crop) or "frame" (the whole camera frame).
     synthetic: the knobs of `saliency_jax.data.synthetic.SyntheticZoom`; `image_size` 0 means
       `image_size` above; train and eval images come from independent streams of `seed`.
+    zoom: the knobs of the zoom-task suite (`saliency_jax.data.zoom_tasks.ZoomTask`, the
+      families `ZOOM_TASKS`); `image_size` 0 means `image_size` above.
   """
   config = ml_collections.ConfigDict({
       "name": "synthetic",
@@ -68,6 +73,16 @@ def default_data_config() -> ml_collections.ConfigDict:
           "num_clutter": 6,
           "seed": 0,
       },
+      "zoom": {
+          "train_size": 20_000,
+          "eval_size": 1_000,
+          "image_size": 0,
+          "cell_size": 3,
+          "frame_width": 8,
+          "num_distractors": 3,
+          "num_clutter": 6,
+          "seed": 0,
+      },
   })
   config.lock()
   return config
@@ -91,8 +106,10 @@ CHECKS = (
     schema.Check("min_crop_area", lambda c: 0 < c.min_crop_area <= 1, "in (0, 1]"),
     schema.Check("gaze_input", lambda c: c.gaze_input in ("face", "frame"), "'face' or 'frame'"),
     schema.Check("eval_split",
-                 lambda c: c.name != "synthetic" or c.eval_split in ("", "eval", "train"),
-                 "'' or 'eval' for the synthetic task, whose splits are 'train' and 'eval'"),
+                 lambda c: c.name not in ("synthetic", *ZOOM_TASKS)
+                 or c.eval_split in ("", "eval", "train"),
+                 "'' or 'eval' for the synthetic and zoom tasks, whose splits are 'train' and "
+                 "'eval'"),
     *(schema.Check(f"synthetic.{key}", lambda c, key=key: c.synthetic[key] >= 1, ">= 1")
       for key in ("num_classes", "train_size", "eval_size", "object_size", "frame_width",
                   "detail_period")),
@@ -100,6 +117,11 @@ CHECKS = (
                  "0 (= image_size) or a size in pixels"),
     *(schema.Check(f"synthetic.{key}", lambda c, key=key: c.synthetic[key] >= 0, ">= 0")
       for key in ("num_distractors", "num_clutter", "seed")),
+    *(schema.Check(f"zoom.{key}", lambda c, key=key: c.zoom[key] >= 1, ">= 1")
+      for key in ("train_size", "eval_size", "cell_size", "frame_width")),
+    *(schema.Check(f"zoom.{key}", lambda c, key=key: c.zoom[key] >= 0,
+                   "0 (= image_size) or a size in pixels" if key == "image_size" else ">= 0")
+      for key in ("image_size", "num_distractors", "num_clutter", "seed")),
 )
 """The data fields' ranges: rows of `saliency_jax.schema.Check`, run by `parse_data_config`."""
 
@@ -108,7 +130,8 @@ def parse_data_config(config: Any) -> dict[str, Any]:
   """Validates a data config and returns it complete, as a plain nested dict.
 
   Derived defaults are filled in: `eval_image_size` 0 becomes `image_size`, `eval_resize` 0
-  becomes `eval_image_size`, and `synthetic.image_size` 0 becomes `image_size`.
+  becomes `eval_image_size`, and `synthetic.image_size` and `zoom.image_size` 0 become
+  `image_size`.
 
   Raises:
     ValueError: naming the first unknown, mistyped or out-of-range field.
@@ -119,4 +142,5 @@ def parse_data_config(config: Any) -> dict[str, Any]:
   cfg["eval_image_size"] = cfg["eval_image_size"] or cfg["image_size"]
   cfg["eval_resize"] = cfg["eval_resize"] or cfg["eval_image_size"]
   cfg["synthetic"]["image_size"] = cfg["synthetic"]["image_size"] or cfg["image_size"]
+  cfg["zoom"]["image_size"] = cfg["zoom"]["image_size"] or cfg["image_size"]
   return cfg

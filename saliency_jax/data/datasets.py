@@ -6,7 +6,8 @@ picklable so that grain can hand it to worker processes. The loader decodes and 
 the records; how is decided here by `preprocessing`:
 - "crop": natural photographs; training takes a random-resized crop and a flip, evaluation
   resizes the shorter side to `eval_resize` and takes the centre crop.
-- "resize": inputs that are framed already (synthetic images, GazeCapture faces and frames):
+- "resize": inputs that are framed already (synthetic and zoom-suite images, GazeCapture faces
+  and frames):
   both splits resize the whole image to the square high-resolution size, nothing is cropped or
   flipped (a flip would also mirror the gaze target or the synthetic textures' class).
 """
@@ -24,6 +25,7 @@ TASKS = {
     "inaturalist2017": "classification",
     "image_folder": "classification",
     "gazecapture": "regression",
+    **{name: "classification" for name in config_lib.ZOOM_TASKS},
 }
 DEFAULT_EVAL_SPLITS = {
     "synthetic": "eval",
@@ -31,9 +33,11 @@ DEFAULT_EVAL_SPLITS = {
     "inaturalist2017": "validation",
     "image_folder": "val",
     "gazecapture": "test",
+    **{name: "eval" for name in config_lib.ZOOM_TASKS},
 }
 TRAIN_SPLITS = {"synthetic": "train", "cub": "train", "inaturalist2017": "train",
-                "image_folder": "train", "gazecapture": "train"}
+                "image_folder": "train", "gazecapture": "train",
+                **{name: "train" for name in config_lib.ZOOM_TASKS}}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,7 +59,8 @@ class DatasetInfo:
 
 def preprocessing(cfg: dict[str, Any]) -> str:
   """"crop" or "resize" (see the module docstring)."""
-  return "resize" if cfg["name"] in ("synthetic", "gazecapture") else "crop"
+  return ("resize" if cfg["name"] in ("synthetic", "gazecapture", *config_lib.ZOOM_TASKS)
+          else "crop")
 
 
 def split_name(cfg: dict[str, Any], split: str) -> str:
@@ -86,6 +91,17 @@ def make_source(cfg: dict[str, Any], split: str):
         object_size=syn["object_size"], frame_width=syn["frame_width"],
         detail_period=syn["detail_period"], num_distractors=syn["num_distractors"],
         num_clutter=syn["num_clutter"], seed=syn["seed"])
+  if name in config_lib.ZOOM_TASKS:
+    from saliency_jax.data import zoom_tasks  # pylint: disable=g-import-not-at-top
+    zoom = cfg["zoom"]
+    if dataset_split not in ("train", "eval"):
+      raise ValueError(f"data.eval_split: the zoom tasks have splits 'train' and 'eval'; got "
+                       f"{dataset_split!r}.")
+    return zoom_tasks.ZoomTask(
+        family=name, size=zoom["train_size"] if dataset_split == "train" else zoom["eval_size"],
+        split=dataset_split, image_size=zoom["image_size"], cell_size=zoom["cell_size"],
+        frame_width=zoom["frame_width"], num_distractors=zoom["num_distractors"],
+        num_clutter=zoom["num_clutter"], seed=zoom["seed"])
   if name == "cub":
     from saliency_jax.data import cub  # pylint: disable=g-import-not-at-top
     return cub.cub_source(dataset_split, data_dir=cfg["data_dir"])
@@ -120,6 +136,8 @@ def _num_outputs(cfg: dict[str, Any], train_source) -> int:
     return inaturalist.NUM_CLASSES
   if name == "image_folder":
     return len(train_source.class_names)
+  if name in config_lib.ZOOM_TASKS:
+    return train_source.num_classes
   return 2
 
 

@@ -84,7 +84,7 @@ def texture_mask(pattern: int, size: int, period: int, phase: tuple[int, int]) -
   return mask.astype(bool)
 
 
-def _smooth_background(rng: np.random.Generator, size: int) -> np.ndarray:
+def smooth_background(rng: np.random.Generator, size: int) -> np.ndarray:
   """Low-saturation colour field: a random 4x4 grid of colours, bilinearly interpolated."""
   knots = 4
   grey = rng.uniform(60, 170, (knots, knots, 1))
@@ -95,7 +95,7 @@ def _smooth_background(rng: np.random.Generator, size: int) -> np.ndarray:
   return np.array(field)
 
 
-def _place_boxes(rng: np.random.Generator, count: int, side: int, size: int,
+def place_boxes(rng: np.random.Generator, count: int, side: int, size: int,
                  margin: int) -> list[tuple[int, int]]:
   """Top-left corners of `count` non-overlapping `side x side` squares (a gap between them)."""
   corners: list[tuple[int, int]] = []
@@ -107,6 +107,16 @@ def _place_boxes(rng: np.random.Generator, count: int, side: int, size: int,
     if all(abs(y - cy) >= side + margin or abs(x - cx) >= side + margin for cy, cx in corners):
       corners.append((y, x))
   return corners
+
+
+def draw_clutter(image: np.ndarray, rng: np.random.Generator, count: int, side: int) -> None:
+  """`count` plain rectangles of distractor colours, sides between `side / 3` and `2 side`."""
+  size = image.shape[0]
+  for _ in range(count):
+    h, w = (int(v) for v in rng.integers(side // 3, 2 * side + 1, 2))
+    y, x = (int(v) for v in rng.integers(0, size - min(h, size - 1), 2))
+    colour = DISTRACTOR_COLOURS[rng.integers(len(DISTRACTOR_COLOURS))]
+    image[y:y + h, x:x + w] = (colour * rng.uniform(0.6, 1.0)).astype(np.uint8)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -188,15 +198,11 @@ class SyntheticZoom:
     index = int(index) % self.size
     rng = np.random.default_rng([self.seed, SPLITS.index(self.split), index])
     size, side = self.image_size, self.object_side
-    image = _smooth_background(rng, size)
+    image = smooth_background(rng, size)
 
-    for _ in range(self.num_clutter):
-      h, w = (int(v) for v in rng.integers(side // 3, 2 * side + 1, 2))
-      y, x = (int(v) for v in rng.integers(0, size - min(h, size - 1), 2))
-      colour = DISTRACTOR_COLOURS[rng.integers(len(DISTRACTOR_COLOURS))]
-      image[y:y + h, x:x + w] = (colour * rng.uniform(0.6, 1.0)).astype(np.uint8)
+    draw_clutter(image, rng, self.num_clutter, side)
 
-    corners = _place_boxes(rng, 1 + self.num_distractors, side, size, margin=2)
+    corners = place_boxes(rng, 1 + self.num_distractors, side, size, margin=2)
     label = int(rng.integers(self.num_classes))
     for corner in corners[1:]:
       frame = DISTRACTOR_COLOURS[rng.integers(len(DISTRACTOR_COLOURS))]

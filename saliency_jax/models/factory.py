@@ -39,6 +39,9 @@ TASK_NETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet_tiny", "al
 MODELS_WITH_SALIENCY_NET = ("saliency_sampler", "stn_affine", "stn_tps", "grid_estimator")
 # The task networks `load_pretrained` reads torchvision (or converted) weights into.
 PRETRAINABLE_TASK_NETS = tuple(name for name in TASK_NETS if name != "inception_v3")
+# "torch": PyTorch's default initialisation of the head (the authors'); "zero": a zero head,
+# whose uniform map gives the identity grid, so that the sampler starts as uniform downsampling.
+SALIENCY_HEAD_INITS = ("torch", "zero")
 # Smallest input each task network accepts (AlexNet's strided stem and three pools; Inception-v3
 # as torchvision checks).
 _MIN_TASK_SIZE = {"alexnet": 63, "inception_v3": 75}
@@ -62,6 +65,9 @@ DEFAULTS = {
     "padding": int(_op_default(ops.attraction_grid, "padding")),
     "temperature": float(_op_default(ops.saliency_sample, "temperature")),
     "align_corners": bool(_op_default(ops.saliency_sample, "align_corners")),
+    "max_magnification": 0.0,
+    "antialias": bool(_op_default(ops.saliency_sample, "antialias")),
+    "saliency_head_init": "torch",
     "output_activation": None,
     "blur_min": 64,
     "dropout_rate": 0.5,
@@ -117,6 +123,12 @@ CHECKS = (
     schema.Check("deformable_convs", lambda c: c.deformable_convs >= 1, "an int >= 1"),
     schema.Check("fwhm", lambda c: _positive(c.fwhm), "a finite number > 0"),
     schema.Check("temperature", lambda c: _positive(c.temperature), "a finite number > 0"),
+    schema.Check("max_magnification",
+                 lambda c: c.max_magnification == 0 or (math.isfinite(c.max_magnification)
+                                                        and c.max_magnification >= 1),
+                 "0 (no cap) or a finite number >= 1"),
+    schema.Check("saliency_head_init", lambda c: c.saliency_head_init in SALIENCY_HEAD_INITS,
+                 f"one of {SALIENCY_HEAD_INITS}"),
     schema.Check("dropout_rate", lambda c: 0 <= c.dropout_rate <= 1, "a number in [0, 1]"),
     schema.Check("crop_fraction", lambda c: 0 < c.crop_fraction <= 1, "a number in (0, 1]"),
     schema.Check("task_net",
@@ -180,6 +192,11 @@ def build_model(model_config: Mapping[str, Any], *, num_outputs: int,
     grid_size: side of the saliency grid (and of the grid estimator's grid) [31].
     fwhm, padding, temperature: of the attraction grid and softmax [13.0, 30, 1.0].
     align_corners: `grid_sample` convention of every sampling model [True].
+    max_magnification: the sampler's cap on its local magnification relative to uniform
+      sampling, 0 for none [0.0].
+    antialias: the sampler averages each sample's footprint where its warp compresses [False].
+    saliency_head_init: "torch" (PyTorch's default, the authors') or "zero" (the sampler starts
+      at the identity grid, i.e. as uniform downsampling) ["torch"].
     output_activation: None or "sigmoid" (gaze) [None].
     blur_min: smallest blur size of the warm-up at task size 224, scaled proportionally to
       `task_size` [64].
@@ -215,11 +232,15 @@ def build_model(model_config: Mapping[str, Any], *, num_outputs: int,
       dropout_rate=c["dropout_rate"], rngs=rngs)
 
   if name == "saliency_sampler":
+    head = ({"head_init": nnx.initializers.zeros_init(),
+             "head_bias_init": nnx.initializers.zeros_init()}
+            if c["saliency_head_init"] == "zero" else {})
     saliency_net = saliency_network.SaliencyNetwork(grid_size=c["grid_size"], rngs=rngs,
-                                                    **backbone)
+                                                    **backbone, **head)
     return sampler.SaliencySampler(
         task_net, saliency_net, fwhm=c["fwhm"], padding=c["padding"],
-        temperature=c["temperature"], **warping)
+        temperature=c["temperature"], max_magnification=c["max_magnification"] or None,
+        antialias=c["antialias"], **warping)
   if name in ("uniform", "deformable"):
     return baselines.UniformSampler(task_net, **common)
   if name == "stn_affine":

@@ -41,6 +41,10 @@ class SaliencySampler(task.TaskModel):
     blur_min: smallest blur size of the warm-up, in pixels at this task size; None: the
       authors' 64 of 224, scaled to the task size.
     output_activation: None (logits) or "sigmoid" (the gaze regression).
+    max_magnification: None (no cap) or a cap, at least 1, on the grid's local magnification
+      relative to uniform sampling (`ops.attraction_grid`'s `max_magnification`).
+    antialias: True: each sample averages the image over its footprint where the warp
+      compresses (`ops.grid_sample`'s `antialias`), so that the squeezed regions do not alias.
 
   Attributes:
     task_net, saliency_net: the two networks (`saliency_net.backbone`, `saliency_net.head`).
@@ -51,7 +55,9 @@ class SaliencySampler(task.TaskModel):
                padding: int = _GRID["padding"].default,
                temperature: float = _SAMPLE["temperature"].default,
                align_corners: bool = _SAMPLE["align_corners"].default,
-               blur_min: int | None = None, output_activation: str | None = None):
+               blur_min: int | None = None, output_activation: str | None = None,
+               max_magnification: float | None = _GRID["max_magnification"].default,
+               antialias: bool = _SAMPLE["antialias"].default):
     super().__init__(task_net, task_size=task_size, blur_min=blur_min,
                      output_activation=output_activation)
     if temperature <= 0:
@@ -62,6 +68,11 @@ class SaliencySampler(task.TaskModel):
     self.padding = int(padding)
     self.temperature = float(temperature)
     self.align_corners = bool(align_corners)
+    if max_magnification is not None and not max_magnification >= 1:
+      raise ValueError(f"max_magnification must be None or at least 1; got "
+                       f"{max_magnification!r}.")
+    self.max_magnification = None if max_magnification is None else float(max_magnification)
+    self.antialias = bool(antialias)
 
   def saliency_logits(self, images: jax.Array) -> jax.Array:
     """`[B, H, W, 3]` images -> `[B, g, g]` saliency logits (before the softmax)."""
@@ -85,6 +96,7 @@ class SaliencySampler(task.TaskModel):
     logits = self.saliency_logits(images)
     sampled, grid, saliency = ops.saliency_sample(
         images, logits, (self.task_size, self.task_size), temperature=self.temperature,
-        align_corners=self.align_corners, fwhm=self.fwhm, padding=self.padding)
+        align_corners=self.align_corners, antialias=self.antialias, fwhm=self.fwhm,
+        padding=self.padding, max_magnification=self.max_magnification)
     return self.run_task_net(sampled * task.unit_scale(images), blur_key,
                              {"grid": grid, "saliency": saliency})

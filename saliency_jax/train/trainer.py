@@ -447,12 +447,16 @@ def _train(config: ml_collections.ConfigDict, workdir: str, *, label: str, mesh:
     experiment = build(True)
   state = experiment.initial_state
   last_train: dict[str, float] = {}
+  # (step, mean training loss since the previous log step): kept in the checkpoints, so that a
+  # resumed run reports the whole curve (the zoom suite reads it to detect collapses).
+  loss_curve: list[list[float]] = []
   rate = 0.0
   if restored is not None:
     state = restored.state
     train_loader.set_state(restored.loader_state)
     # What results.json reports if this run has no step left to train.
     last_train = dict(restored.metrics.get("train", {}))
+    loss_curve = [list(point) for point in restored.metrics.get("loss_curve", [])]
     rate = float(restored.metrics.get("images_per_sec", 0.0))
   start = int(state.step)
 
@@ -516,6 +520,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, *, label: str, mesh:
           f"--config.optimizer.learning_rate (or set --config.optimizer.grad_clip_norm) and "
           f"train again in a new --workdir.")
     last_train = _interval_metrics(history)
+    loss_curve.append([done, last_train["loss"]])
     rate = progress.update(done, loss=last_train["loss"])
     lrs = {f"lr/{g}": float(s(done - 1)) for g, s in experiment.schedules.items()}
     writer.scalars(done, {**{f"train/{k}": v for k, v in last_train.items()},
@@ -523,7 +528,8 @@ def _train(config: ml_collections.ConfigDict, workdir: str, *, label: str, mesh:
 
   def save(done: int, *, force: bool) -> bool:
     return checkpoints.save(done, state, loader_state=train_loader.get_state(),
-                            metrics={"train": last_train, "images_per_sec": rate}, force=force)
+                            metrics={"train": last_train, "images_per_sec": rate,
+                                     "loss_curve": list(loss_curve)}, force=force)
 
   def stopped(signum: int, what: str, *, then: str = "resume") -> preemption_lib.Stopped:
     return preemption_lib.Stopped(
@@ -597,6 +603,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, *, label: str, mesh:
       "steps": length.total_steps,
       "eval": eval_results,
       "train": last_train,
+      "loss_curve": loss_curve,
       "images_per_sec": rate,
       "workdir": workdir,
       "panels": panel_dir,

@@ -1,0 +1,206 @@
+r"""Measurement: the sampler against uniform downsampling and baselines on the zoom-task suite.
+
+    python benchmarks/zoom_suite.py --quick       # smoke test: every family, tiny runs (~2 min)
+    python benchmarks/zoom_suite.py               # every family x size x model x seed
+    python benchmarks/zoom_suite.py --families=zoom_count --sizes=64 --models=saliency_sampler,uniform
+    python benchmarks/zoom_suite.py --tag=torch_head --set=model.saliency_head_init=torch
+
+Every run is `configs/zoom_suite.py` with `data.name` (the family), `model.task_size`,
+`model.name` and `seed` changed, and `--set` overrides applied to all runs (an ablation is a
+`--tag` with its `--set`s). The same steps, data and optimizer for every contender. Each run
+trains in its own workdir under `--workdir`; a run whose results are already in the output JSON
+is not trained again, so an interrupted suite resumes where it stopped.
+
+The JSON (`benchmarks/results/zoom_suite_<backend>.json` unless `--out`) holds, per tag, family,
+task size and model, one record per seed: evaluation top-1, the run's loss curve, and its
+*collapse*: the largest rise of the training loss above its running minimum, in % of the
+minimum (the suite's no-collapse target is below 50 %). The summary prints mean +- std over
+seeds and checks the suite's targets against uniform downsampling at the same size.
+"""
+
+import argparse
+import ast
+import importlib.util
+import json
+import os
+import statistics
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from benchmarks import common  # noqa: E402
+
+FAMILIES = ("zoom_glyph", "zoom_orientation", "zoom_count", "zoom_marker")
+SIZES = (256, 128, 64)
+MODELS = ("saliency_sampler", "uniform", "cam_crop", "stn_affine")
+# STN affine's localisation network needs the smaller rates (see configs/stn_affine.py).
+_MODEL_OVERRIDES = {"stn_affine": {"optimizer.lr_multipliers.saliency_head": 0.01,
+                                   "optimizer.lr_multipliers.saliency_backbone": 0.01}}
+
+
+def suite_config(family: str, size: int, model: str, seed: int, overrides: dict):
+  """`configs/zoom_suite.py` for one run."""
+  spec = importlib.util.spec_from_file_location("zoom_suite_config",
+                                                os.path.join(ROOT, "configs", "zoom_suite.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config()
+  config.data.name = family
+  config.model.task_size = size
+  config.model.name = model
+  config.seed = seed
+  config.compare_with_uniform = False
+  for key, value in {**_MODEL_OVERRIDES.get(model, {}), **overrides}.items():
+    parent, _, field = key.rpartition(".")
+    node = config
+    try:
+      for part in filter(None, parent.split(".")):
+        node = node[part]
+      if field not in node:
+        raise KeyError(field)
+      node[field] = value  # The locked ConfigDict rejects wrong types.
+    except (KeyError, TypeError) as error:
+      problem = ("is not a config field" if isinstance(error, KeyError)
+                 else f"cannot take {value!r}: {error}")
+      raise SystemExit(f"--set: {key} {problem}.") from None
+  return config
+
+
+def collapse(curve: list) -> float:
+  """Largest rise of the loss above its running minimum, in % of that minimum."""
+  worst, low = 0.0, float("inf")
+  for _, loss in curve:
+    low = min(low, loss)
+    worst = max(worst, (loss - low) / low * 100 if low > 0 else 0.0)
+  return worst
+
+
+def parse_overrides(items: list[str]) -> dict:
+  overrides = {}
+  for item in items:
+    key, sep, text = item.partition("=")
+    if not sep or not key:
+      raise SystemExit(f"--set: expected FIELD=VALUE (e.g. model.saliency_head_init=zero); "
+                       f"got {item!r}.")
+    try:
+      overrides[key] = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+      overrides[key] = text  # A bare word: a string field.
+  return overrides
+
+
+def _stats(values: list[float]) -> tuple[float, float]:
+  return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def summarise(runs: dict, chance: dict) -> list[tuple]:
+  """Rows (family, size, model, n, top-1 mean +- std, vs uniform, collapse max, target)."""
+  rows = []
+  for family, by_size in runs.items():
+    for size, by_model in sorted(by_size.items(), key=lambda kv: -int(kv[0])):
+      base = [r["top1"] for r in by_model.get("uniform", [])]
+      base_mean = _stats(base)[0] * 100 if base else None
+      for model, records in by_model.items():
+        mean, std = (100 * v for v in _stats([r["top1"] for r in records]))
+        worst = max(r["collapse"] for r in records)
+        delta, verdict = "", ""
+        if base_mean is not None and model != "uniform":
+          delta = f"{mean - base_mean:+.1f}"
+          verdict = _target(mean, base_mean, 100 * chance[family])
+        rows.append((family, size, model, len(records), f"{mean:.1f} +- {std:.1f}", delta,
+                     f"{worst:.0f} %", verdict))
+  return rows
+
+
+def _target(mean: float, uniform: float, chance: float) -> str:
+  """The suite's targets for a contender against uniform at the same size (see issue 15)."""
+  verdicts = ["never hurts: " + ("ok" if mean >= uniform - 1 else "MISSED")]
+  if chance + 10 <= uniform <= 90:
+    verdicts.append("helps: " + ("ok" if mean >= uniform + 15 else "MISSED"))
+  elif uniform < chance + 10:
+    verdicts.append("looks: " + ("ok" if mean >= 2 * chance else "MISSED"))
+  return ", ".join(verdicts)
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--families", default=",".join(FAMILIES))
+  parser.add_argument("--sizes", default=",".join(map(str, SIZES)))
+  parser.add_argument("--models", default=",".join(MODELS))
+  parser.add_argument("--seeds", default="0,1,2")
+  parser.add_argument("--steps", type=int, default=0, help="0: the config's num_train_steps")
+  parser.add_argument("--tag", default="default", help="name of this recipe in the JSON")
+  parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                      help="config override for every run (repeatable)")
+  parser.add_argument("--workdir", default=os.path.join(ROOT, "runs", "zoom_suite"))
+  parser.add_argument("--out", default="")
+  parser.add_argument("--quick", action="store_true",
+                      help="smoke test: size 64, sampler and uniform, 1 seed, 8 steps, tiny data")
+  args = parser.parse_args(argv)
+
+  families = [f for f in args.families.split(",") if f]
+  unknown = sorted(set(families) - set(FAMILIES))
+  if unknown:
+    raise SystemExit(f"--families: expected some of {FAMILIES}; got {unknown}.")
+  models = [m for m in args.models.split(",") if m]
+  if set(models) - set(MODELS):
+    raise SystemExit(f"--models: expected some of {MODELS}; got {sorted(set(models) - set(MODELS))}.")
+  sizes = [int(s) for s in args.sizes.split(",") if s]
+  seeds = [int(s) for s in args.seeds.split(",") if s]
+  overrides = parse_overrides(args.set)
+  if args.quick:
+    sizes, models, seeds = [64], ["saliency_sampler", "uniform"], [0]
+    overrides = {"num_train_steps": 8, "batch_size": 8, "data.zoom.train_size": 64,
+                 "data.zoom.eval_size": 16, "log_every_steps": 4, "eval_every_steps": 8,
+                 "checkpoint_every_steps": 8, "num_panels": 0, **overrides}
+  if args.steps:
+    overrides["num_train_steps"] = args.steps
+  from saliency_jax.train import config as config_lib  # pylint: disable=g-import-not-at-top
+  # Every config is built (and validated) before anything is trained or written.
+  plan = []
+  for family in families:
+    for size in sizes:
+      for model in models:
+        for seed in seeds:
+          config = suite_config(family, size, model, seed, overrides)
+          config_lib.validate_config(config)
+          plan.append((family, size, model, seed, config))
+
+  import jax  # pylint: disable=g-import-not-at-top
+  from saliency_jax.data import zoom_tasks  # pylint: disable=g-import-not-at-top
+  from saliency_jax.train import trainer  # pylint: disable=g-import-not-at-top
+  out = args.out or os.path.join(ROOT, "benchmarks", "results",
+                                 f"zoom_suite_{jax.default_backend()}"
+                                 f"{'_quick' if args.quick else ''}.json")
+  payload = {}
+  if os.path.exists(out):
+    with open(out) as f:
+      payload = json.load(f)
+  payload["environment"] = common.environment()
+  tag = payload.setdefault("tags", {}).setdefault(args.tag, {"overrides": {}, "runs": {}})
+  tag["overrides"] = {k: v for k, v in overrides.items()}
+  for family, size, model, seed, config in plan:
+    records = tag["runs"].setdefault(family, {}).setdefault(str(size), {}).setdefault(model, [])
+    if any(r["seed"] == seed for r in records):
+      continue
+    workdir = os.path.join(args.workdir, args.tag, family, str(size), model, f"seed{seed}")
+    print(f"\n=== {args.tag}: {family}, task size {size}, {model}, seed {seed} ===", flush=True)
+    results = trainer.train_and_evaluate(config, workdir)
+    records.append({"seed": seed, "top1": results["eval"]["top1"],
+                    "eval_loss": results["eval"]["loss"], "collapse": collapse(
+                        results["loss_curve"]), "loss_curve": results["loss_curve"],
+                    "steps": results["steps"], "images_per_sec": results["images_per_sec"]})
+    records.sort(key=lambda r: r["seed"])
+    common.write_json(out, payload)  # After every run: an interrupted suite loses one run.
+
+  chance = {f: 1 / zoom_tasks.NUM_CLASSES[f] for f in FAMILIES}
+  common.print_table(f"Zoom suite, tag {args.tag!r} (top-1 %, mean +- std over seeds)",
+                     summarise(tag["runs"], chance),
+                     ("family", "size", "model", "seeds", "top-1", "vs uniform",
+                      "collapse", "targets"))
+  print(f"Wrote {out}")
+
+
+if __name__ == "__main__":
+  main()

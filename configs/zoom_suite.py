@@ -1,0 +1,34 @@
+r"""The zoom-task suite's recipe: the sampler on one family of `saliency_jax.data.zoom_tasks`.
+
+    python train.py --workdir=runs/zoom_glyph --config=configs/zoom_suite.py \
+        --config.data.name=zoom_glyph --config.model.task_size=64
+
+One recipe for every family and task size, untuned to any of them (what `benchmarks/zoom_suite.py`
+runs, with only `data.name`, `model.task_size`, `model.name` and `seed` changed): 512 px images,
+the saliency network sees a 64x64 view, tiny ResNets trained from scratch, the demo's optimizer,
+and the sampler starts as uniform downsampling (a zero saliency head: uniform map, identity
+grid), so that it can only move away from the baseline where the task gains by it. The uniform
+baseline is trained second with the same everything (`compare_with_uniform`).
+
+The suite's results as measured (mean and std over seeds, per family and size) are in the
+README and in benchmarks/results/zoom_suite_cpu.json.
+"""
+from configs import default
+
+
+def get_config():
+  config = default.get_config()
+  config.data.name = "zoom_glyph"
+  config.data.image_size = 512
+  config.data.zoom.train_size = 20_000
+  config.data.zoom.eval_size = 500
+
+  config.model.task_size = 128
+  config.model.low_res_size = 64
+  config.model.saliency_head_init = "zero"
+
+  config.num_train_steps = 600
+  config.eval_every_steps = 600
+  config.checkpoint_every_steps = 300
+  config.num_panels = 4
+  return config

@@ -1,0 +1,59 @@
+"""benchmarks/zoom_suite.py: its configs, its collapse measure, its targets, and a quick run."""
+
+import json
+
+import pytest
+
+from benchmarks import zoom_suite
+
+
+def test_collapse_is_the_largest_rise_above_the_running_minimum():
+  # Minimum 1.0 at step 2, then 1.6: a rise of 60 %; the earlier 2.0 -> 1.0 fall is no rise.
+  assert zoom_suite.collapse([[1, 2.0], [2, 1.0], [3, 1.6], [4, 0.5], [5, 0.6]]) == pytest.approx(
+      60.0)
+  assert zoom_suite.collapse([[1, 2.0], [2, 1.5], [3, 1.0]]) == 0.0
+
+
+def test_targets_follow_the_issue():
+  # Chance 25 %: uniform at 60 % keeps part of the detail, so the sampler must add 15 points.
+  assert zoom_suite._target(75.5, 60.0, 25.0) == "never hurts: ok, helps: ok"
+  assert zoom_suite._target(70.0, 60.0, 25.0) == "never hurts: ok, helps: MISSED"
+  # Uniform near chance: the sampler must reach twice chance; uniform above 90 %: only never-hurts.
+  assert zoom_suite._target(49.0, 26.0, 25.0) == "never hurts: ok, looks: MISSED"
+  assert zoom_suite._target(95.0, 96.5, 25.0) == "never hurts: MISSED"
+
+
+def test_suite_config_overrides_and_rejects_unknown_fields():
+  config = zoom_suite.suite_config("zoom_marker", 64, "stn_affine", 3,
+                                   {"model.saliency_head_init": "torch", "num_train_steps": 7})
+  assert (config.data.name, config.model.task_size, config.model.name, config.seed) == (
+      "zoom_marker", 64, "stn_affine", 3)
+  assert config.model.saliency_head_init == "torch" and config.num_train_steps == 7
+  assert config.optimizer.lr_multipliers.saliency_head == 0.01  # STN affine's own rates.
+  with pytest.raises(SystemExit, match="--set: model.zoom is not a config field"):
+    zoom_suite.suite_config("zoom_marker", 64, "uniform", 0, {"model.zoom": 2})
+  with pytest.raises(SystemExit, match="--set: model.task_size cannot take 'big'"):
+    zoom_suite.suite_config("zoom_marker", 64, "uniform", 0, {"model.task_size": "big"})
+  assert zoom_suite.parse_overrides(["model.antialias=True", "model.saliency_head_init=zero"]) == {
+      "model.antialias": True, "model.saliency_head_init": "zero"}
+  with pytest.raises(SystemExit, match="--set: expected FIELD=VALUE"):
+    zoom_suite.parse_overrides(["antialias"])
+  with pytest.raises(SystemExit, match="--families: expected some of"):
+    zoom_suite.main(["--families=zoom_text"])
+
+
+def test_quick_run_writes_and_resumes(tmp_path, capsys):
+  out = tmp_path / "suite.json"
+  args = ["--quick", "--families=zoom_count", f"--workdir={tmp_path / 'runs'}", f"--out={out}"]
+  zoom_suite.main(args)
+  runs = json.loads(out.read_text())["tags"]["default"]["runs"]["zoom_count"]["64"]
+  assert set(runs) == {"saliency_sampler", "uniform"}
+  for records in runs.values():
+    (record,) = records
+    assert record["seed"] == 0 and record["steps"] == 8 and 0 <= record["top1"] <= 1
+    assert [step for step, _ in record["loss_curve"]] == [4, 8]
+  printed = capsys.readouterr().out
+  assert "zoom_count" in printed and "never hurts" in printed
+  # A second call finds every run in the JSON and trains nothing.
+  zoom_suite.main(args)
+  assert "===" not in capsys.readouterr().out
