@@ -123,6 +123,20 @@ def _target(mean: float, uniform: float, chance: float) -> str:
   return ", ".join(verdicts)
 
 
+def _load(path: str) -> dict:
+  payload = {"tags": {}}
+  if os.path.exists(path):
+    with open(path) as f:
+      payload = json.load(f)
+  return payload
+
+
+def _runs(payload: dict, tag: str, family: str, size: int, model: str) -> list:
+  """The records of one (tag, family, size, model), created empty if missing."""
+  entry = payload["tags"].setdefault(tag, {"overrides": {}, "runs": {}})
+  return entry["runs"].setdefault(family, {}).setdefault(str(size), {}).setdefault(model, [])
+
+
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--families", default=",".join(FAMILIES))
@@ -173,27 +187,26 @@ def main(argv=None):
   out = args.out or os.path.join(ROOT, "benchmarks", "results",
                                  f"zoom_suite_{jax.default_backend()}"
                                  f"{'_quick' if args.quick else ''}.json")
-  payload = {}
-  if os.path.exists(out):
-    with open(out) as f:
-      payload = json.load(f)
-  payload["environment"] = common.environment()
-  tag = payload.setdefault("tags", {}).setdefault(args.tag, {"overrides": {}, "runs": {}})
-  tag["overrides"] = {k: v for k, v in overrides.items()}
   for family, size, model, seed, config in plan:
-    records = tag["runs"].setdefault(family, {}).setdefault(str(size), {}).setdefault(model, [])
-    if any(r["seed"] == seed for r in records):
+    if any(r["seed"] == seed for r in _runs(_load(out), args.tag, family, size, model)):
       continue
     workdir = os.path.join(args.workdir, args.tag, family, str(size), model, f"seed{seed}")
     print(f"\n=== {args.tag}: {family}, task size {size}, {model}, seed {seed} ===", flush=True)
     results = trainer.train_and_evaluate(config, workdir)
+    # Read again just before writing, so that suites run side by side (other tags, families)
+    # keep each other's runs; an interrupted suite loses one run at most.
+    payload = _load(out)
+    payload["environment"] = common.environment()
+    records = _runs(payload, args.tag, family, size, model)
+    payload["tags"][args.tag]["overrides"] = dict(overrides)
     records.append({"seed": seed, "top1": results["eval"]["top1"],
                     "eval_loss": results["eval"]["loss"], "collapse": collapse(
                         results["loss_curve"]), "loss_curve": results["loss_curve"],
                     "steps": results["steps"], "images_per_sec": results["images_per_sec"]})
     records.sort(key=lambda r: r["seed"])
-    common.write_json(out, payload)  # After every run: an interrupted suite loses one run.
+    common.write_json(out, payload)
 
+  tag = _load(out)["tags"][args.tag]
   chance = {f: 1 / zoom_tasks.NUM_CLASSES[f] for f in FAMILIES}
   common.print_table(f"Zoom suite, tag {args.tag!r} (top-1 %, mean +- std over seeds)",
                      summarise(tag["runs"], chance),
