@@ -147,11 +147,14 @@ class ZoomTask:
         y, x = 1 + spacing * (slot // 5), 1 + spacing * (slot % 5)
         stamp(np.ones((c + 1, c + 1), bool), int(y), int(x))
     else:  # zoom_marker: four light squares, 2x2; the odd one (reading order) has the "x".
-      square = 3 * c + 4
-      for k, (y, x) in enumerate([(2, 2), (2, square + 4), (square + 4, 2),
-                                  (square + 4, square + 4)]):
+      # At a random offset: a fixed layout would let area averaging read which square holds
+      # the "x" (it spreads its ink to the corners, the "+" to the centre), measured 0.45 top-1.
+      square, gap = 3 * c + 2, 2
+      top, left = (int(v) for v in rng.integers(0, t - 2 * square - gap + 1, 2))
+      for k in range(4):
+        y, x = top + k // 2 * (square + gap), left + k % 2 * (square + gap)
         tile[y:y + square, x:x + square] = np.minimum(tile[y:y + square, x:x + square] + 30, 255)
-        stamp(_cells(CROSS if k == label else PLUS, c), y + 2, x + 2)
+        stamp(_cells(CROSS if k == label else PLUS, c), y + 1, x + 1)
     tile[ink] = rng.uniform(20, 60, 3)
     return np.clip(tile, 0, 255).astype(np.uint8)
 
