@@ -29,33 +29,10 @@ import numpy as np  # noqa: E402
 
 import saliency_jax as sj  # noqa: E402
 from benchmarks import common  # noqa: E402
+from tests.references.supersampling import supersampled, zone_plate  # noqa: E402
 
 # (batch, image side, output side, grid side, feature stride, feature channels)
 SIZES = {"paper": (32, 800, 224, 31, 8, 256), "quick": (2, 64, 32, 7, 8, 8)}
-
-
-def zone_plate(n: int) -> np.ndarray:
-  ys, xs = np.meshgrid(np.arange(n) - n / 2, np.arange(n) - n / 2, indexing="ij")
-  return (0.5 + 0.5 * np.cos(np.pi * (xs ** 2 + ys ** 2) / n))[None, :, :, None].astype(np.float32)
-
-
-def supersampled(image, grid, k=16):
-  """Mean of k x k bilinear point samples over each output pixel's Jacobian footprint."""
-  g = np.asarray(grid, np.float64)[0]
-  height, width = image.shape[1:3]
-  x = (g[..., 0] + 1) / 2 * (width - 1)
-  y = (g[..., 1] + 1) / 2 * (height - 1)
-  xv, xu = np.gradient(x)
-  yv, yu = np.gradient(y)
-  offsets = (np.arange(k) + 0.5) / k - 0.5
-  total = 0.0
-  for a in offsets:
-    for b in offsets:
-      px, py = x + a * xu + b * xv, y + a * yu + b * yv
-      points = np.stack([px / (width - 1) * 2 - 1, py / (height - 1) * 2 - 1], -1)
-      total = total + np.asarray(sj.grid_sample(image, points[None].astype(np.float32),
-                                                align_corners=True))
-  return total / k ** 2
 
 
 def antialias_errors(size: int, out: int) -> dict:

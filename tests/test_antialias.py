@@ -14,29 +14,7 @@ import numpy as np
 import pytest
 
 import saliency_jax as sj
-
-
-def zone_plate(n):
-  ys, xs = np.meshgrid(np.arange(n) - n / 2, np.arange(n) - n / 2, indexing="ij")
-  return (0.5 + 0.5 * np.cos(np.pi * (xs ** 2 + ys ** 2) / n))[None, :, :, None].astype(np.float32)
-
-
-def supersampled(image, grid, k=16):
-  g = np.asarray(grid, np.float64)[0]
-  height, width = image.shape[1:3]
-  x = (g[..., 0] + 1) / 2 * (width - 1)
-  y = (g[..., 1] + 1) / 2 * (height - 1)
-  xv, xu = np.gradient(x)
-  yv, yu = np.gradient(y)
-  offsets = (np.arange(k) + 0.5) / k - 0.5
-  total = 0.0
-  for a in offsets:
-    for b in offsets:
-      px, py = x + a * xu + b * xv, y + a * yu + b * yv
-      points = np.stack([px / (width - 1) * 2 - 1, py / (height - 1) * 2 - 1], -1)
-      total = total + np.asarray(sj.grid_sample(image, points[None].astype(np.float32),
-                                                align_corners=True))
-  return total / k ** 2
+from tests.references.supersampling import supersampled, zone_plate
 
 
 def lattice(h, w):

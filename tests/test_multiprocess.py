@@ -18,41 +18,21 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, final_state
+from tiny_experiments import train_config_source
 
 STEPS = 4
 EVERY = 2
 DEVICES = 4
 
-# Blurred warm-up throughout: the blur draws one size per row of the global batch, so a process
-# that fed other rows than the one-process run would train on other inputs from step 1.
-CONFIG = '''
-from configs import default
-
-def get_config():
-  c = default.get_config()
-  c.compare_with_uniform = False
-  m = c.model
-  m.task_net = m.saliency_backbone = "resnet_tiny"
-  m.task_size = m.low_res_size = 32
-  m.grid_size, m.padding, m.fwhm = 9, 4, 4.0
-  s = c.data.synthetic
-  s.train_size, s.eval_size = 32, 20
-  s.object_size, s.frame_width, s.detail_period = 8, 2, 2
-  s.num_distractors, s.num_clutter = 1, 1
-  c.data.image_size, c.data.num_workers, c.data.prefetch = 64, 0, 1
-  c.batch_size = 8
-  c.num_train_steps = {steps}
-  c.blur_epochs = 100.0
-  c.optimizer.learning_rate = 0.005
-  c.checkpoint_every_steps = {every}
-  c.keep_checkpoints = 3
-  c.log_every_steps = 1
-  c.eval_every_steps = {steps}
-  c.num_panels = 1
-  c.heartbeat_timeout_seconds = 10
-  c.distributed_timeout_seconds = 60
-  return c
-'''
+def config_source(steps: int, every: int) -> str:
+  # Blurred warm-up throughout: the blur draws one size per row of the global batch, so a process
+  # that fed other rows than the one-process run would train on other inputs from step 1.
+  return train_config_source({
+      "data.synthetic.train_size": 32, "data.synthetic.eval_size": 20,
+      "num_train_steps": steps, "blur_epochs": 100.0, "optimizer.learning_rate": 0.005,
+      "checkpoint_every_steps": every, "keep_checkpoints": 3, "log_every_steps": 1,
+      "eval_every_steps": steps, "heartbeat_timeout_seconds": 10,
+      "distributed_timeout_seconds": 60})
 
 
 def _free_port() -> int:
@@ -112,7 +92,7 @@ def _run(train_program, workdir, config_file, processes, *overrides, log):
 @pytest.fixture(scope="module")
 def config_file(tmp_path_factory):
   path = tmp_path_factory.mktemp("multiprocess") / "config.py"
-  path.write_text(CONFIG.format(steps=STEPS, every=EVERY))
+  path.write_text(config_source(STEPS, EVERY))
   return path
 
 
@@ -163,7 +143,7 @@ def test_a_lost_process_stops_the_others_and_a_resume_takes_another_layout(
   # A run long enough that the processes are still training when one of them is killed.
   steps = 24
   config_file = tmp_path / "config.py"
-  config_file.write_text(CONFIG.format(steps=steps, every=EVERY))
+  config_file.write_text(config_source(steps, EVERY))
   workdir, log = tmp_path / "run", tmp_path / "log"
   popens = _start(train_program, workdir, config_file, 2, log=log)
   deadline = time.monotonic() + 180

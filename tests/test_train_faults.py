@@ -22,37 +22,18 @@ import numpy as np
 import pytest
 
 from conftest import final_state
+from tiny_experiments import train_config_source
 
 STEPS = 32
 EVERY = 4  # Checkpoints at 4, 8, ..., 32, all kept.
 EVAL_EVERY = 6  # Evaluations (and panels) at 6, 12, ..., 30 and the final one at 32.
 
-CONFIG = f'''
-from configs import default
-
-def get_config():
-  c = default.get_config()
-  c.compare_with_uniform = False
-  m = c.model
-  m.name = "uniform"  # The trainer's faults, not the model's: the smallest model that trains.
-  m.task_net = m.saliency_backbone = "resnet_tiny"
-  m.task_size = m.low_res_size = 32
-  m.grid_size, m.padding, m.fwhm = 9, 4, 4.0
-  s = c.data.synthetic
-  s.train_size, s.eval_size = 32, 192  # 24 batches: a signal has time to land in one.
-  s.object_size, s.frame_width, s.detail_period = 8, 2, 2
-  s.num_distractors, s.num_clutter = 1, 1
-  c.data.image_size, c.data.num_workers, c.data.prefetch = 64, 0, 1
-  c.batch_size = 8
-  c.num_train_steps = {STEPS}
-  c.blur_epochs = 0.0
-  c.checkpoint_every_steps = {EVERY}
-  c.keep_checkpoints = 8
-  c.log_every_steps = 1
-  c.eval_every_steps = {EVAL_EVERY}
-  c.num_panels = 1
-  return c
-'''
+CONFIG = train_config_source({
+    "model.name": "uniform",  # The trainer's faults, not the model's: the smallest that trains.
+    "data.synthetic.train_size": 32,
+    "data.synthetic.eval_size": 192,  # 24 batches: a signal has time to land in one.
+    "num_train_steps": STEPS, "blur_epochs": 0.0, "checkpoint_every_steps": EVERY,
+    "keep_checkpoints": 8, "log_every_steps": 1, "eval_every_steps": EVAL_EVERY})
 
 SIGNALS = {"SIGKILL": signal.SIGKILL, "SIGTERM": signal.SIGTERM, "SIGINT": signal.SIGINT}
 

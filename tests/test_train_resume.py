@@ -20,36 +20,16 @@ import pytest
 from conftest import ROOT, final_state
 from saliency_jax import train
 from saliency_jax.train import trainer
-from tiny_experiments import load_config, tiny, write_gazecapture
+from tiny_experiments import load_config, tiny, train_config_source, write_gazecapture
 
 STEPS = 40
 EVERY = 4
 
-CONFIG_FILE = f'''
-from configs import default
-
-def get_config():
-  c = default.get_config()
-  c.compare_with_uniform = False
-  m = c.model
-  m.task_net = m.saliency_backbone = "resnet_tiny"
-  m.task_size = m.low_res_size = 32
-  m.grid_size, m.padding, m.fwhm = 9, 4, 4.0
-  s = c.data.synthetic
-  s.train_size, s.eval_size = 32, 8
-  s.object_size, s.frame_width, s.detail_period = 8, 2, 2
-  s.num_distractors, s.num_clutter = 1, 1
-  c.data.image_size, c.data.num_workers, c.data.prefetch = 64, 0, 1
-  c.batch_size = 8
-  c.num_train_steps = {STEPS}
-  c.blur_epochs = 2.0  # The first 8 steps blur: the kill lands in the second phase.
-  c.checkpoint_every_steps = {EVERY}
-  c.keep_checkpoints = 2
-  c.log_every_steps = 2
-  c.eval_every_steps = {STEPS}
-  c.num_panels = 1
-  return c
-'''
+CONFIG_FILE = train_config_source({
+    "data.synthetic.train_size": 32, "data.synthetic.eval_size": 8, "num_train_steps": STEPS,
+    "blur_epochs": 2.0,  # The first 8 steps blur: the kill lands in the second phase.
+    "checkpoint_every_steps": EVERY, "keep_checkpoints": 2, "log_every_steps": 2,
+    "eval_every_steps": STEPS})
 
 
 def test_sigkill_and_resume_gives_the_uninterrupted_result(train_program, tmp_path):

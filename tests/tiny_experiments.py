@@ -13,6 +13,35 @@ def load_config(name: str, argument: str | None = None) -> ml_collections.Config
   return module.get_config() if argument is None else module.get_config(argument)
 
 
+# The demo's recipe with tiny networks and data: the body of every config file that the trainer's
+# subprocess tests (kills, signals, resume, several processes) write for train.py.
+_CONFIG_FILE_BODY = """\
+from configs import default
+
+
+def get_config():
+  c = default.get_config()
+  c.compare_with_uniform = False
+  m = c.model
+  m.task_net = m.saliency_backbone = "resnet_tiny"
+  m.task_size = m.low_res_size = 32
+  m.grid_size, m.padding, m.fwhm = 9, 4, 4.0
+  s = c.data.synthetic
+  s.object_size, s.frame_width, s.detail_period = 8, 2, 2
+  s.num_distractors, s.num_clutter = 1, 1
+  c.data.image_size, c.data.num_workers, c.data.prefetch = 64, 0, 1
+  c.batch_size = 8
+  c.num_panels = 1
+"""
+
+
+def train_config_source(fields: dict) -> str:
+  """Source of a config file for train.py: the tiny demo, then `fields` (dotted names under the
+  config, e.g. "data.synthetic.train_size", -> values) set in order."""
+  lines = [f"  c.{name} = {value!r}\n" for name, value in fields.items()]
+  return _CONFIG_FILE_BODY + "".join(lines) + "  return c\n"
+
+
 def write_gazecapture(root: str, *, train_frames: int = 8, test_frames: int = 4) -> str:
   """A GazeCapture directory in the official layout with one train and one test recording."""
   rng = np.random.default_rng(0)
