@@ -144,20 +144,34 @@ def test_pretrained_backbone_that_does_not_fit(tmp_path):
   assert "cannot be loaded into model.saliency_backbone 'resnet_tiny'" in message
 
 
-def test_evaluation_split_without_a_readable_image(tmp_path):
-  root = tmp_path / "images"
+def _image_folder(root, unreadable: str):
+  """An image folder of 2 classes x 4 images per split, every image of `unreadable` broken."""
   rng = np.random.default_rng(0)
-  for label in ("a", "b"):
-    (root / "train" / label).mkdir(parents=True)
-    (root / "val" / label).mkdir(parents=True)
-    for i in range(4):
-      Image.fromarray(rng.integers(0, 256, (72, 72, 3), dtype=np.uint8)).save(
-          root / "train" / label / f"{i}.png")
-      (root / "val" / label / f"{i}.png").write_bytes(b"not a png")  # Unreadable.
+  for split in ("train", "val"):
+    for label in ("a", "b"):
+      (root / split / label).mkdir(parents=True)
+      for i in range(4):
+        path = root / split / label / f"{i}.png"
+        if split == unreadable:
+          path.write_bytes(b"not a png")
+        else:
+          Image.fromarray(rng.integers(0, 256, (72, 72, 3), dtype=np.uint8)).save(path)
   config = _uniform()
   config.data.name, config.data.data_dir = "image_folder", str(root)
+  return config
+
+
+def test_evaluation_split_without_a_readable_image(tmp_path):
+  config = _image_folder(tmp_path / "images", unreadable="val")
   message = _rejected(config, tmp_path / "run", "data")
   assert "no image of the image_folder" in message and "can be read" in message
+
+
+def test_training_split_without_a_readable_image(tmp_path):
+  config = _image_folder(tmp_path / "images", unreadable="train")
+  message = _rejected(config, tmp_path / "run", "data")
+  assert "the train split of 'image_folder' cannot be read" in message
+  assert "consecutive records from index 0 cannot be decoded" in message
 
 
 def test_compare_with_uniform_and_a_saliency_backbone_train_both(tmp_path):

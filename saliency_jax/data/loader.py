@@ -367,6 +367,14 @@ def make_loader(data_config: Any, *, split: str, global_batch_size: int, mesh: M
   examples = Examples(source=source, kind=datasets.preprocessing(cfg), size=size,
                       resize=cfg["eval_resize"], min_crop_area=cfg["min_crop_area"],
                       hflip=cfg["hflip"], task=task)
+  if split == "train":
+    # A split that cannot be decoded at all fails here, before the trainer writes anything,
+    # rather than inside an input worker at the first step.
+    try:
+      examples.train(0, np.random.default_rng(0))
+    except RuntimeError as error:
+      raise ValueError(f"data: the {split} split of {cfg['name']!r} cannot be read: "
+                       f"{error}") from None
   batches = host_batches(examples, split=split, global_batch_size=global_batch_size, seed=seed,
                          process_index=block, process_count=hosts)
   return Loader(batches, split=split, global_batch_size=global_batch_size, mesh=mesh, seed=seed,
