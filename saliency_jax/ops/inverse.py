@@ -479,15 +479,7 @@ def invert_points(grid, points, *, axis_aligned=False):
 
 def check_grid(grid: jax.Array, name: str = "grid", *, axis_aligned: bool = False) -> jax.Array:
   """Checks a `[B, h, w, 2]` floating grid with `h, w >= 2`; values too when concrete."""
-  if not hasattr(grid, "ndim"):
-    grid = jnp.asarray(grid)
-  if grid.ndim != 4 or grid.shape[-1] != 2:
-    raise ValueError(f"{name} must have shape [batch, height, width, 2]; got shape {grid.shape}.")
-  if grid.shape[1] < 2 or grid.shape[2] < 2:
-    raise ValueError(f"{name} needs at least 2x2 nodes (one cell); got shape {grid.shape}.")
-  if not jnp.issubdtype(grid.dtype, jnp.floating):
-    raise ValueError(f"{name} must be floating (normalised coordinates); got dtype {grid.dtype}.")
-  validation.check_finite(grid, name)
+  grid = validation.check_grid(grid, name, min_nodes=2, finite=True)
   if axis_aligned:
     value = validation.concrete_value(grid)
     if value is not None:

@@ -66,19 +66,6 @@ def _magnification(grid, scale):
   return _inverse_sqrt(jnp.abs(xu * yv - xv * yu) * scale)
 
 
-def _check_grid(grid):
-  if not hasattr(grid, "ndim"):
-    grid = jnp.asarray(grid)
-  if grid.ndim != 4 or grid.shape[-1] != 2:
-    raise ValueError(f"grid must have shape [batch, height, width, 2]; got shape {grid.shape}.")
-  if grid.shape[1] < 2 or grid.shape[2] < 2:
-    raise ValueError(f"grid needs at least 2x2 nodes; got shape {grid.shape}.")
-  if not jnp.issubdtype(grid.dtype, jnp.floating):
-    raise ValueError(f"grid must be floating; got dtype {grid.dtype}.")
-  validation.check_finite(grid, "grid")
-  return grid
-
-
 def magnification(grid: jax.Array, source_shape: Sequence[int] | None, *,
                   align_corners: bool = True) -> jax.Array:
   """The local linear magnification of a sampling grid: output pixels per source pixel.
@@ -97,7 +84,7 @@ def magnification(grid: jax.Array, source_shape: Sequence[int] | None, *,
   Raises:
     ValueError: on a bad shape or `source_shape`, or (outside `jit`) a grid holding NaN.
   """
-  grid = _check_grid(grid)
+  grid = validation.check_grid(grid, min_nodes=2, finite=True)
   _, h, w, _ = grid.shape
   if source_shape is None:
     scale = 1.0
@@ -183,7 +170,7 @@ def cap_magnification(grid: jax.Array, max_magnification: float) -> jax.Array:
     ValueError: on a bad shape, a cap below 1 or not finite, or (outside `jit`) a grid holding
       NaN.
   """
-  grid = _check_grid(grid)
+  grid = validation.check_grid(grid, min_nodes=2, finite=True)
   check_cap(max_magnification)
   return cap(grid, max_magnification)
 

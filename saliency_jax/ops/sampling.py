@@ -150,13 +150,7 @@ def grid_sample(
   image = validation.check_image(image, "image")
   if not (jnp.issubdtype(image.dtype, jnp.floating) or image.dtype == jnp.uint8):
     raise ValueError(f"image must be floating or uint8; got dtype {image.dtype}.")
-  if not hasattr(grid, "ndim"):
-    grid = jnp.asarray(grid)
-  if grid.ndim != 4 or grid.shape[-1] != 2:
-    raise ValueError(f"grid must have shape [batch, height, width, 2]; got shape {grid.shape}.")
-  if not jnp.issubdtype(grid.dtype, jnp.floating):
-    raise ValueError(f"grid must be floating (normalised coordinates in [-1, 1]); got dtype "
-                     f"{grid.dtype}.")
+  grid = validation.check_grid(grid)
   if grid.shape[0] != image.shape[0]:
     raise ValueError(f"grid and image must have the same batch size; got grid shape "
                      f"{grid.shape} and image shape {image.shape}.")

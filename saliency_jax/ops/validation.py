@@ -65,6 +65,25 @@ def check_image(image: jax.Array, name: str) -> jax.Array:
   return image
 
 
+def check_grid(grid: jax.Array, name: str = "grid", *, min_nodes: int = 1,
+               finite: bool = False) -> jax.Array:
+  """Checks a `[B, h, w, 2]` floating grid of (x, y) normalised positions with `h, w >=
+  min_nodes`; with `finite`, also its values when concrete."""
+  if not hasattr(grid, "ndim"):
+    grid = jnp.asarray(grid)
+  if grid.ndim != 4 or grid.shape[-1] != 2:
+    raise ValueError(f"{name} must have shape [batch, height, width, 2]; got shape {grid.shape}.")
+  if grid.shape[1] < min_nodes or grid.shape[2] < min_nodes:
+    raise ValueError(f"{name} needs at least {min_nodes}x{min_nodes} nodes; got shape "
+                     f"{grid.shape}.")
+  if not jnp.issubdtype(grid.dtype, jnp.floating):
+    raise ValueError(f"{name} must be floating (normalised coordinates in [-1, 1]); got dtype "
+                     f"{grid.dtype}.")
+  if finite:
+    check_finite(grid, name)
+  return grid
+
+
 def concrete_value(x: jax.Array) -> np.ndarray | None:
   """The value of `x` as NumPy when it is concrete (not traced), else None."""
   if isinstance(x, jax.core.Tracer):
