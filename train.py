@@ -12,13 +12,27 @@ import os
 import signal
 import sys
 
-from absl import app
-from absl import flags
-from ml_collections import config_flags
 
-from saliency_jax import train
-from saliency_jax.train import preemption
-from saliency_jax.train import reporting
+def _stopped_while_importing(signum, frame) -> None:
+  del frame
+  print(f"train.py: stopped by {signal.Signals(signum).name} while starting, before training; "
+        f"nothing was written.", file=sys.stderr, flush=True)
+  # Not `sys.exit`: a library's `except BaseException` around an import could swallow it.
+  os._exit(128 + signum)
+
+
+# The libraries take seconds to import: a Ctrl-C or SIGTERM then ends the program with one line,
+# not a traceback from inside them. `main` installs the trainer's handlers.
+for _signum in (signal.SIGTERM, signal.SIGINT):
+  signal.signal(_signum, _stopped_while_importing)
+
+from absl import app  # noqa: E402
+from absl import flags  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+from saliency_jax import train  # noqa: E402
+from saliency_jax.train import preemption  # noqa: E402
+from saliency_jax.train import reporting  # noqa: E402
 
 _DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "default.py")
 

@@ -15,13 +15,14 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import time
 
 import jax
 import numpy as np
 import pytest
 
-from conftest import final_state
+from conftest import ROOT, final_state
 from tiny_experiments import train_config_source
 
 STEPS = 32
@@ -386,3 +387,19 @@ def test_second_run_on_a_running_workdir_is_refused(program, reference, tmp_path
   assert again.returncode == 0, again.stderr[-3000:]
   assert f"holds a finished run of {STEPS} steps" in again.stdout
   assert _read(workdir / "results.json") == results
+
+
+@pytest.mark.parametrize("name", ["SIGINT", "SIGTERM"])
+def test_signal_while_importing_ends_with_one_line(tmp_path, name):
+  # Importing JAX, Flax and orbax takes seconds; the signal lands among those imports.
+  process = subprocess.Popen(
+      [sys.executable, os.path.join(ROOT, "train.py"), f"--workdir={tmp_path / 'run'}"],
+      cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  time.sleep(1.0)
+  assert process.poll() is None, "train.py ended before the signal was sent"
+  process.send_signal(SIGNALS[name])
+  stdout, stderr = process.communicate(timeout=60)
+  assert process.returncode == 128 + SIGNALS[name], (process.returncode, stderr)
+  assert stderr.strip() == (f"train.py: stopped by {name} while starting, before training; "
+                            f"nothing was written."), stderr
+  assert not (tmp_path / "run").exists()
