@@ -10,9 +10,11 @@ and the sampler starts as uniform downsampling (a zero saliency head: uniform ma
 grid), so that it can only move away from the baseline where the task gains by it. The uniform
 baseline is trained second with the same everything (`compare_with_uniform`).
 
-Measured so far (2026-12-02, 2-core CPU): zoom_glyph at 128 and 64 (600 steps) and
-zoom_orientation at 64 (1,500 steps): the sampler and uniform both at chance (README, "The
-zoom-task suite"; benchmarks/results/zoom_suite_cpu.json). The zero head is chosen by
+Measured so far (2026-12-02, 2-core CPU; README, "The zoom-task suite";
+benchmarks/results/zoom_suite_cpu.json): zoom_glyph at 128 and 64 (600 steps) and
+zoom_orientation at 64 and 128 (1,500 steps): the sampler and uniform both at chance. Behind an
+oracle warp on the target's box the same task network reads the glyph at 64 (48.6 %,
+benchmarks/zoom_oracle.py): the sampler does not learn to look. The zero head is chosen by
 construction (graceful degradation), not yet by measurement against the authors' initialisation.
 """
 from configs import default

@@ -1,9 +1,13 @@
-"""benchmarks/zoom_suite.py: its configs, its collapse measure, its targets, and a quick run."""
+"""benchmarks/zoom_suite.py (its configs, collapse measure, targets, a quick run) and the oracle's
+saliency of benchmarks/zoom_oracle.py."""
 
 import json
 
+import numpy as np
 import pytest
 
+import saliency_jax as sj
+from benchmarks import zoom_oracle
 from benchmarks import zoom_suite
 
 
@@ -57,3 +61,22 @@ def test_quick_run_writes_and_resumes(tmp_path, capsys):
   # A second call finds every run in the JSON and trains nothing.
   zoom_suite.main(args)
   assert "===" not in capsys.readouterr().out
+
+
+def test_oracle_logits_magnify_the_target_tile():
+  # The oracle's bump peaks in the grid cell holding the box's centre, and the sampler's warp
+  # of it gives the target tile at least 4x the output pixels of uniform sampling (counted from
+  # the grid: the share of sample points that fall inside the box).
+  boxes = np.array([[131, 340, 179, 388], [10, 20, 58, 68]])  # (top, left, bottom, right), px.
+  logits = zoom_oracle.oracle_logits(boxes, 512, 6.0)
+  assert logits.shape == (2, zoom_oracle.GRID, zoom_oracle.GRID)
+  cell = 512 / zoom_oracle.GRID
+  for box, map_ in zip(boxes, logits):
+    row, col = np.unravel_index(np.argmax(map_), map_.shape)
+    assert int((box[0] + box[2]) / 2 // cell) == row and int((box[1] + box[3]) / 2 // cell) == col
+    assert map_.max() <= 6.0 and map_.max() > 5.0
+  grid = np.asarray(sj.attraction_grid(sj.softmax_saliency(logits), (64, 64)))
+  x, y = (grid[..., 0] + 1) / 2 * 511, (grid[..., 1] + 1) / 2 * 511
+  for b, box in enumerate(boxes):
+    inside = ((y[b] >= box[0]) & (y[b] < box[2]) & (x[b] >= box[1]) & (x[b] < box[3])).sum()
+    assert inside >= 4 * (48 / 8) ** 2, inside
