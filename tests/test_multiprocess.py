@@ -215,3 +215,30 @@ def test_bad_process_flags_are_refused_before_connecting(train_program, config_f
                         capture_output=True, text=True, timeout=60)
   assert done.returncode == 1 and message in done.stderr, done.stderr
   assert "Traceback" not in done.stderr and not (tmp_path / "run").exists()
+
+
+def test_sigterm_to_one_process_stops_all_at_one_saved_step_and_they_resume(train_program,
+                                                                            tmp_path):
+  # A scheduler preempting one host: the processes agree on the stop at their next sync point
+  # (a log step, every step here), all save that step together and exit with SIGTERM's code.
+  steps = 24
+  config_file = tmp_path / "config.py"
+  config_file.write_text(config_source(steps, EVERY))
+  workdir, log = tmp_path / "run", tmp_path / "log"
+  popens = _start(train_program, workdir, config_file, 2, log=log)
+  deadline = time.monotonic() + 180
+  while not (workdir / "checkpoints" / str(EVERY)).exists():
+    assert time.monotonic() < deadline and popens[0].poll() is None, _tail(log, 2)
+    time.sleep(0.1)
+  popens[1].send_signal(signal.SIGTERM)
+  assert _wait(popens, log, timeout=120) == [128 + signal.SIGTERM] * 2, _tail(log, 2)
+  message = re.search(r"train\.py: stopped by SIGTERM at step (\d+); saved a checkpoint of step "
+                      r"(\d+)", open(f"{log}.0.err").read())
+  assert message and message[1] == message[2], _tail(log, 2)
+  stopped = int(message[1])
+  assert EVERY <= stopped < steps
+  saved = sorted(int(name) for name in os.listdir(workdir / "checkpoints") if name.isdigit())
+  assert saved[-1] == stopped, saved
+  _run(train_program, workdir, config_file, 2, log=tmp_path / "resumed")
+  assert f"resuming from step {stopped}" in open(tmp_path / "resumed.0.out").read()
+  assert _results(workdir)["steps"] == steps
