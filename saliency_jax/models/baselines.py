@@ -175,8 +175,9 @@ class UniformSampler(task.TaskModel):
 class _GridModel(task.TaskModel):
   """Samples the full-resolution image at a grid that `transform` predicts from the low-res view."""
 
-  def __init__(self, task_net, localisation_net, *, task_size, low_res_size, align_corners,
-               blur_min, output_activation):
+  def __init__(self, task_net: nnx.Module, localisation_net: nnx.Module, *,
+               task_size: int = 224, low_res_size: int = 224, align_corners: bool = True,
+               blur_min: int | None = None, output_activation: str | None = None):
     super().__init__(task_net, task_size=task_size, blur_min=blur_min,
                      output_activation=output_activation)
     self.localisation_net = localisation_net
@@ -205,13 +206,6 @@ class STNAffine(_GridModel):
     localisation_net: a `LocalisationNetwork` with 6 outputs (see `affine_localisation`).
     task_size, low_res_size, align_corners, blur_min, output_activation: as `SaliencySampler`.
   """
-
-  def __init__(self, task_net: nnx.Module, localisation_net: nnx.Module, *,
-               task_size: int = 224, low_res_size: int = 224, align_corners: bool = True,
-               blur_min: int | None = None, output_activation: str | None = None):
-    super().__init__(task_net, localisation_net, task_size=task_size, low_res_size=low_res_size,
-                     align_corners=align_corners, blur_min=blur_min,
-                     output_activation=output_activation)
 
   def transform(self, prediction):
     theta = prediction.reshape(-1, 2, 3)
@@ -273,13 +267,6 @@ class GridEstimator(_GridModel):
   `[-1, 1]`, upsampled to the task size with the half-pixel bilinear convention: the same path as
   the sampler's attraction grid, whose uniform-saliency grid it starts from.
   """
-
-  def __init__(self, task_net: nnx.Module, localisation_net: nnx.Module, *,
-               task_size: int = 224, low_res_size: int = 224, align_corners: bool = True,
-               blur_min: int | None = None, output_activation: str | None = None):
-    super().__init__(task_net, localisation_net, task_size=task_size, low_res_size=low_res_size,
-                     align_corners=align_corners, blur_min=blur_min,
-                     output_activation=output_activation)
 
   def transform(self, prediction):
     size = prediction.shape[1]
