@@ -3,7 +3,8 @@
 `make_loader(data_config, split=..., global_batch_size=..., mesh=..., seed=...)` is what the
 trainer uses; `dataset_info` tells it the task and sizes, `default_data_config` lists every field.
 The sources (synthetic zoom task, CUB-200, iNaturalist 2017, image folders, GazeCapture) and
-the augmentations can also be used on their own. Preparing the tfds datasets:
+the augmentations can also be used on their own; `DenseScenes` is the procedural segmentation
+and detection source (masks and boxes) that the dense models will train on. Preparing the tfds datasets:
 `python -m saliency_jax.data.prepare --help`.
 """
 
@@ -13,6 +14,7 @@ from saliency_jax.data.config import parse_data_config
 from saliency_jax.data.datasets import DatasetInfo
 from saliency_jax.data.datasets import dataset_info
 from saliency_jax.data.datasets import make_source
+from saliency_jax.data.dense_scenes import DenseScenes
 from saliency_jax.data.image_folder import ImageFolderSource
 from saliency_jax.data.loader import Loader
 from saliency_jax.data.loader import make_loader
@@ -26,6 +28,7 @@ __all__ = [
     "DATASETS",
     "BadImageError",
     "DatasetInfo",
+    "DenseScenes",
     "ImageFolderSource",
     "Loader",
     "SyntheticZoom",
