@@ -89,6 +89,23 @@ def _run(train_program, workdir, config_file, processes, *overrides, log):
   assert codes == [0] * processes, _tail(log, processes)
 
 
+# A run long enough that its processes are still training when one of them is signalled.
+LONG_STEPS = 24
+
+
+def _two_processes_past_a_checkpoint(train_program, tmp_path):
+  """Starts two processes of a LONG_STEPS run; returns once its first checkpoint exists."""
+  config_file = tmp_path / "config.py"
+  config_file.write_text(config_source(LONG_STEPS, EVERY))
+  workdir, log = tmp_path / "run", tmp_path / "log"
+  popens = _start(train_program, workdir, config_file, 2, log=log)
+  deadline = time.monotonic() + 180
+  while not (workdir / "checkpoints" / str(EVERY)).exists():
+    assert time.monotonic() < deadline and popens[0].poll() is None, _tail(log, 2)
+    time.sleep(0.1)
+  return config_file, workdir, log, popens
+
+
 @pytest.fixture(scope="module")
 def config_file(tmp_path_factory):
   path = tmp_path_factory.mktemp("multiprocess") / "config.py"
@@ -140,16 +157,8 @@ def test_processes_train_what_one_process_trains(train_program, reference, confi
 
 def test_a_lost_process_stops_the_others_and_a_resume_takes_another_layout(
     train_program, tmp_path):
-  # A run long enough that the processes are still training when one of them is killed.
-  steps = 24
-  config_file = tmp_path / "config.py"
-  config_file.write_text(config_source(steps, EVERY))
-  workdir, log = tmp_path / "run", tmp_path / "log"
-  popens = _start(train_program, workdir, config_file, 2, log=log)
-  deadline = time.monotonic() + 180
-  while not (workdir / "checkpoints" / str(EVERY)).exists():
-    assert time.monotonic() < deadline and popens[0].poll() is None, _tail(log, 2)
-    time.sleep(0.1)
+  steps = LONG_STEPS
+  config_file, workdir, log, popens = _two_processes_past_a_checkpoint(train_program, tmp_path)
   popens[1].send_signal(signal.SIGKILL)
   killed = time.monotonic()
   code = _wait(popens[:1], log, timeout=120)[0]
@@ -221,15 +230,8 @@ def test_sigterm_to_one_process_stops_all_at_one_saved_step_and_they_resume(trai
                                                                             tmp_path):
   # A scheduler preempting one host: the processes agree on the stop at their next sync point
   # (a log step, every step here), all save that step together and exit with SIGTERM's code.
-  steps = 24
-  config_file = tmp_path / "config.py"
-  config_file.write_text(config_source(steps, EVERY))
-  workdir, log = tmp_path / "run", tmp_path / "log"
-  popens = _start(train_program, workdir, config_file, 2, log=log)
-  deadline = time.monotonic() + 180
-  while not (workdir / "checkpoints" / str(EVERY)).exists():
-    assert time.monotonic() < deadline and popens[0].poll() is None, _tail(log, 2)
-    time.sleep(0.1)
+  steps = LONG_STEPS
+  config_file, workdir, log, popens = _two_processes_past_a_checkpoint(train_program, tmp_path)
   popens[1].send_signal(signal.SIGTERM)
   assert _wait(popens, log, timeout=120) == [128 + signal.SIGTERM] * 2, _tail(log, 2)
   message = re.search(r"train\.py: stopped by SIGTERM at step (\d+); saved a checkpoint of step "
