@@ -18,7 +18,9 @@ def _two_steps(config, mesh, host_batch):
   experiment = trainer.build_experiment(config, mesh=mesh, num_outputs=6, task="classification",
                                         total_steps=4, steps_per_epoch=4.0, blur_steps=2)
   batch = jax.device_put(host_batch, partitioning.batch_sharding(mesh))
-  state, first = experiment.train_step(experiment.initial_state, batch, True)
+  # Without the blur warm-up both times: one compilation of the step per mesh (the blur is a
+  # per-example resize, unrelated to how the state is laid out).
+  state, first = experiment.train_step(experiment.initial_state, batch, False)
   after_one = jax.device_get(state)  # The donated state's values, before the second step.
   state, second = experiment.train_step(state, batch, False)
   sums, _ = experiment.eval_step(state, batch)
@@ -27,7 +29,9 @@ def _two_steps(config, mesh, host_batch):
 
 def test_fsdp_trains_what_data_parallelism_trains():
   config = tiny(load_config("default"))
-  config.model.task_net = "resnet18"  # Large enough that many arrays are split.
+  # The tiny ResNet's layer3 and layer4 kernels are large enough to split (8 arrays, and their
+  # momenta); with ResNet-18 the test took 72 s on 2 cores, with this one 45 s.
+  config.model.task_net = "resnet_tiny"
   # A small step: from scratch at the demo's rate, the second step's gradient already amplifies
   # the rounding of the first step's cross-device sums (one device and eight differ by 3e-3).
   config.optimizer.learning_rate = 1e-3
@@ -50,7 +54,7 @@ def test_fsdp_trains_what_data_parallelism_trains():
         split += 1
       else:
         assert spec == P() or all(s is None for s in spec), (leaf.shape, spec)
-  assert split > 20
+  assert split >= 16
   # The restore target carries the same layout, so a checkpoint resumes onto it.
   abstract = jax.tree.leaves(experiment.abstract_state().params)
   assert [a.sharding for a in abstract] == [x.sharding for x in jax.tree.leaves(state.params)]
