@@ -149,6 +149,8 @@ class ResNet(nnx.Module):
     self.conv1 = layers.conv(3, width, 7, stride=2, padding=3, rngs=rngs)
     self.bn1 = layers.batch_norm(width, rngs=rngs)
 
+    # Channels of each stage's activation, for heads that read several stages.
+    self.stage_channels: dict[str, int] = {"stem": width}
     conv_index = 0  # Index of the next 3x3 convolution, counted over the whole network.
     in_features = width
     for stage, num_blocks in enumerate(spec.stage_sizes[:num_stages]):
@@ -163,6 +165,7 @@ class ResNet(nnx.Module):
                                 rngs=rngs))
         in_features = features * block_cls.expansion
       setattr(self, STAGES[stage], nnx.List(blocks))
+      self.stage_channels[STAGES[stage]] = in_features
     self.num_features = in_features
     self.fc = (layers.torch_linear(in_features, num_classes, rngs=rngs)
                if num_classes is not None else None)

@@ -1,0 +1,161 @@
+"""Zoom, backbone, unzoom, head: dense predictions in the source image's frame.
+
+The path of "Learning to Zoom and Unzoom" (LZU) with this project's ops:
+1. saliency on the grid: the softmax of a saliency network's logits on the low-resolution view,
+   a fixed prior (a `[g, g]` map such as `ops.kde_saliency` of the training boxes), or both (their
+   product, renormalised: the network's logits plus the prior's log);
+2. the attraction grid at the task size and the warp of the full-resolution image (`grid_sample`,
+   optionally anti-aliased);
+3. the backbone on the warped image; each of its named `stages` is brought back into the
+   uniform frame of the source (`ops.unwarp`, stride `out_stride` of the source);
+4. a head on the sum of the unwarped stages (each projected to `head_width` channels):
+   "segmentation" gives per-pixel logits over background and the classes; "detection" a
+   CenterNet-style centre heatmap (one logit per class) and box sizes.
+With neither a saliency network nor a prior, the grid is the identity (uniform downsampling) and
+the model is the uniform baseline: the same backbone and head at the same input size.
+
+Outputs are in the source frame at `out_stride`, so labels, losses and metrics never see the
+warp. Value conventions of the inputs: see `saliency_jax.models.task`.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from saliency_jax import ops
+from saliency_jax.models import layers
+from saliency_jax.models import task
+
+HEADS = ("segmentation", "detection")
+
+
+def identity_grid(batch: int, size: int) -> jax.Array:
+  """`[batch, size, size, 2]` the align_corners=True lattice: uniform sampling of the source."""
+  line = jnp.linspace(-1.0, 1.0, size)
+  grid = jnp.stack(jnp.meshgrid(line, line, indexing="xy"), axis=-1)
+  return jnp.broadcast_to(grid, (batch, size, size, 2))
+
+
+class ZoomUnzoom(nnx.Module):
+  """The dense model; see the module docstring.
+
+  Args:
+    backbone: a network returning `(output, features)` with the named `stages` among `features`
+      and their channel counts in `backbone.stage_channels` (a `resnet.ResNet` built with
+      `num_classes=None`).
+    saliency_net: `[B, l, l, 3]` normalised view -> `[B, g, g, 1]` logits, or None.
+    prior: `[g, g]` non-negative fixed saliency (kept as a constant, not trained), or None.
+    num_classes: object classes (segmentation adds a background logit).
+    head: one of `HEADS`.
+    stages: backbone stages unwarped and summed, shallow to deep.
+    task_size: side T of the warped image the backbone sees.
+    low_res_size: side of the view the saliency network sees.
+    out_stride: stride of the outputs on the source image.
+    head_width: channels of the fused map.
+    temperature, fwhm, padding, antialias, max_magnification: as `ops.saliency_sample`.
+    rngs: `nnx.Rngs` with a "params" stream.
+  """
+
+  def __init__(self, backbone: nnx.Module, saliency_net: nnx.Module | None = None, *,
+               prior: jax.Array | None = None, num_classes: int, head: str = "segmentation",
+               stages: tuple[str, ...] = ("layer2", "layer3", "layer4"), task_size: int = 128,
+               low_res_size: int = 64, out_stride: int = 8, head_width: int = 64,
+               temperature: float = 1.0, fwhm: float = 13.0, padding: int = 30,
+               antialias: bool = True, max_magnification: float | None = None,
+               rngs: nnx.Rngs):
+    if head not in HEADS:
+      raise ValueError(f"head must be one of {HEADS}; got {head!r}.")
+    if num_classes < 1:
+      raise ValueError(f"num_classes must be at least 1; got {num_classes}.")
+    channels = getattr(backbone, "stage_channels", {})
+    missing = [name for name in stages if name not in channels]
+    if not stages or missing:
+      raise ValueError(f"stages must be a non-empty tuple of the backbone's stages "
+                       f"{tuple(channels)}; got {stages!r}.")
+    if out_stride < 1:
+      raise ValueError(f"out_stride must be at least 1; got {out_stride}.")
+    if prior is not None:
+      prior = jnp.asarray(prior, jnp.float32)
+      if prior.ndim != 2 or prior.shape[0] < 2 or prior.shape[1] < 2:
+        raise ValueError(f"prior must be a [g, g] saliency map; got shape {prior.shape}.")
+    self.backbone = backbone
+    self.saliency_net = saliency_net
+    # A constant of the model, saved with it but never updated by the optimizer.
+    self.prior = None if prior is None else nnx.Variable(prior)
+    self.num_classes, self.head, self.stages = num_classes, head, tuple(stages)
+    self.task_size, self.low_res_size, self.out_stride = task_size, low_res_size, out_stride
+    self.temperature, self.fwhm, self.padding = temperature, fwhm, padding
+    self.antialias, self.max_magnification = antialias, max_magnification
+    self.lateral = nnx.List([
+        layers.conv(channels[name], head_width, 1, use_bias=True, rngs=rngs) for name in stages])
+    self.fuse = layers.conv(head_width, head_width, 3, padding=1, use_bias=True, rngs=rngs)
+    outputs = num_classes + 1 if head == "segmentation" else num_classes + 2
+    self.out = layers.conv(head_width, outputs, 1, use_bias=True, rngs=rngs)
+
+  @property
+  def uniform(self) -> bool:
+    """True for the uniform baseline (no saliency network, no prior)."""
+    return self.saliency_net is None and self.prior is None
+
+  def saliency(self, images: jax.Array) -> jax.Array | None:
+    """`[B, H, W, 3]` images -> `[B, g, g]` saliency summing to 1, or None when uniform."""
+    log_map = None
+    if self.saliency_net is not None:
+      view = task.area_view(images, self.low_res_size)
+      log_map = self.saliency_net(task.imagenet_normalize(view))[..., 0] / self.temperature
+    if self.prior is not None:
+      prior = jnp.log(jnp.maximum(self.prior.value, 1e-12))
+      if log_map is None:
+        log_map = jnp.broadcast_to(prior, (images.shape[0],) + prior.shape)
+      else:
+        if log_map.shape[1:] != prior.shape:
+          raise ValueError(f"prior must have the saliency network's grid shape "
+                           f"{log_map.shape[1:]}; got {prior.shape}.")
+        log_map = log_map + prior
+    if log_map is None:
+      return None
+    flat = jax.nn.softmax(log_map.reshape(log_map.shape[0], -1), axis=-1)
+    return flat.reshape(log_map.shape)
+
+  def __call__(self, images: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Runs the model.
+
+    Args:
+      images: `[B, H, W, 3]` uint8 (0..255) or float (0..1), H and W at least `task_size` and
+        multiples of `out_stride`.
+
+    Returns:
+      `(outputs, extras)`. `outputs` `[B, H / s, W / s, K + 1]` segmentation logits (channel 0
+      the background), or `[B, H / s, W / s, K + 2]` for detection: K centre-heatmap logits,
+      then the box's log width and log height in units of `s` source pixels. `extras`: "grid"
+      `[B, T, T, 2]`, "sampled" `[B, T, T, 3]` (0..1), "covered" `[B, H / s, W / s]` (where the
+      warp reaches the source), and "saliency" `[B, g, g]` unless the model is uniform.
+    """
+    task.check_images(images, min_size=self.task_size)
+    height, width = images.shape[1:3]
+    if height % self.out_stride or width % self.out_stride:
+      raise ValueError(f"images must have sides that are multiples of out_stride "
+                       f"{self.out_stride}; got {height}x{width}.")
+    size = (self.task_size, self.task_size)
+    saliency = self.saliency(images)
+    extras = {}
+    if saliency is None:
+      grid = identity_grid(images.shape[0], self.task_size)
+    else:
+      grid = ops.attraction_grid(saliency, size, fwhm=self.fwhm, padding=self.padding,
+                                 max_magnification=self.max_magnification)
+      extras["saliency"] = saliency
+    sampled = ops.grid_sample(images, grid, align_corners=True, antialias=self.antialias)
+    sampled = sampled * task.unit_scale(images)
+    _, features = self.backbone(task.imagenet_normalize(sampled))
+    out_shape = (height // self.out_stride, width // self.out_stride)
+    fused = 0.0
+    for name, lateral in zip(self.stages, self.lateral):
+      unwarped, covered = ops.unwarp(features[name], grid, out_shape,
+                                     source_shape=(height, width))
+      fused = fused + lateral(unwarped)
+    outputs = self.out(nnx.relu(self.fuse(nnx.relu(fused))))
+    extras.update(grid=grid, sampled=sampled, covered=covered)
+    return outputs, extras

@@ -1,0 +1,127 @@
+"""The zoom-unzoom dense model: outputs in the source frame, saliency sources, gradients."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from saliency_jax.models import dense, resnet, saliency_network
+
+SIZE, TASK, STRIDE, CLASSES, GRID = 128, 64, 8, 3, 11
+
+
+def _model(*, saliency=False, prior=None, head="segmentation", antialias=True, seed=0):
+  rngs = nnx.Rngs(seed)
+  backbone = resnet.build_resnet("resnet_tiny", num_classes=None, rngs=rngs)
+  net = (saliency_network.SaliencyNetwork(backbone="resnet_tiny", depth=6, grid_size=GRID,
+                                          rngs=rngs) if saliency else None)
+  model = dense.ZoomUnzoom(backbone, net, prior=prior, num_classes=CLASSES, head=head,
+                           task_size=TASK, low_res_size=32, out_stride=STRIDE, head_width=16,
+                           antialias=antialias, rngs=rngs)
+  model.eval()
+  return model
+
+
+@pytest.fixture(scope="module")
+def images():
+  return jax.random.randint(jax.random.key(0), (2, SIZE, SIZE, 3), 0, 256).astype(jnp.uint8)
+
+
+def _peaked_prior():
+  # All of the prior's mass near the top-left corner of the grid.
+  prior = np.full((GRID, GRID), 1e-3, np.float32)
+  prior[1:3, 1:3] = 1.0
+  return prior
+
+
+def test_the_uniform_model_samples_the_identity_and_covers_the_source(images):
+  model = _model()
+  assert model.uniform
+  outputs, extras = model(images)
+  assert outputs.shape == (2, SIZE // STRIDE, SIZE // STRIDE, CLASSES + 1)
+  assert "saliency" not in extras
+  # Reference: the align_corners=True lattice written out.
+  line = np.linspace(-1, 1, TASK)
+  np.testing.assert_allclose(extras["grid"][1, 5, :, 0], line, atol=1e-6)
+  np.testing.assert_allclose(extras["grid"][1, :, 7, 1], line, atol=1e-6)
+  assert bool(extras["covered"].all())
+  assert np.isfinite(np.asarray(outputs)).all()
+
+
+def test_detection_gives_a_heatmap_per_class_and_two_sizes(images):
+  outputs, _ = _model(head="detection")(images)
+  assert outputs.shape == (2, SIZE // STRIDE, SIZE // STRIDE, CLASSES + 2)
+
+
+def test_a_prior_alone_is_the_saliency_of_every_image_and_zooms_where_it_is_high(images):
+  prior = _peaked_prior()
+  _, extras = _model(prior=prior)(images)
+  expected = prior / prior.sum()  # the prior, renormalised (the softmax of its log)
+  for b in range(2):
+    np.testing.assert_allclose(extras["saliency"][b], expected, rtol=1e-5, atol=1e-8)
+  # More of the warped image's pixels read the top-left quarter than uniform sampling's quarter.
+  grid = np.asarray(extras["grid"][0])
+  assert np.mean((grid[..., 0] < 0) & (grid[..., 1] < 0)) > 0.4
+
+
+def test_network_and_prior_multiply(images):
+  prior = _peaked_prior()
+  model = _model(saliency=True, prior=prior)
+  _, extras = model(images)
+  # Reference: the network's own softmax times the prior, renormalised, computed in NumPy.
+  view = dense.task.area_view(images, 32)
+  logits = np.asarray(model.saliency_net(dense.task.imagenet_normalize(view))[..., 0],
+                      np.float64)
+  network = np.exp(logits - logits.max(axis=(1, 2), keepdims=True))
+  product = network * prior
+  expected = product / product.sum(axis=(1, 2), keepdims=True)
+  np.testing.assert_allclose(extras["saliency"], expected, rtol=1e-4, atol=1e-7)
+
+
+def test_gradients_reach_the_saliency_network_through_the_unwarp(images):
+  model = _model(saliency=True)
+  model.train()
+  labels = jax.random.randint(jax.random.key(1), (2, SIZE // STRIDE, SIZE // STRIDE), 0,
+                              CLASSES + 1)
+
+  def loss(model):
+    outputs, _ = model(images)
+    return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(outputs), labels[..., None], -1))
+
+  grads = nnx.jit(nnx.grad(loss))(model)
+  head_kernel = grads.saliency_net.head.kernel.value
+  backbone_kernel = grads.backbone.conv1.kernel.value
+  assert np.isfinite(np.asarray(head_kernel)).all()
+  assert float(jnp.abs(head_kernel).max()) > 0
+  assert float(jnp.abs(backbone_kernel).max()) > 0
+
+
+def test_jit_gives_what_eager_gives(images):
+  model = _model(saliency=True)
+  eager, _ = model(images)
+  jitted, _ = nnx.jit(lambda m, x: m(x))(model, images)
+  # Outputs of order 1 after some 20 layers: XLA's fusions round differently from op-by-op runs.
+  np.testing.assert_allclose(jitted, eager, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("fields,message", [
+    ({"head": "panoptic"}, "head must be one of ('segmentation', 'detection'); got 'panoptic'."),
+    ({"stages": ("layer5",)}, "stages must be a non-empty tuple of the backbone's stages "
+                              "('stem', 'layer1', 'layer2', 'layer3', 'layer4'); got "
+                              "('layer5',)."),
+    ({"num_classes": 0}, "num_classes must be at least 1; got 0."),
+    ({"prior": np.ones((5,))}, "prior must be a [g, g] saliency map; got shape (5,)."),
+])
+def test_bad_options_are_refused(fields, message):
+  rngs = nnx.Rngs(0)
+  backbone = resnet.build_resnet("resnet_tiny", num_classes=None, rngs=rngs)
+  options = {"num_classes": CLASSES, **fields}
+  with pytest.raises(ValueError) as error:
+    dense.ZoomUnzoom(backbone, None, rngs=rngs, **options)
+  assert str(error.value) == message
+
+
+def test_images_whose_sides_the_stride_does_not_divide_are_refused():
+  images = jnp.zeros((1, 100, 100, 3), jnp.uint8)
+  with pytest.raises(ValueError, match="multiples of out_stride 8; got 100x100"):
+    _model()(images)
