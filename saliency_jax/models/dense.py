@@ -25,17 +25,11 @@ import jax.numpy as jnp
 from flax import nnx
 
 from saliency_jax import ops
+from saliency_jax.ops import local_magnification
 from saliency_jax.models import layers
 from saliency_jax.models import task
 
 HEADS = ("segmentation", "detection")
-
-
-def identity_grid(batch: int, size: int) -> jax.Array:
-  """`[batch, size, size, 2]` the align_corners=True lattice: uniform sampling of the source."""
-  line = jnp.linspace(-1.0, 1.0, size)
-  grid = jnp.stack(jnp.meshgrid(line, line, indexing="xy"), axis=-1)
-  return jnp.broadcast_to(grid, (batch, size, size, 2))
 
 
 class ZoomUnzoom(nnx.Module):
@@ -142,7 +136,8 @@ class ZoomUnzoom(nnx.Module):
     saliency = self.saliency(images)
     extras = {}
     if saliency is None:
-      grid = identity_grid(images.shape[0], self.task_size)
+      identity = local_magnification.identity_grid(self.task_size, self.task_size)
+      grid = jnp.broadcast_to(identity, (images.shape[0],) + identity.shape)
     else:
       grid = ops.attraction_grid(saliency, size, fwhm=self.fwhm, padding=self.padding,
                                  max_magnification=self.max_magnification)
