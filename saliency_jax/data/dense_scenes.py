@@ -32,6 +32,7 @@ the other procedural sources, so that grain reads it in any order and in any wor
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import numpy as np
 
@@ -91,9 +92,7 @@ class DenseScenes:
   seed: int = 0
 
   def __post_init__(self):
-    def check(name, ok, expected):
-      if not ok:
-        raise ValueError(f"dense.{name}: expected {expected}, got {getattr(self, name)!r}.")
+    check = functools.partial(synthetic.check_field, self, "dense")
 
     check("size", self.size >= 1, ">= 1")
     check("split", self.split in SPLITS, f"one of {SPLITS}")

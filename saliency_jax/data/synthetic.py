@@ -28,6 +28,7 @@ grain reads it like any other data source, in any order, in any worker process.
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import numpy as np
 from PIL import Image
@@ -119,6 +120,12 @@ def draw_clutter(image: np.ndarray, rng: np.random.Generator, count: int, side: 
     image[y:y + h, x:x + w] = (colour * rng.uniform(0.6, 1.0)).astype(np.uint8)
 
 
+def check_field(source, prefix: str, name: str, ok: bool, expected: str) -> None:
+  """One wording for the procedural sources' field errors: "<prefix>.<name>: expected ..."."""
+  if not ok:
+    raise ValueError(f"{prefix}.{name}: expected {expected}, got {getattr(source, name)!r}.")
+
+
 @dataclasses.dataclass(frozen=True)
 class SyntheticZoom:
   """Random-access source of the synthetic zoom task (see the module docstring).
@@ -149,9 +156,7 @@ class SyntheticZoom:
   seed: int = 0
 
   def __post_init__(self):
-    def check(name, ok, expected):
-      if not ok:
-        raise ValueError(f"synthetic.{name}: expected {expected}, got {getattr(self, name)!r}.")
+    check = functools.partial(check_field, self, "synthetic")
 
     check("size", self.size >= 1, ">= 1")
     check("split", self.split in SPLITS, f"one of {SPLITS}")

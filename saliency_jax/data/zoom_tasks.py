@@ -29,6 +29,7 @@ The source is random access (`len`, `[index]`) and deterministic in `(seed, spli
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import numpy as np
 
@@ -93,9 +94,7 @@ class ZoomTask:
   seed: int = 0
 
   def __post_init__(self):
-    def check(name, ok, expected):
-      if not ok:
-        raise ValueError(f"zoom.{name}: expected {expected}, got {getattr(self, name)!r}.")
+    check = functools.partial(synthetic.check_field, self, "zoom")
 
     check("family", self.family in FAMILIES, f"one of {FAMILIES}")
     check("size", self.size >= 1, ">= 1")
