@@ -109,3 +109,86 @@ def test_bad_fields_are_refused(fields, message):
   with pytest.raises(ValueError) as error:
     dense_scenes.DenseScenes(**{"size": 4, **fields})
   assert str(error.value) == message
+
+
+def test_objects_gives_the_rendered_scenes_targets_without_rendering(examples):
+  source, got = examples
+  for index in (0, 7, 23):
+    objects = source.objects(index)
+    assert sorted(objects) == ["boxes", "labels", "small"]
+    for key, value in objects.items():
+      np.testing.assert_array_equal(value, got[index][key])
+
+
+# ---------------------------------------------------------------------------------------------
+# The dense record checks (saliency_jax.data.dense_records) and the loader's dense batches.
+
+from saliency_jax.data import dense_records  # pylint: disable=wrong-import-position
+
+
+def _record(**changes):
+  record = {"mask": np.zeros((16, 16), np.uint8), "labels": np.array([1, -1], np.int32),
+            "boxes": np.array([[2, 3, 6, 9], [0, 0, 0, 0]], np.float32),
+            "small": np.array([True, False])}
+  record["mask"][3:9, 2:6] = 2
+  record.update(changes)
+  return record
+
+
+@pytest.mark.parametrize("changes,message", [
+    ({"mask": np.zeros((16, 15), np.uint8)}, r"mask of shape \(16, 16\), the image's; got "
+                                             r"\(16, 15\)"),
+    ({"mask": np.full((16, 16), 4, np.uint8)}, r"mask values in \[0, 3\]"),
+    ({"labels": np.array([3, -1], np.int32)}, r"labels in \[0, 3\) or -1 for padding; got "
+                                              r"\[-1, 3\]"),
+    ({"labels": np.array([-1, 1], np.int32)}, "padding rows .* after every object"),
+    ({"labels": np.array([1.0, -1.0])}, "integer labels; got dtype float64"),
+    ({"boxes": np.array([[2, 3, 17, 9], [0, 0, 0, 0]], np.float32)},
+     r"0 <= x0 <= x1 <= 16 .* got \[2.0, 3.0, 17.0, 9.0\] in row 0"),
+    ({"boxes": np.array([[6, 3, 2, 9], [0, 0, 0, 0]], np.float32)}, "x0 <= x1"),
+    ({"boxes": np.array([[2, 3, 6, np.nan], [0, 0, 0, 0]], np.float32)}, "in row 0"),
+    ({"boxes": np.zeros((3, 4), np.float32)}, r"boxes \[M, 4\], labels \[M\]"),
+    ({"small": None}, "small missing"),
+])
+def test_bad_dense_records_are_refused_with_the_record_named(changes, message):
+  record = _record(**changes)
+  if record["small"] is None:
+    del record["small"]
+  with pytest.raises(ValueError, match=f"dense record 4: expected .*{message}"):
+    dense_records.targets(record, size=16, num_classes=3, index=4)
+
+
+def test_a_valid_record_and_an_empty_one_pass_the_checks():
+  targets = dense_records.targets(_record(), size=16, num_classes=3, index=0)
+  assert sorted(targets) == sorted(dense_records.FIELDS)
+  assert targets["segmentation"].dtype == np.uint8 and targets["small"].tolist() == [True, False]
+  empty = _record(mask=np.zeros((16, 16), np.uint8), labels=np.array([-1, -1], np.int32))
+  assert dense_records.targets(empty, size=16, num_classes=3, index=0)["labels"].tolist() == [
+      -1, -1]
+
+
+def test_the_loader_delivers_the_sources_targets_and_pads_evaluation():
+  from saliency_jax import data  # pylint: disable=import-outside-toplevel
+  from saliency_jax.train import make_mesh  # pylint: disable=import-outside-toplevel
+  config = {"name": "dense_scenes", "image_size": 272,
+            "dense": {"train_size": 8, "eval_size": 3, "max_large": 1, "max_small": 2}}
+  assert data.dataset_info(config).task == "dense"
+  loader = data.make_loader(config, split="eval", global_batch_size=8, mesh=make_mesh(), seed=0)
+  batch = next(iter(loader))
+  source = data.DenseScenes(size=3, split="eval", image_size=272, max_large=1, max_small=2)
+  assert batch["mask"].tolist() == [True] * 3 + [False] * 5
+  for i in range(3):
+    record = source[i]
+    np.testing.assert_array_equal(batch["image"][i], record["image"])
+    np.testing.assert_array_equal(batch["segmentation"][i], record["mask"])
+    for key in ("boxes", "labels", "small"):
+      np.testing.assert_array_equal(batch[key][i], record[key])
+  assert batch["labels"][3].tolist() == [-1, -1, -1]  # The padding example has no object.
+  boxes, valid = data.training_boxes(config, limit=5)
+  assert boxes.shape == (5, 3, 4) and valid.shape == (5, 3)
+  expected = np.stack([source_train["boxes"] for source_train in (
+      data.DenseScenes(size=8, image_size=272, max_large=1, max_small=2).objects(i)
+      for i in range(5))]) / 272 * 2 - 1
+  np.testing.assert_allclose(boxes, expected)
+  with pytest.raises(ValueError, match="eval_image_size: expected 0 or image_size"):
+    data.dataset_info({**config, "eval_image_size": 256})

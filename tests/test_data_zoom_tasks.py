@@ -175,6 +175,7 @@ def test_through_the_data_config_and_loader():
   expected = [ZoomTask("zoom_count", 8, image_size=64)[i]["label"] for i in range(8)]
   assert sorted(np.asarray(batch["label"]).tolist()) == sorted(expected)
   for bad, message in [({"zoom": {"cell_size": 0}}, r"data.zoom.cell_size: expected >= 1"),
-                       ({"eval_split": "test"}, r"data.eval_split: expected '' or 'eval'")]:
+                       ({"eval_split": "test"},
+                        r"data.eval_split: expected '', 'eval' or 'train' for the procedural")]:
     with pytest.raises(ValueError, match=message):
       data.dataset_info({**config, **bad})

@@ -50,7 +50,7 @@ def test_the_uniform_model_samples_the_identity_and_covers_the_source(images):
 
 def test_detection_gives_a_heatmap_per_class_and_two_sizes(images):
   outputs, _ = _model(head="detection")(images)
-  assert outputs.shape == (2, SIZE // STRIDE, SIZE // STRIDE, CLASSES + 2)
+  assert outputs.shape == (2, SIZE // STRIDE, SIZE // STRIDE, CLASSES + 4)
 
 
 def test_a_prior_alone_is_the_saliency_of_every_image_and_zooms_where_it_is_high(images):
@@ -90,7 +90,7 @@ def test_gradients_reach_the_saliency_network_through_the_unwarp(images):
 
   grads = nnx.jit(nnx.grad(loss))(model)
   head_kernel = grads.saliency_net.head.kernel.value
-  backbone_kernel = grads.backbone.conv1.kernel.value
+  backbone_kernel = grads.task_net.conv1.kernel.value
   assert np.isfinite(np.asarray(head_kernel)).all()
   assert float(jnp.abs(head_kernel).max()) > 0
   assert float(jnp.abs(backbone_kernel).max()) > 0

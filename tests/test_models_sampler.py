@@ -279,10 +279,13 @@ def test_zero_head_starts_at_uniform_saliency(images):
   g = CONFIG["grid_size"]
   np.testing.assert_allclose(extras["saliency"], np.full((len(images), g, g), 1 / g**2),
                              rtol=1e-6)
-  # Expected: the ops' grid of an all-zero map (which the ops test against the identity).
-  expected = ops.attraction_grid(jnp.zeros((len(images), g, g)), (TASK, TASK),
-                                 fwhm=CONFIG["fwhm"], padding=CONFIG["padding"])
-  np.testing.assert_allclose(extras["grid"], expected, atol=1e-6)
+  # Expected: the ops' grid of that uniform map, and (to float32 rounding of the normalised
+  # attraction: 1.3e-6 seen) the grid of an all-zero map, which the ops test against the identity.
+  for saliency, atol in ((jnp.full((len(images), g, g), 1 / g**2), 1e-6),
+                         (jnp.zeros((len(images), g, g)), 1e-5)):
+    expected = ops.attraction_grid(saliency, (TASK, TASK), fwhm=CONFIG["fwhm"],
+                                   padding=CONFIG["padding"])
+    np.testing.assert_allclose(extras["grid"], expected, atol=atol)
 
 
 def test_magnification_cap_and_antialias_reach_the_ops(images):

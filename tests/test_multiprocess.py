@@ -126,6 +126,9 @@ def _results(workdir):
     return json.load(f)
 
 
+_SHIFT_INVARIANT = "['saliency_net']['head']['bias']"
+
+
 def _assert_same_training(reference_dir, workdir):
   """The same training, to float rounding (the all-reduce runs over gloo, not in-process)."""
   for step, rtol in ((EVERY, 1e-4), (STEPS, 1e-3)):
@@ -134,8 +137,15 @@ def _assert_same_training(reference_dir, workdir):
     assert len(paths) == len(jax.tree.leaves(got)) > 10
     for (path, a), b in zip(paths, jax.tree.leaves(got)):
       a, b = np.asarray(a), np.asarray(b)
-      np.testing.assert_allclose(b, a, rtol=rtol, atol=rtol * np.abs(a).max(initial=0.0),
-                                 err_msg=f"step {step}: {jax.tree_util.keystr(path)}")
+      name = jax.tree_util.keystr(path)
+      # The saliency head's bias adds one constant to every logit, which the softmax ignores:
+      # its gradient is zero in exact arithmetic and float32 rounding noise in practice (6e-9
+      # seen, in a momentum trace of 9.4e-6 that is all weight decay), so it is held to the
+      # noise's scale rather than to a relative error of that noise.
+      scale = 10 if _SHIFT_INVARIANT in name else 1
+      np.testing.assert_allclose(b, a, rtol=rtol * scale,
+                                 atol=rtol * scale * np.abs(a).max(initial=0.0),
+                                 err_msg=f"step {step}: {name}")
   want, have = _results(reference_dir)["eval"], _results(workdir)["eval"]
   # The issue's target: evaluation loss within 0.01 %; every example counted once.
   assert abs(have["loss"] - want["loss"]) <= 1e-4 * abs(want["loss"]), (have, want)

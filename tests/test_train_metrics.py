@@ -42,7 +42,10 @@ def test_regression_metrics_match_numpy():
 
 def test_bad_task_and_empty_sums():
   with pytest.raises(ValueError, match="task"):
-    metrics.per_example_loss(jnp.zeros((1, 2)), jnp.zeros((1,), jnp.int32), task="detection")
+    metrics.per_example_loss(jnp.zeros((1, 2)), jnp.zeros((1,), jnp.int32), task="ranking")
+  with pytest.raises(ValueError, match="labels: expected the dense targets"):
+    metrics.per_example_loss(jnp.zeros((1, 4, 4, 3)), jnp.zeros((1,), jnp.int32),
+                             task="segmentation")
   with pytest.raises(ValueError, match="count is 0"):
     metrics.summarize({"count": 0.0, "loss": 0.0})
 

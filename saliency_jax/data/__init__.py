@@ -3,8 +3,9 @@
 `make_loader(data_config, split=..., global_batch_size=..., mesh=..., seed=...)` is what the
 trainer uses; `dataset_info` tells it the task and sizes, `default_data_config` lists every field.
 The sources (synthetic zoom task, CUB-200, iNaturalist 2017, image folders, GazeCapture) and
-the augmentations can also be used on their own; `DenseScenes` is the procedural segmentation
-and detection source (masks and boxes) that the dense models will train on. Preparing the tfds datasets:
+the augmentations can also be used on their own; `DenseScenes` (`data.name="dense_scenes"`) is the
+procedural segmentation and detection source (masks and boxes) of the dense model, and
+`training_boxes` what its fixed saliency prior is estimated from. Preparing the tfds datasets:
 `python -m saliency_jax.data.prepare --help`.
 """
 
@@ -14,6 +15,7 @@ from saliency_jax.data.config import parse_data_config
 from saliency_jax.data.datasets import DatasetInfo
 from saliency_jax.data.datasets import dataset_info
 from saliency_jax.data.datasets import make_source
+from saliency_jax.data.datasets import training_boxes
 from saliency_jax.data.dense_scenes import DenseScenes
 from saliency_jax.data.image_folder import ImageFolderSource
 from saliency_jax.data.loader import Loader
@@ -40,4 +42,5 @@ __all__ = [
     "make_source",
     "parse_data_config",
     "train_transform",
+    "training_boxes",
 ]

@@ -18,7 +18,12 @@ from saliency_jax import schema
 # The zoom-task suite's families (`saliency_jax.data.zoom_tasks`), named here so that validating
 # a config imports no renderer.
 ZOOM_TASKS = ("zoom_glyph", "zoom_orientation", "zoom_count", "zoom_marker")
-DATASETS = ("synthetic", "cub", "inaturalist2017", "image_folder", "gazecapture", *ZOOM_TASKS)
+# The procedural dense task (`saliency_jax.data.dense_scenes`): masks and boxes, no label.
+DENSE_DATASETS = ("dense_scenes",)
+DATASETS = ("synthetic", "cub", "inaturalist2017", "image_folder", "gazecapture", *ZOOM_TASKS,
+            *DENSE_DATASETS)
+# The datasets whose images are framed already: resized whole, never cropped or flipped.
+PROCEDURAL = ("synthetic", *ZOOM_TASKS, *DENSE_DATASETS)
 
 
 def default_data_config() -> ml_collections.ConfigDict:
@@ -47,6 +52,9 @@ def default_data_config() -> ml_collections.ConfigDict:
       `image_size` above; train and eval images come from independent streams of `seed`.
     zoom: the knobs of the zoom-task suite (`saliency_jax.data.zoom_tasks.ZoomTask`, the
       families `ZOOM_TASKS`); `image_size` 0 means `image_size` above.
+    dense: the knobs of `saliency_jax.data.dense_scenes.DenseScenes` (`dense_scenes`), rendered
+      at `image_size`, which must then be the evaluation size too (masks and boxes are never
+      resized).
   """
   config = ml_collections.ConfigDict({
       "name": "synthetic",
@@ -83,6 +91,16 @@ def default_data_config() -> ml_collections.ConfigDict:
           "num_clutter": 6,
           "seed": 0,
       },
+      "dense": {
+          "num_classes": 4,
+          "train_size": 4_000,
+          "eval_size": 500,
+          "max_small": 6,
+          "max_large": 2,
+          "min_objects": 1,
+          "num_clutter": 6,
+          "seed": 0,
+      },
   })
   config.lock()
   return config
@@ -90,6 +108,10 @@ def default_data_config() -> ml_collections.ConfigDict:
 
 def _eval_image_size(c) -> int:
   return c.eval_image_size or c.image_size
+
+
+def _eval_resize(c) -> int:
+  return c.eval_resize or _eval_image_size(c)
 
 
 CHECKS = (
@@ -106,10 +128,14 @@ CHECKS = (
     schema.Check("min_crop_area", lambda c: 0 < c.min_crop_area <= 1, "in (0, 1]"),
     schema.Check("gaze_input", lambda c: c.gaze_input in ("face", "frame"), "'face' or 'frame'"),
     schema.Check("eval_split",
-                 lambda c: c.name not in ("synthetic", *ZOOM_TASKS)
-                 or c.eval_split in ("", "eval", "train"),
-                 "'' or 'eval' for the synthetic and zoom tasks, whose splits are 'train' and "
-                 "'eval'"),
+                 lambda c: c.name not in PROCEDURAL or c.eval_split in ("", "eval", "train"),
+                 "'', 'eval' or 'train' for the procedural tasks (synthetic, zoom, dense), whose "
+                 "splits are 'train' and 'eval'"),
+    schema.Check("eval_image_size",
+                 lambda c: c.name not in DENSE_DATASETS
+                 or _eval_image_size(c) == c.image_size == _eval_resize(c),
+                 lambda c: f"0 or image_size ({c.image_size}) for {c.name}, with eval_resize 0 "
+                           f"or the same: its masks and boxes are rendered at image_size"),
     *(schema.Check(f"synthetic.{key}", lambda c, key=key: c.synthetic[key] >= 1, ">= 1")
       for key in ("num_classes", "train_size", "eval_size", "object_size", "frame_width",
                   "detail_period")),
@@ -122,6 +148,10 @@ CHECKS = (
     *(schema.Check(f"zoom.{key}", lambda c, key=key: c.zoom[key] >= 0,
                    "0 (= image_size) or a size in pixels" if key == "image_size" else ">= 0")
       for key in ("image_size", "num_distractors", "num_clutter", "seed")),
+    *(schema.Check(f"dense.{key}", lambda c, key=key: c.dense[key] >= 1, ">= 1")
+      for key in ("num_classes", "train_size", "eval_size")),
+    *(schema.Check(f"dense.{key}", lambda c, key=key: c.dense[key] >= 0, ">= 0")
+      for key in ("max_small", "max_large", "min_objects", "num_clutter", "seed")),
 )
 """The data fields' ranges: rows of `saliency_jax.schema.Check`, run by `parse_data_config`."""
 

@@ -1,8 +1,9 @@
 """Which datasets exist: their task, output count, splits, sources and preprocessing.
 
 A *source* is a random-access sequence (`len`, `[index]`) of records
-`{"image": <encoded bytes | file path | array | PIL image>, "label": <int | float32 [2]>}`,
-picklable so that grain can hand it to worker processes. The loader decodes and preprocesses
+`{"image": <encoded bytes | file path | array | PIL image>, "label": <int | float32 [2]>}`
+(dense sources: `"mask"`, `"boxes"`, `"labels"` and `"small"` instead of `"label"`; see
+`saliency_jax.data.dense_scenes`), picklable so that grain can hand it to worker processes. The loader decodes and preprocesses
 the records; how is decided here by `preprocessing`:
 - "crop": natural photographs; training takes a random-resized crop and a flip, evaluation
   resizes the shorter side to `eval_resize` and takes the centre crop.
@@ -17,6 +18,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import numpy as np
+
 from saliency_jax.data import config as config_lib
 
 TASKS = {
@@ -26,6 +29,8 @@ TASKS = {
     "image_folder": "classification",
     "gazecapture": "regression",
     **{name: "classification" for name in config_lib.ZOOM_TASKS},
+    # Segmentation or detection: which one is the model's choice (its dense head).
+    **{name: "dense" for name in config_lib.DENSE_DATASETS},
 }
 DEFAULT_EVAL_SPLITS = {
     "synthetic": "eval",
@@ -34,10 +39,10 @@ DEFAULT_EVAL_SPLITS = {
     "image_folder": "val",
     "gazecapture": "test",
     **{name: "eval" for name in config_lib.ZOOM_TASKS},
+    **{name: "eval" for name in config_lib.DENSE_DATASETS},
 }
-TRAIN_SPLITS = {"synthetic": "train", "cub": "train", "inaturalist2017": "train",
-                "image_folder": "train", "gazecapture": "train",
-                **{name: "train" for name in config_lib.ZOOM_TASKS}}
+TRAIN_SPLITS = {"cub": "train", "inaturalist2017": "train", "image_folder": "train",
+                "gazecapture": "train", **{name: "train" for name in config_lib.PROCEDURAL}}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,8 +50,9 @@ class DatasetInfo:
   """What the trainer needs to know about a dataset before building a model.
 
   Attributes:
-    task: "classification" (integer labels) or "regression" (float32 `[2]` targets).
-    num_outputs: number of classes, or 2 for the gaze point.
+    task: "classification" (integer labels), "regression" (float32 `[2]` targets) or "dense"
+      (per-pixel masks and boxes).
+    num_outputs: number of classes (object classes for dense tasks), or 2 for the gaze point.
     train_size: examples in the training split.
     eval_size: examples in the evaluation split.
   """
@@ -59,8 +65,7 @@ class DatasetInfo:
 
 def preprocessing(cfg: dict[str, Any]) -> str:
   """"crop" or "resize" (see the module docstring)."""
-  return ("resize" if cfg["name"] in ("synthetic", "gazecapture", *config_lib.ZOOM_TASKS)
-          else "crop")
+  return "resize" if cfg["name"] in ("gazecapture", *config_lib.PROCEDURAL) else "crop"
 
 
 def split_name(cfg: dict[str, Any], split: str) -> str:
@@ -102,6 +107,17 @@ def make_source(cfg: dict[str, Any], split: str):
         split=dataset_split, image_size=zoom["image_size"], cell_size=zoom["cell_size"],
         frame_width=zoom["frame_width"], num_distractors=zoom["num_distractors"],
         num_clutter=zoom["num_clutter"], seed=zoom["seed"])
+  if name == "dense_scenes":
+    from saliency_jax.data import dense_scenes  # pylint: disable=g-import-not-at-top
+    dense = cfg["dense"]
+    if dataset_split not in ("train", "eval"):
+      raise ValueError(f"data.eval_split: the dense scenes have splits 'train' and 'eval'; got "
+                       f"{dataset_split!r}.")
+    return dense_scenes.DenseScenes(
+        size=dense["train_size"] if dataset_split == "train" else dense["eval_size"],
+        split=dataset_split, image_size=cfg["image_size"], num_classes=dense["num_classes"],
+        max_small=dense["max_small"], max_large=dense["max_large"],
+        min_objects=dense["min_objects"], num_clutter=dense["num_clutter"], seed=dense["seed"])
   if name == "cub":
     from saliency_jax.data import cub  # pylint: disable=g-import-not-at-top
     return cub.cub_source(dataset_split, data_dir=cfg["data_dir"])
@@ -136,7 +152,7 @@ def _num_outputs(cfg: dict[str, Any], train_source) -> int:
     return inaturalist.NUM_CLASSES
   if name == "image_folder":
     return len(train_source.class_names)
-  if name in config_lib.ZOOM_TASKS:
+  if name in (*config_lib.ZOOM_TASKS, *config_lib.DENSE_DATASETS):
     return train_source.num_classes
   return 2
 
@@ -155,3 +171,28 @@ def dataset_info(data_config: Any) -> DatasetInfo:
   evaluation = make_source(cfg, "eval")
   return DatasetInfo(task=TASKS[cfg["name"]], num_outputs=_num_outputs(cfg, train),
                      train_size=len(train), eval_size=len(evaluation))
+
+
+def training_boxes(data_config: Any, *, limit: int) -> tuple[np.ndarray, np.ndarray]:
+  """The object boxes of the first `limit` training records of a dense dataset.
+
+  What a fixed saliency prior is estimated from (the KDE of FOVEA and LZU). A source with an
+  `objects(index)` method (`DenseScenes`) gives them without decoding its images.
+
+  Returns:
+    `(boxes [N, M, 4], valid [N, M])`: `(x0, y0, x1, y1)` normalised to [-1, 1] over the image
+    (pixel edges: -1 is the left edge of the first column), and False on padding rows.
+
+  Raises:
+    ValueError: if the dataset is not a dense one.
+  """
+  cfg = config_lib.parse_data_config(data_config)
+  if TASKS[cfg["name"]] != "dense":
+    raise ValueError(f"data.name: a box prior needs a dense dataset "
+                     f"{config_lib.DENSE_DATASETS}; got {cfg['name']!r}.")
+  source = make_source(cfg, "train")
+  read = getattr(source, "objects", source.__getitem__)
+  records = [read(i) for i in range(min(limit, len(source)))]
+  boxes = np.stack([np.asarray(r["boxes"], np.float32) for r in records])
+  valid = np.stack([np.asarray(r["labels"]) >= 0 for r in records])
+  return boxes / cfg["image_size"] * 2 - 1, valid

@@ -107,9 +107,9 @@ class DenseScenes:
     # for all of them at their largest.
     area = (self.max_large * (LARGE_SIDES[1] + _GAP) ** 2
             + self.max_small * (SMALL_SIDES[1] + _GAP) ** 2)
-    check("image_size", self.image_size >= max(LARGE_SIDES[1] + 2 * _GAP, 2 * area ** 0.5),
-          f">= {max(LARGE_SIDES[1] + 2 * _GAP, int(np.ceil(2 * area ** 0.5)))} for these object "
-          "counts")
+    largest = (LARGE_SIDES if self.max_large else SMALL_SIDES)[1] + 2 * _GAP
+    check("image_size", self.image_size >= max(largest, 2 * area ** 0.5),
+          f">= {max(largest, int(np.ceil(2 * area ** 0.5)))} for these object counts")
 
   def __len__(self) -> int:
     return self.size
@@ -138,19 +138,10 @@ class DenseScenes:
       result.append(box)
     return result
 
-  def __getitem__(self, index: int) -> dict[str, np.ndarray]:
-    """One example: `{"image", "mask", "boxes", "labels", "small"}` (see the module docstring).
-
-    Args:
-      index: any integer; reduced modulo `len(self)`.
-    """
-    index = int(index) % self.size
+  def _layout(self, index: int) -> list[dict]:
+    """The objects of image `index`: position, shape, class and look, drawn from their own
+    stream (so that `objects` need not render the pixels)."""
     rng = np.random.default_rng([self.seed, SPLITS.index(self.split), index, 11])
-    size = self.image_size
-    image = synthetic.smooth_background(rng, size)
-    synthetic.draw_clutter(image, rng, self.num_clutter, 24)
-    mask = np.zeros((size, size), np.uint8)
-
     while True:
       counts = (int(rng.integers(self.max_large + 1)), int(rng.integers(self.max_small + 1)))
       if sum(counts) >= self.min_objects:
@@ -164,30 +155,57 @@ class DenseScenes:
         # The longer side is `side`, the shorter at least two thirds of it.
         sides.append((int(round(side * min(aspect, 1.0))), int(round(side / max(aspect, 1.0)))))
         small.append(is_small)
-    boxes = np.zeros((self.max_objects, 4), np.float32)
-    labels = np.full((self.max_objects,), -1, np.int32)
-    small_out = np.zeros((self.max_objects,), bool)
-    k = 0
+    objects = []
     for placed, is_small in zip(self._place(rng, sides), small):
       if placed is None:
         continue
       y, x, h, w = placed
       label = int(rng.integers(self.num_classes))
       shape = _shape_mask(h, w, ellipse=bool(rng.integers(2)))
-      frame = max(2, min(h, w) // 8)
-      inner = _erode(shape, frame)
       period = max(2, 2 * (min(h, w) // 8))
-      texture = synthetic.texture_mask(label, max(h, w), period,
-                                       tuple(int(v) for v in rng.integers(0, period, 2)))
-      pair = synthetic.COLOUR_PAIRS[rng.integers(len(synthetic.COLOUR_PAIRS))]
+      rows, cols = np.nonzero(shape)
+      objects.append({
+          "y": y, "x": x, "shape": shape, "label": label, "small": is_small, "period": period,
+          "phase": tuple(int(v) for v in rng.integers(0, period, 2)),
+          "pair": synthetic.COLOUR_PAIRS[rng.integers(len(synthetic.COLOUR_PAIRS))],
+          "box": (x + cols.min(), y + rows.min(), x + cols.max() + 1, y + rows.max() + 1)})
+    return objects
+
+  def objects(self, index: int) -> dict[str, np.ndarray]:
+    """The `boxes`, `labels` and `small` of example `index`, without rendering its image."""
+    return self._targets(self._layout(int(index) % self.size))
+
+  def _targets(self, objects: list[dict]) -> dict[str, np.ndarray]:
+    boxes = np.zeros((self.max_objects, 4), np.float32)
+    labels = np.full((self.max_objects,), -1, np.int32)
+    small = np.zeros((self.max_objects,), bool)
+    for k, obj in enumerate(objects):
+      boxes[k], labels[k], small[k] = obj["box"], obj["label"], obj["small"]
+    return {"boxes": boxes, "labels": labels, "small": small}
+
+  def __getitem__(self, index: int) -> dict[str, np.ndarray]:
+    """One example: `{"image", "mask", "boxes", "labels", "small"}` (see the module docstring).
+
+    Args:
+      index: any integer; reduced modulo `len(self)`.
+    """
+    index = int(index) % self.size
+    objects = self._layout(index)
+    rng = np.random.default_rng([self.seed, SPLITS.index(self.split), index, 12])
+    size = self.image_size
+    image = synthetic.smooth_background(rng, size)
+    synthetic.draw_clutter(image, rng, self.num_clutter, 24)
+    mask = np.zeros((size, size), np.uint8)
+    for obj in objects:
+      shape = obj["shape"]
+      h, w = shape.shape
+      y, x = obj["y"], obj["x"]
+      inner = _erode(shape, max(2, min(h, w) // 8))
+      texture = synthetic.texture_mask(obj["label"], max(h, w), obj["period"], obj["phase"])
+      pair = obj["pair"]
       fill = np.where(texture[:h, :w, None], pair[0], pair[1])
       patch = image[y:y + h, x:x + w]
       patch[shape] = FRAME_COLOUR
       patch[inner] = fill[inner]
-      mask[y:y + h, x:x + w][shape] = label + 1
-      rows, cols = np.nonzero(shape)
-      boxes[k] = (x + cols.min(), y + rows.min(), x + cols.max() + 1, y + rows.max() + 1)
-      labels[k] = label
-      small_out[k] = is_small
-      k += 1
-    return {"image": image, "mask": mask, "boxes": boxes, "labels": labels, "small": small_out}
+      mask[y:y + h, x:x + w][shape] = obj["label"] + 1
+    return {"image": image, "mask": mask, **self._targets(objects)}

@@ -43,6 +43,7 @@ import numpy as np
 
 from saliency_jax.data import config as config_lib
 from saliency_jax.data import datasets
+from saliency_jax.data import dense_records
 from saliency_jax.data import transforms
 
 _LOG = logging.getLogger("saliency_jax.data")
@@ -64,7 +65,9 @@ class Examples:
     resize: shorter side before the evaluation centre crop.
     min_crop_area: smallest area fraction of the training crop.
     hflip: whether training flips horizontally.
-    task: "classification" or "regression".
+    task: "classification", "regression" or "dense".
+    num_classes: object classes (dense tasks: the range of the mask and labels).
+    num_boxes: rows of a dense record's boxes.
   """
 
   source: Any
@@ -74,21 +77,29 @@ class Examples:
   min_crop_area: float
   hflip: bool
   task: str
+  num_classes: int = 0
+  num_boxes: int = 0
 
-  def _label(self, record: dict[str, Any]) -> np.ndarray:
+  def _targets(self, record: dict[str, Any], index: int) -> dict[str, np.ndarray]:
     if self.task == "classification":
-      return np.int32(record["label"])
-    return np.asarray(record["label"], np.float32).reshape(2)
+      return {"label": np.int32(record["label"])}
+    if self.task == "regression":
+      return {"label": np.asarray(record["label"], np.float32).reshape(2)}
+    return dense_records.targets(record, size=self.size, num_classes=self.num_classes,
+                                 index=index)
 
   def _padding(self, skipped: int) -> dict[str, np.ndarray]:
-    label = np.int32(0) if self.task == "classification" else np.zeros(2, np.float32)
-    return {"image": np.zeros((self.size, self.size, 3), np.uint8), "label": label,
+    if self.task == "dense":
+      targets = dense_records.padding(self.num_boxes, size=self.size)
+    else:
+      targets = {"label": np.int32(0) if self.task == "classification" else np.zeros(2, np.float32)}
+    return {"image": np.zeros((self.size, self.size, 3), np.uint8), **targets,
             "mask": np.bool_(False), "skipped": np.int32(skipped), **self._groups({})}
 
   def _groups(self, record: dict[str, Any]) -> dict[str, np.ndarray]:
     # Gaze evaluation batches say which examples come from a tablet: the paper reports the
     # error on phones and on tablets separately.
-    if self.task == "classification":
+    if self.task != "regression":
       return {}
     return {"tablet": np.bool_(record.get("tablet", False))}
 
@@ -111,7 +122,7 @@ class Examples:
       except transforms.BadImageError as error:
         _LOG.warning("Skipping unreadable training record %d: %s", index, error)
         continue
-      return {"image": image, "label": self._label(record), "mask": np.bool_(True),
+      return {"image": image, **self._targets(record, index), "mask": np.bool_(True),
               "skipped": np.int32(attempt)}
     raise RuntimeError(
         f"{_MAX_SUBSTITUTES} consecutive records from index {record_index} cannot be decoded "
@@ -127,7 +138,7 @@ class Examples:
     except transforms.BadImageError as error:
       _LOG.warning("Masking out unreadable evaluation record %d: %s", position, error)
       return self._padding(skipped=1)
-    return {"image": image, "label": self._label(record), "mask": np.bool_(True),
+    return {"image": image, **self._targets(record, int(position)), "mask": np.bool_(True),
             "skipped": np.int32(0), **self._groups(record)}
 
 
@@ -145,9 +156,10 @@ def host_batches(examples: Examples, *, split: str, global_batch_size: int, seed
 
   Returns:
     Elements are dicts of NumPy arrays with leading dimension
-    `global_batch_size // process_count`: "image" uint8 `[b, S, S, 3]`, "label", "mask" bool,
-    "skipped" int32 (unreadable records replaced or masked in this example); regression
-    (gaze) evaluation batches add "tablet" bool (the recording's device).
+    `global_batch_size // process_count`: "image" uint8 `[b, S, S, 3]`, "label" (dense tasks:
+    `dense_records.FIELDS` instead), "mask" bool, "skipped" int32 (unreadable records replaced
+    or masked in this example); regression (gaze) evaluation batches add "tablet" bool (the
+    recording's device).
   """
   count = len(examples.source)
   if split == "train":
@@ -176,8 +188,9 @@ class Loader:
   """Iterates global batches; see `make_loader`.
 
   Iterating yields dicts of global `jax.Array`s sharded along the batch axis over every mesh
-  axis: "image" uint8 `[B, S, S, 3]`, "label" int32 `[B]` or float32 `[B, 2]`, "mask" bool
-  `[B]`. A training loader is infinite. An evaluation loader yields one pass (`len(loader)`
+  axis: "image" uint8 `[B, S, S, 3]`, "label" int32 `[B]` or float32 `[B, 2]` (dense tasks:
+  "segmentation" uint8 `[B, S, S]`, "boxes" float32 `[B, M, 4]`, "labels" int32 `[B, M]` and
+  "small" bool `[B, M]`, see `dense_records`), "mask" bool `[B]`. A training loader is infinite. An evaluation loader yields one pass (`len(loader)`
   batches) per `iter()`; a pass that is abandoned early restarts from the beginning next time.
   """
 
@@ -364,9 +377,13 @@ def make_loader(data_config: Any, *, split: str, global_batch_size: int, mesh: M
                             f"({datasets.split_name(cfg, split)!r}) has no examples.")
   task = datasets.TASKS[cfg["name"]]
   size = cfg["image_size"] if split == "train" else cfg["eval_image_size"]
+  dense = {}
+  if task == "dense":
+    dense = {"num_classes": source.num_classes,
+             "num_boxes": int(np.shape(source[0]["labels"])[0])}
   examples = Examples(source=source, kind=datasets.preprocessing(cfg), size=size,
                       resize=cfg["eval_resize"], min_crop_area=cfg["min_crop_area"],
-                      hflip=cfg["hflip"], task=task)
+                      hflip=cfg["hflip"], task=task, **dense)
   if split == "train":
     # A split that cannot be decoded at all fails here, before the trainer writes anything,
     # rather than inside an input worker at the first step.

@@ -10,7 +10,7 @@ The path of "Learning to Zoom and Unzoom" (LZU) with this project's ops:
    uniform frame of the source (`ops.unwarp`, stride `out_stride` of the source);
 4. a head on the sum of the unwarped stages (each projected to `head_width` channels):
    "segmentation" gives per-pixel logits over background and the classes; "detection" a
-   CenterNet-style centre heatmap (one logit per class) and box sizes.
+   CenterNet-style centre heatmap (one logit per class), box sizes and centre offsets.
 With neither a saliency network nor a prior, the grid is the identity (uniform downsampling) and
 the model is the uniform baseline: the same backbone and head at the same input size.
 
@@ -30,6 +30,7 @@ from saliency_jax.models import layers
 from saliency_jax.models import task
 
 HEADS = ("segmentation", "detection")
+_HEATMAP_BIAS = -2.19  # log(0.1 / 0.9)
 
 
 class ZoomUnzoom(nnx.Module):
@@ -74,7 +75,8 @@ class ZoomUnzoom(nnx.Module):
       prior = jnp.asarray(prior, jnp.float32)
       if prior.ndim != 2 or prior.shape[0] < 2 or prior.shape[1] < 2:
         raise ValueError(f"prior must be a [g, g] saliency map; got shape {prior.shape}.")
-    self.backbone = backbone
+    # Named as every model's task network, so that pretrained weights load into it alike.
+    self.task_net = backbone
     self.saliency_net = saliency_net
     # A constant of the model, saved with it but never updated by the optimizer.
     self.prior = None if prior is None else nnx.Variable(prior)
@@ -85,8 +87,13 @@ class ZoomUnzoom(nnx.Module):
     self.lateral = nnx.List([
         layers.conv(channels[name], head_width, 1, use_bias=True, rngs=rngs) for name in stages])
     self.fuse = layers.conv(head_width, head_width, 3, padding=1, use_bias=True, rngs=rngs)
-    outputs = num_classes + 1 if head == "segmentation" else num_classes + 2
+    outputs = num_classes + (1 if head == "segmentation" else 4)
     self.out = layers.conv(head_width, outputs, 1, use_bias=True, rngs=rngs)
+    if head == "detection":
+      # CenterNet's start: every centre logit at the log-odds of 0.1, so that the focal loss of
+      # the (many) empty cells does not swamp the first steps.
+      bias = self.out.bias.get_value()
+      self.out.bias.set_value(bias.at[:num_classes].set(_HEATMAP_BIAS))
 
   @property
   def uniform(self) -> bool:
@@ -113,20 +120,27 @@ class ZoomUnzoom(nnx.Module):
     flat = jax.nn.softmax(log_map.reshape(log_map.shape[0], -1), axis=-1)
     return flat.reshape(log_map.shape)
 
-  def __call__(self, images: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
+  def __call__(self, images: jax.Array, *, blur_key: jax.Array | None = None
+               ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Runs the model.
 
     Args:
       images: `[B, H, W, 3]` uint8 (0..255) or float (0..1), H and W at least `task_size` and
         multiples of `out_stride`.
+      blur_key: must be None: the dense model has no blur warm-up (its outputs are compared
+        with the labels pixel by pixel, which a blurred input would not reach).
 
     Returns:
       `(outputs, extras)`. `outputs` `[B, H / s, W / s, K + 1]` segmentation logits (channel 0
-      the background), or `[B, H / s, W / s, K + 2]` for detection: K centre-heatmap logits,
-      then the box's log width and log height in units of `s` source pixels. `extras`: "grid"
-      `[B, T, T, 2]`, "sampled" `[B, T, T, 3]` (0..1), "covered" `[B, H / s, W / s]` (where the
-      warp reaches the source), and "saliency" `[B, g, g]` unless the model is uniform.
+      the background), or `[B, H / s, W / s, K + 4]` for detection: K centre-heatmap logits,
+      then the box's log width and log height in units of `s` source pixels and the centre's
+      offset in its cell (x, y; logits of a sigmoid), as `saliency_jax.train.dense_metrics`
+      reads them. `extras`: "grid" `[B, T, T, 2]`, "sampled" `[B, T, T, 3]` (0..1), "covered"
+      `[B, H / s, W / s]` (where the warp reaches the source), and "saliency" `[B, g, g]` unless
+      the model is uniform.
     """
+    if blur_key is not None:
+      raise ValueError("blur_key must be None: the dense model has no blur warm-up.")
     task.check_images(images, min_size=self.task_size)
     height, width = images.shape[1:3]
     if height % self.out_stride or width % self.out_stride:
@@ -144,7 +158,7 @@ class ZoomUnzoom(nnx.Module):
       extras["saliency"] = saliency
     sampled = ops.grid_sample(images, grid, align_corners=True, antialias=self.antialias)
     sampled = sampled * task.unit_scale(images)
-    _, features = self.backbone(task.imagenet_normalize(sampled))
+    _, features = self.task_net(task.imagenet_normalize(sampled))
     out_shape = (height // self.out_stride, width // self.out_stride)
     fused = 0.0
     for name, lateral in zip(self.stages, self.lateral):

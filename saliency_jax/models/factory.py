@@ -24,6 +24,7 @@ from saliency_jax import schema
 from saliency_jax.models import alexnet
 from saliency_jax.models import baselines
 from saliency_jax.models import blur
+from saliency_jax.models import dense
 from saliency_jax.models import inception
 from saliency_jax.models import resnet
 from saliency_jax.models import saliency_network
@@ -31,12 +32,16 @@ from saliency_jax.models import sampler
 from saliency_jax.models import task
 
 MODEL_NAMES = ("saliency_sampler", "uniform", "stn_affine", "stn_tps", "grid_estimator",
-               "cam_crop", "deformable")
+               "cam_crop", "deformable", "zoom_unzoom")
+# Where the dense model's saliency comes from: a saliency network, the fixed prior (the KDE of
+# the training boxes), both, or neither (the uniform baseline).
+DENSE_SALIENCY = ("network", "prior", "both", "none")
 TASK_NETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet_tiny", "alexnet",
              "inception_v3")
 # The models with a saliency or localisation network (`LOCALISATION_ATTRIBUTES`), which a
 # pretrained saliency backbone can be loaded into.
-MODELS_WITH_SALIENCY_NET = ("saliency_sampler", "stn_affine", "stn_tps", "grid_estimator")
+MODELS_WITH_SALIENCY_NET = ("saliency_sampler", "stn_affine", "stn_tps", "grid_estimator",
+                            "zoom_unzoom")
 # The task networks `load_pretrained` reads torchvision (or converted) weights into.
 PRETRAINABLE_TASK_NETS = tuple(name for name in TASK_NETS if name != "inception_v3")
 # "torch": PyTorch's default initialisation of the head (the authors'); "zero": a zero head,
@@ -74,6 +79,11 @@ DEFAULTS = {
     "crop_fraction": 0.5,
     "tps_points_per_side": 4,
     "deformable_convs": 3,
+    "dense_head": "segmentation",
+    "saliency": "network",
+    "dense_stages": ("layer2", "layer3", "layer4"),
+    "out_stride": 8,
+    "head_width": 64,
 }
 
 
@@ -139,6 +149,15 @@ CHECKS = (
                      c.task_net),
                  lambda c: f"at most {_max_deformable_convs(c.task_net)}, the 3x3 convolutions "
                            f"of {c.task_net}"),
+    schema.Check("dense_head", lambda c: c.dense_head in dense.HEADS, f"one of {dense.HEADS}"),
+    schema.Check("saliency", lambda c: c.saliency in DENSE_SALIENCY, f"one of {DENSE_SALIENCY}"),
+    schema.Check("dense_stages",
+                 lambda c: len(c.dense_stages) > 0 and set(c.dense_stages) <= set(resnet.STAGES),
+                 f"a non-empty tuple of ResNet stages {resnet.STAGES}"),
+    schema.Check("out_stride", lambda c: c.out_stride >= 1, "an int >= 1"),
+    schema.Check("head_width", lambda c: c.head_width >= 1, "an int >= 1"),
+    schema.Check("task_net", lambda c: c.name != "zoom_unzoom" or c.task_net in resnet.SPECS,
+                 "a ResNet for zoom_unzoom, whose stages it unwarps"),
     schema.Check("task_net", lambda c: not (c.name == "cam_crop" and c.task_net == "alexnet"),
                  "a network ending in global pooling and one linear layer for cam_crop (a ResNet "
                  "or inception_v3)"),
@@ -174,8 +193,8 @@ def build_task_net(name: str, *, num_outputs: int, deformable_convs: int = 0,
   raise ValueError(f"task_net must be one of {TASK_NETS}; got {name!r}.")
 
 
-def build_model(model_config: Mapping[str, Any], *, num_outputs: int,
-                rngs: nnx.Rngs) -> nnx.Module:
+def build_model(model_config: Mapping[str, Any], *, num_outputs: int, rngs: nnx.Rngs,
+                prior: jax.Array | None = None) -> nnx.Module:
   """Builds the model a config describes.
 
   Fields of `model_config` (a dict or `ml_collections.ConfigDict`; missing ones take the default
@@ -205,11 +224,22 @@ def build_model(model_config: Mapping[str, Any], *, num_outputs: int,
     tps_points_per_side: the thin-plate spline's control lattice is n x n [4].
     deformable_convs: how many of the task network's last convolutions are deformable in the
       "deformable" baseline (the paper: 3) [3].
+    The dense model "zoom_unzoom" (`dense.ZoomUnzoom`, a ResNet `task_net`; `grid_size`,
+    `fwhm`, `padding`, `temperature`, `max_magnification`, `antialias` and the saliency
+    network's fields as above):
+    dense_head: "segmentation" or "detection" ["segmentation"].
+    saliency: "network", "prior" (fixed: `prior`), "both" or "none" (the uniform baseline)
+      ["network"].
+    dense_stages: the task network's stages unwarped and fused [("layer2", "layer3", "layer4")].
+    out_stride: stride of the dense outputs on the source image [8].
+    head_width: channels of the fused map [64].
 
   Args:
     model_config: the fields above.
-    num_outputs: classes (logits) or regression outputs.
+    num_outputs: classes (logits), regression outputs, or a dense model's object classes.
     rngs: `nnx.Rngs` with "params" (and "dropout" for AlexNet / Inception-v3) streams.
+    prior: `[grid_size, grid_size]` fixed saliency of a "zoom_unzoom" model with saliency
+      "prior" or "both" (e.g. `ops.kde_saliency` of the training boxes, exponentiated).
 
   Returns:
     An `nnx.Module`, called as `model(images, *, blur_key=None) -> (outputs, extras)`.
@@ -221,6 +251,8 @@ def build_model(model_config: Mapping[str, Any], *, num_outputs: int,
   if isinstance(num_outputs, bool) or not isinstance(num_outputs, int) or num_outputs < 1:
     raise ValueError(f"num_outputs must be a positive int; got {num_outputs!r}.")
   name = c["name"]
+  if name == "zoom_unzoom":
+    return _build_dense(c, num_classes=num_outputs, rngs=rngs, prior=prior)
   task_size = c["task_size"]
   common = {"task_size": task_size, "blur_min": blur.scaled_min_size(task_size, c["blur_min"]),
             "output_activation": c["output_activation"]}
@@ -232,13 +264,8 @@ def build_model(model_config: Mapping[str, Any], *, num_outputs: int,
       dropout_rate=c["dropout_rate"], rngs=rngs)
 
   if name == "saliency_sampler":
-    head = ({"head_init": nnx.initializers.zeros_init(),
-             "head_bias_init": nnx.initializers.zeros_init()}
-            if c["saliency_head_init"] == "zero" else {})
-    saliency_net = saliency_network.SaliencyNetwork(grid_size=c["grid_size"], rngs=rngs,
-                                                    **backbone, **head)
     return sampler.SaliencySampler(
-        task_net, saliency_net, fwhm=c["fwhm"], padding=c["padding"],
+        task_net, _saliency_net(c, rngs), fwhm=c["fwhm"], padding=c["padding"],
         temperature=c["temperature"], max_magnification=c["max_magnification"] or None,
         antialias=c["antialias"], **warping)
   if name in ("uniform", "deformable"):
@@ -256,6 +283,35 @@ def build_model(model_config: Mapping[str, Any], *, num_outputs: int,
   # cam_crop
   return baselines.CAMCrop(task_net, crop_fraction=c["crop_fraction"],
                            align_corners=c["align_corners"], **common)
+
+
+def _saliency_net(c: Mapping[str, Any], rngs: nnx.Rngs) -> saliency_network.SaliencyNetwork:
+  head = ({"head_init": nnx.initializers.zeros_init(),
+           "head_bias_init": nnx.initializers.zeros_init()}
+          if c["saliency_head_init"] == "zero" else {})
+  return saliency_network.SaliencyNetwork(
+      grid_size=c["grid_size"], backbone=c["saliency_backbone"], depth=c["saliency_depth"],
+      rngs=rngs, **head)
+
+
+def _build_dense(c: Mapping[str, Any], *, num_classes: int, rngs: nnx.Rngs,
+                 prior: jax.Array | None) -> dense.ZoomUnzoom:
+  saliency = c["saliency"]
+  wants_prior = saliency in ("prior", "both")
+  if wants_prior and prior is None:
+    raise ValueError(f"model_config.saliency {saliency!r} needs prior=, the fixed saliency map "
+                     f"(e.g. the KDE of the training boxes); got None.")
+  if prior is not None and np.shape(prior) != (c["grid_size"],) * 2:
+    raise ValueError(f"prior must be a [grid_size, grid_size] = {[c['grid_size']] * 2} map; got "
+                     f"shape {list(np.shape(prior))}.")
+  backbone = resnet.build_resnet(c["task_net"], num_classes=None, rngs=rngs)
+  return dense.ZoomUnzoom(
+      backbone, _saliency_net(c, rngs) if saliency in ("network", "both") else None,
+      prior=prior if wants_prior else None, num_classes=num_classes, head=c["dense_head"],
+      stages=tuple(c["dense_stages"]), task_size=c["task_size"],
+      low_res_size=c["low_res_size"], out_stride=c["out_stride"], head_width=c["head_width"],
+      temperature=c["temperature"], fwhm=c["fwhm"], padding=c["padding"],
+      antialias=c["antialias"], max_magnification=c["max_magnification"] or None, rngs=rngs)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -209,6 +209,26 @@ def checks() -> tuple[schema.Check, ...]:
       schema.Check("compare_with_uniform",
                    lambda c: not (c.compare_with_uniform and c.model.name == "uniform"),
                    "False when config.model.name is already 'uniform'"),
+      schema.Check("compare_with_uniform",
+                   lambda c: not (c.compare_with_uniform and c.model.name == "zoom_unzoom"
+                                  and c.model.saliency == "none"),
+                   "False when config.model.saliency is already 'none' (the uniform baseline)"),
+      # The dense model trains on masks and boxes, and only it does.
+      schema.Check("model.name",
+                   lambda c: (c.model.name == "zoom_unzoom")
+                   == (c.data.name in data_config.DENSE_DATASETS),
+                   lambda c: (f"'zoom_unzoom' for the dense dataset {c.data.name!r}"
+                              if c.data.name in data_config.DENSE_DATASETS else
+                              f"a model of labels for data.name {c.data.name!r} (zoom_unzoom "
+                              f"trains on the dense datasets {data_config.DENSE_DATASETS})")),
+      schema.Check("blur_epochs",
+                   lambda c: c.model.name != "zoom_unzoom" or c.blur_epochs == 0,
+                   "0 for zoom_unzoom (the dense model has no blur warm-up)"),
+      schema.Check("data.image_size",
+                   lambda c: c.model.name != "zoom_unzoom"
+                   or c.data.image_size % c.model.out_stride == 0,
+                   lambda c: f"a multiple of model.out_stride ({c.model.out_stride}): the dense "
+                             f"outputs tile the image"),
       # The models check their input at call time; these make the same checks before any work.
       schema.Check("model.task_size", lambda c: c.model.task_size <= c.data.image_size,
                    lambda c: f"at most data.image_size ({c.data.image_size}): the task network's "

@@ -1,39 +1,63 @@
-"""Losses and evaluation metrics for the two kinds of task the paper trains.
+"""Losses and evaluation metrics of every task the trainer runs.
 
 Classification (CUB-200, iNaturalist, the synthetic demo): softmax cross-entropy; top-1 and top-5
-accuracy. Regression (gaze): squared error; mean Euclidean distance error. Metrics are computed
-per batch as masked sums so that padded evaluation examples count for nothing and batches add up
-exactly; `summarize` turns the sums into means.
+accuracy. Regression (gaze): squared error; mean Euclidean distance error. Segmentation and
+detection: see `dense_metrics`. Metrics are computed per batch as masked sums so that padded
+evaluation examples count for nothing and batches add up exactly; `summarize` turns the sums
+into means.
 """
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-TASKS = ("classification", "regression")
+from saliency_jax.train import dense_metrics
+
+TASKS = ("classification", "regression", *dense_metrics.TASKS)
 
 
-def _check_task(task: str) -> None:
+def _check_task(task: str, labels: Any) -> None:
   if task not in TASKS:
     raise ValueError(f"task: expected one of {TASKS}, got {task!r}.")
+  if (task in dense_metrics.TASKS) != isinstance(labels, Mapping):
+    raise ValueError(f"labels: expected the dense targets (a mapping, see `targets`) for "
+                     f"{task!r} and an array otherwise; got {type(labels).__name__}.")
 
 
-def per_example_loss(outputs: jax.Array, labels: jax.Array, *, task: str) -> jax.Array:
+def targets(batch: Mapping[str, jax.Array], task: str) -> Any:
+  """What `per_example_loss` compares the outputs with: "label", or the dense targets."""
+  if task in dense_metrics.TASKS:
+    return {name: batch[name] for name in ("segmentation", "boxes", "labels", "small")}
+  return batch["label"]
+
+
+def _stride(outputs: jax.Array, labels: Mapping[str, jax.Array]) -> float:
+  return labels["segmentation"].shape[1] / outputs.shape[1]
+
+
+def per_example_loss(outputs: jax.Array, labels: Any, *, task: str) -> jax.Array:
   """The training loss of each example.
 
   Args:
-    outputs: `[B, K]` logits (classification) or `[B, D]` predictions (regression).
-    labels: `[B]` int class ids, or `[B, D]` float targets.
-    task: "classification" or "regression".
+    outputs: `[B, K]` logits (classification), `[B, D]` predictions (regression), or a dense
+      model's `[B, h, w, C]` outputs (see `dense_metrics`).
+    labels: `[B]` int class ids, `[B, D]` float targets, or the dense targets (`targets`).
+    task: one of `TASKS`.
 
   Returns:
-    `[B]` float32: cross-entropy, or the squared Euclidean error summed over the D outputs.
+    `[B]` float32: cross-entropy, the squared Euclidean error summed over the D outputs, or the
+    dense task's loss.
   """
-  _check_task(task)
+  _check_task(task, labels)
+  if task == "segmentation":
+    return dense_metrics.segmentation_loss(outputs, labels)
+  if task == "detection":
+    return dense_metrics.detection_loss(outputs, labels, stride=_stride(outputs, labels))
   outputs = outputs.astype(jnp.float32)
   if task == "classification":
     return optax.softmax_cross_entropy_with_integer_labels(outputs, labels)
@@ -49,14 +73,15 @@ def batch_metrics(outputs: jax.Array, labels: jax.Array, mask: jax.Array, *,
     outputs: `[B, K]` or `[B, D]`, as for `per_example_loss`.
     labels: `[B]` or `[B, D]`.
     mask: `[B]` bool, False for padding.
-    task: "classification" or "regression".
+    task: one of `TASKS`.
     groups: optional `{name: [B] bool}` subsets (GazeCapture's phones and tablets, which the
       paper reports separately); each adds every sum again as "metric/name" over its members.
 
   Returns:
     float32 scalars: "count", "loss"; classification adds "top1" and "top5" (numbers of
     correct examples, top-5 capped at K classes), regression adds "distance" (sum of the
-    Euclidean errors); and the same per group.
+    Euclidean errors); and the same per group. The dense tasks add the sums of
+    `dense_metrics` (detection's are arrays: `add_sums` adds them alike).
   """
   sums = _masked_sums(outputs, labels, mask, task=task)
   for name, member in (groups or {}).items():
@@ -71,6 +96,13 @@ def _masked_sums(outputs, labels, mask, *, task):
       "count": jnp.sum(weights),
       "loss": jnp.sum(weights * per_example_loss(outputs, labels, task=task)),
   }
+  if task == "segmentation":
+    sums.update(dense_metrics.segmentation_sums(outputs, labels, weights))
+    return sums
+  if task == "detection":
+    sums.update(dense_metrics.detection_sums(outputs, labels, weights,
+                                             stride=_stride(outputs, labels)))
+    return sums
   outputs = outputs.astype(jnp.float32)
   if task == "classification":
     # Rank of the true class = how many logits beat it; ties count for the label.
@@ -89,14 +121,18 @@ def summarize(sums: Mapping[str, float]) -> dict[str, float]:
 
   Returns:
     "loss", and "top1"/"top5" (fractions in [0, 1]) or "distance" (mean distance error, in
-    the labels' unit); "count" is kept as the number of examples. A group's "metric/name" is
-    its mean over the group's "count/name" examples, and is left out when the group is empty.
+    the labels' unit), or the dense metrics (`dense_metrics.summarize`); "count" is kept as the
+    number of examples. A group's "metric/name" is its mean over the group's "count/name"
+    examples, and is left out when the group is empty.
   """
   count = float(sums["count"])
   if count <= 0:
     raise ValueError("sums: no example was counted (count is 0); is the evaluation set empty?")
-  means = {}
+  means = {"loss": float(sums["loss"]) / count, "count": count,
+           **dense_metrics.summarize(sums)}
   for name, value in sums.items():
+    if name in dense_metrics.SUM_NAMES or name.startswith(dense_metrics.SUM_PREFIXES):
+      continue
     metric, _, group = name.partition("/")
     total = float(sums[f"count/{group}"]) if group else count
     if total > 0:
@@ -104,9 +140,11 @@ def summarize(sums: Mapping[str, float]) -> dict[str, float]:
   return means
 
 
-def add_sums(total: dict[str, float] | None, batch: Mapping[str, jax.Array]) -> dict[str, float]:
-  """Adds one batch's sums (fetched to the host) to a running total, in float64."""
-  batch = {name: float(np.asarray(value, np.float64)) for name, value in batch.items()}
+def add_sums(total: dict[str, Any] | None, batch: Mapping[str, jax.Array]) -> dict[str, Any]:
+  """Adds one batch's sums (fetched to the host) to a running total, in float64 (scalars as
+  floats, arrays as NumPy arrays)."""
+  batch = {name: (float(value) if value.ndim == 0 else value) for name, value in
+           ((name, np.asarray(value, np.float64)) for name, value in batch.items())}
   if total is None:
     return batch
   return {name: total[name] + batch[name] for name in total}

@@ -2,7 +2,9 @@
 
 One panel per example, four tiles side by side: the input image, the saliency map, the sampling
 grid drawn over the input, and the sampled image the task network sees. Models without a
-saliency map or grid (the uniform baseline) get the tiles they have.
+saliency map or grid (the uniform baseline) get the tiles they have. Dense models add tiles of
+their prediction (`extra_tiles`): brought into the warped frame, in the source frame, and the
+target (`label_colors`, `dense_tiles`).
 """
 from __future__ import annotations
 
@@ -15,6 +17,11 @@ _COLORMAP = np.array([
     [0, 0, 4], [40, 11, 84], [101, 21, 110], [159, 42, 99], [212, 72, 66], [245, 125, 21],
     [250, 193, 39], [252, 255, 164]], np.float64)
 _GRID_COLOR = (0, 255, 128)
+# Background black, then one distinct colour per class (cycled past eight).
+_CLASS_COLORS = np.array([[0, 0, 0], [230, 25, 75], [60, 180, 75], [0, 130, 200],
+                          [245, 130, 48], [145, 30, 180], [70, 240, 240], [240, 50, 230],
+                          [210, 245, 60]], np.uint8)
+_BOX_COLORS = {"target": (0, 255, 0), "detected": (255, 0, 0)}
 _TITLE_HEIGHT = 16
 
 
@@ -66,7 +73,8 @@ def grid_to_pixels(grid: np.ndarray, size: int, *, align_corners: bool) -> np.nd
 
 def make_panel(image: np.ndarray, sampled: np.ndarray, *, saliency: np.ndarray | None = None,
                grid: np.ndarray | None = None, align_corners: bool = True, tile: int = 224,
-               grid_lines: int = 16, caption: str = "") -> np.ndarray:
+               grid_lines: int = 16, caption: str = "",
+               extra_tiles: tuple[tuple[str, np.ndarray], ...] = ()) -> np.ndarray:
   """One Fig. 4 style panel.
 
   Args:
@@ -78,6 +86,7 @@ def make_panel(image: np.ndarray, sampled: np.ndarray, *, saliency: np.ndarray |
     tile: side of each tile in pixels.
     grid_lines: how many grid rows and columns to draw.
     caption: text under the tiles (e.g. the label and the prediction).
+    extra_tiles: `(title, [h, w, 3] uint8)` pictures appended after the sampled image.
 
   Returns:
     `[tile + titles, n_tiles * tile, 3]` uint8.
@@ -108,6 +117,8 @@ def make_panel(image: np.ndarray, sampled: np.ndarray, *, saliency: np.ndarray |
       draw.line([tuple(p) for p in points[:, c, :]], fill=_GRID_COLOR, width=1)
     tiles.append(("grid", drawn))
   tiles.append(("sampled", _resize(sampled, tile, Image.Resampling.NEAREST)))
+  tiles.extend((title, _resize(picture, tile, Image.Resampling.NEAREST))
+               for title, picture in extra_tiles)
 
   caption_height = _TITLE_HEIGHT if caption else 0
   panel = Image.new("RGB", (tile * len(tiles), tile + _TITLE_HEIGHT + caption_height), "white")
@@ -118,3 +129,62 @@ def make_panel(image: np.ndarray, sampled: np.ndarray, *, saliency: np.ndarray |
   if caption:
     draw.text((4, tile + _TITLE_HEIGHT + 2), caption, fill="black")
   return np.asarray(panel)
+
+
+def label_colors(labels: np.ndarray) -> np.ndarray:
+  """`[h, w]` class maps (0 background, k + 1 class k) -> `[h, w, 3]` uint8 colours."""
+  labels = np.asarray(labels, np.int64)
+  return _CLASS_COLORS[np.where(labels > 0, (labels - 1) % (len(_CLASS_COLORS) - 1) + 1, 0)]
+
+
+def to_warped_frame(source_map: np.ndarray, grid: np.ndarray, source_size: int) -> np.ndarray:
+  """A `[h, w, ...]` map on the source image (any stride) read at each grid node (nearest):
+  what it shows where the task network looks. `grid` `[t, t, 2]` is align_corners=True."""
+  source_map = np.asarray(source_map)
+  pixels = grid_to_pixels(grid, source_size, align_corners=True)
+  stride = source_size / source_map.shape[0]
+  cols = np.clip((pixels[..., 0] + 0.5) // stride, 0, source_map.shape[1] - 1).astype(int)
+  rows = np.clip((pixels[..., 1] + 0.5) // stride, 0, source_map.shape[0] - 1).astype(int)
+  return source_map[rows, cols]
+
+
+def _draw_boxes(picture: np.ndarray, boxes: dict[str, np.ndarray], scale: float) -> np.ndarray:
+  image = Image.fromarray(picture)
+  draw = ImageDraw.Draw(image)
+  for kind, rows in boxes.items():
+    for x0, y0, x1, y1 in np.asarray(rows, np.float64) * scale:
+      draw.rectangle([x0, y0, max(x0, x1 - 1), max(y0, y1 - 1)], outline=_BOX_COLORS[kind])
+  return np.asarray(image)
+
+
+def dense_tiles(prediction: np.ndarray, target: np.ndarray, grid: np.ndarray | None, *,
+                source_size: int, tile: int = 224,
+                boxes: dict[str, np.ndarray] | None = None) -> tuple[tuple[str, np.ndarray], ...]:
+  """The tiles of a dense prediction: in the warped frame (with a grid), in the source frame, and
+  the target.
+
+  Args:
+    prediction: `[h, w]` class map (segmentation) or `[h, w, 3]` uint8 picture (a heatmap).
+    target: the same on the source image (any resolution).
+    grid: `[t, t, 2]` the sampling grid, or None (the uniform model: no warped tile).
+    source_size: side of the source image in pixels.
+    tile: side of the tiles in pixels.
+    boxes: `{"target" | "detected": [n, 4]}` (x0, y0, x1, y1) boxes in source pixels, drawn on
+      the source-frame prediction.
+  """
+  def picture(values):
+    values = np.asarray(values)
+    return values if values.ndim == 3 else label_colors(values)
+
+  def enlarged(values):
+    return np.asarray(_resize(picture(values), tile, Image.Resampling.NEAREST))
+
+  tiles = []
+  if grid is not None:
+    tiles.append(("predicted, warped", picture(to_warped_frame(prediction, grid, source_size))))
+  predicted = enlarged(prediction)
+  if boxes:
+    predicted = _draw_boxes(predicted, boxes, tile / source_size)
+  tiles.append(("predicted", predicted))
+  tiles.append(("target", enlarged(target)))
+  return tuple(tiles)

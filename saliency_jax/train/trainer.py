@@ -42,6 +42,7 @@ from saliency_jax.train import distributed
 from saliency_jax.train import partitioning
 from saliency_jax.train.partitioning import make_mesh
 from saliency_jax.train import reporting as logging_lib
+from saliency_jax.train import dense_metrics
 from saliency_jax.train import metrics as metrics_lib
 from saliency_jax.train import optimizer as optimizer_lib
 from saliency_jax.train import panels as panels_lib
@@ -109,11 +110,12 @@ def _models_api():
 
 
 def build_model(config: ml_collections.ConfigDict, *, num_outputs: int,
-                load_pretrained: bool = True) -> nnx.Module:
+                load_pretrained: bool = True, prior: jax.Array | None = None) -> nnx.Module:
   """The config's model, initialised from `config.seed`, pretrained weights loaded if given.
 
   `load_pretrained=False` skips the pretrained files (a resumed run restores every parameter
-  from its checkpoint, and need not find them again).
+  from its checkpoint, and need not find them again). `prior`: the dense model's fixed saliency
+  (`box_prior`).
   """
   models = _models_api()
   files = {name: config.pretrained[name] if load_pretrained else ""
@@ -127,7 +129,7 @@ def build_model(config: ml_collections.ConfigDict, *, num_outputs: int,
   # depend on how the batch is sharded.
   rngs = nnx.Rngs(params=jax.random.key(config.seed, impl="rbg"),
                   default=jax.random.fold_in(jax.random.key(config.seed), 2))
-  model = models.build_model(config.model, num_outputs=num_outputs, rngs=rngs)
+  model = models.build_model(config.model, num_outputs=num_outputs, rngs=rngs, prior=prior)
   for name, path in files.items():
     if path:
       try:
@@ -145,21 +147,24 @@ def build_model(config: ml_collections.ConfigDict, *, num_outputs: int,
 
 def build_experiment(config: ml_collections.ConfigDict, *, mesh: Mesh, num_outputs: int,
                      task: str, total_steps: int, steps_per_epoch: float,
-                     blur_steps: int, load_pretrained: bool = True) -> Experiment:
+                     blur_steps: int, load_pretrained: bool = True,
+                     prior: jax.Array | None = None) -> Experiment:
   """Builds the model, optimizer, initial state and the jitted steps on `mesh`.
 
   Args:
     config: a validated trainer config.
     mesh: the mesh (`partitioning.make_mesh`).
     num_outputs: classes (classification) or regression outputs.
-    task: "classification" or "regression".
+    task: one of `metrics.TASKS`.
     total_steps: length of the run (for the schedules).
     steps_per_epoch: steps in one epoch.
     blur_steps: steps of the blur warm-up (for the task group's schedule restart).
     load_pretrained: load `config.pretrained`'s weights (not needed when resuming).
+    prior: the dense model's fixed saliency map, if its config asks for one.
   """
   models = _models_api()
-  model = build_model(config, num_outputs=num_outputs, load_pretrained=load_pretrained)
+  model = build_model(config, num_outputs=num_outputs, load_pretrained=load_pretrained,
+                      prior=prior)
   model.train()
   train_graph, params, model_state = nnx.split(model, nnx.Param, ...)
   model.eval()
@@ -183,12 +188,13 @@ def build_experiment(config: ml_collections.ConfigDict, *, mesh: Mesh, num_outpu
                  blur: bool) -> tuple[TrainState, dict[str, jax.Array]]:
     key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
     weights = batch["mask"].astype(jnp.float32)
+    labels = metrics_lib.targets(batch, task)
 
     def loss_fn(params):
       # Copies: the step's Variables must belong to this trace for BatchNorm to update them.
       model = nnx.merge(train_graph, params, state.model_state, copy=True)
       outputs, _ = model(batch["image"], blur_key=key if blur else None)
-      losses = metrics_lib.per_example_loss(outputs, batch["label"], task=task)
+      losses = metrics_lib.per_example_loss(outputs, labels, task=task)
       loss = jnp.sum(weights * losses) / jnp.maximum(jnp.sum(weights), 1.0)
       return loss, (outputs, nnx.state(model, nnx.Not(nnx.Param)))
 
@@ -196,7 +202,9 @@ def build_experiment(config: ml_collections.ConfigDict, *, mesh: Mesh, num_outpu
         state.params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    sums = metrics_lib.batch_metrics(outputs, batch["label"], batch["mask"], task=task)
+    sums = metrics_lib.batch_metrics(outputs, labels, batch["mask"], task=task)
+    # Training logs scalars only (detection's score histograms are for evaluation).
+    sums = {name: value for name, value in sums.items() if value.ndim == 0}
     # The parameter norm also catches an update that overflows although loss and gradient
     # were finite, so that no checkpoint is written after it.
     step_metrics = {**{f"sum_{k}": v for k, v in sums.items()}, "loss": loss,
@@ -210,10 +218,13 @@ def build_experiment(config: ml_collections.ConfigDict, *, mesh: Mesh, num_outpu
     outputs, extras = model(batch["image"])
     groups = ({"phone": ~batch["tablet"], "tablet": batch["tablet"]} if "tablet" in batch
               else None)
-    sums = metrics_lib.batch_metrics(outputs, batch["label"], batch["mask"], task=task,
-                                     groups=groups)
-    examples = {"image": batch["image"], "label": batch["label"], "output": outputs,
+    labels = metrics_lib.targets(batch, task)
+    sums = metrics_lib.batch_metrics(outputs, labels, batch["mask"], task=task, groups=groups)
+    examples = {"image": batch["image"], "label": labels, "output": outputs,
                 **{k: v for k, v in extras.items() if k in ("sampled", "grid", "saliency")}}
+    if task == "detection":
+      stride = batch["image"].shape[1] / outputs.shape[1]
+      examples["detections"] = dense_metrics.decode_detections(outputs, stride=stride)
     examples = jax.tree.map(lambda x: x[:num_panels], examples)
     return sums, examples
 
@@ -224,6 +235,24 @@ def build_experiment(config: ml_collections.ConfigDict, *, mesh: Mesh, num_outpu
                      out_shardings=(replicated, replicated))
   return Experiment(mesh=mesh, task=task, initial_state=state, train_step=jit_train,
                     eval_step=jit_eval, schedules=schedules)
+
+
+# Training images whose boxes estimate the dense model's fixed prior.
+PRIOR_IMAGES = 2000
+
+
+def box_prior(config: ml_collections.ConfigDict) -> jax.Array | None:
+  """The dense model's fixed saliency, `[g, g]` summing to 1: the kernel density estimate of the
+  boxes of the first `PRIOR_IMAGES` training images (`ops.kde_saliency`) on the saliency grid;
+  None when the config's model uses no prior."""
+  if config.model.name != "zoom_unzoom" or config.model.saliency not in ("prior", "both"):
+    return None
+  from saliency_jax import ops  # pylint: disable=import-outside-toplevel
+  boxes, valid = _data_api().training_boxes(config.data, limit=PRIOR_IMAGES)
+  size = config.model.grid_size
+  logits = ops.kde_saliency(jnp.asarray(boxes.reshape(-1, 4)), (size, size),
+                            valid=jnp.asarray(valid.reshape(-1)))[0]
+  return jax.nn.softmax(logits.reshape(-1)).reshape(size, size)
 
 
 def _prepare_workdir(workdir: str) -> str:
@@ -298,6 +327,13 @@ def _interval_metrics(history: list[tuple[int, dict[str, float]]]) -> dict[str, 
 def _describe(results: Mapping[str, float], task: str) -> str:
   if task == "classification":
     return f"top-1 {results['top1']:.2%}, top-5 {results['top5']:.2%}, loss {results['loss']:.4f}"
+  if task in ("segmentation", "detection"):
+    name = "mIoU" if task == "segmentation" else "AP@0.5"
+    key = "miou" if task == "segmentation" else "ap"
+    parts = [f"{name} {results[key]:.2%}" if key in results else f"{name} -"]
+    parts += [f"{region} {results[f'{key}_{region}']:.2%}" for region in ("small", "large")
+              if f"{key}_{region}" in results]
+    return ", ".join(parts) + f", loss {results['loss']:.4f}"
   devices = "".join(f", {device} {results[f'distance/{device}']:.4f}"
                     for device in ("phone", "tablet") if f"distance/{device}" in results)
   return f"mean distance error {results['distance']:.4f}{devices}, loss {results['loss']:.4f}"
@@ -362,8 +398,11 @@ def _run(config: ml_collections.ConfigDict, workdir: str, *, label: str) -> dict
     loaders = {split: data.make_loader(config.data, split=split, mesh=mesh, seed=config.seed,
                                        global_batch_size=config.batch_size)
                for split in ("train", "eval")}
+    prior = box_prior(config)
   except ValueError as error:
     raise _data_error(error) from error
+  if info.task == "dense":  # The model's head says which dense task it is.
+    info = dataclasses.replace(info, task=config.model.dense_head)
   train_loader, eval_loader = loaders["train"], loaders["eval"]
   length = run_length(config, info.train_size)
   is_chief = jax.process_index() == 0
@@ -372,7 +411,7 @@ def _run(config: ml_collections.ConfigDict, workdir: str, *, label: str) -> dict
     return build_experiment(
         config, mesh=mesh, num_outputs=info.num_outputs, task=info.task,
         total_steps=length.total_steps, steps_per_epoch=length.steps_per_epoch,
-        blur_steps=length.blur_steps, load_pretrained=load_pretrained)
+        blur_steps=length.blur_steps, load_pretrained=load_pretrained, prior=prior)
 
   try:
     _check_evaluation_split(eval_loader, config)
@@ -617,19 +656,51 @@ def _write_panels(examples: Mapping[str, np.ndarray], *, step: int, directory: s
   step_dir = os.path.join(directory, f"step_{step:07d}")
   os.makedirs(step_dir, exist_ok=True)
   for i in range(len(examples["image"])):
-    output, label = examples["output"][i], examples["label"][i]
+    output = examples["output"][i]
+    label = jax.tree.map(lambda x, i=i: x[i], examples["label"])
+    grid = examples["grid"][i] if "grid" in examples else None
+    extra_tiles = ()
     if task == "classification":
       caption = f"label {int(label)}, predicted {int(np.argmax(output))}"
-    else:
+    elif task == "regression":
       caption = f"target {np.round(label, 3).tolist()}, predicted {np.round(output, 3).tolist()}"
+    else:
+      extra_tiles, caption = _dense_panel(output, label, grid, task=task,
+                                          detections=jax.tree.map(
+                                              lambda x, i=i: x[i], examples.get("detections")))
     panel = panels_lib.make_panel(
         examples["image"][i], examples["sampled"][i],
         saliency=examples["saliency"][i] if "saliency" in examples else None,
-        grid=examples["grid"][i] if "grid" in examples else None,
-        align_corners=align_corners, caption=caption)
+        grid=grid, align_corners=align_corners, caption=caption, extra_tiles=extra_tiles)
     from PIL import Image
     Image.fromarray(panel).save(os.path.join(step_dir, f"example_{i}.png"))
     writer.image(step, f"panels/example_{i}", panel)
+
+
+# Detections drawn on a panel: those whose score is at least this.
+_PANEL_SCORE = 0.3
+
+
+def _dense_panel(output: np.ndarray, label: Mapping[str, np.ndarray], grid: np.ndarray | None,
+                 *, task: str, detections: tuple[np.ndarray, ...] | None):
+  """The dense tiles of one example and its caption."""
+  source_size = label["segmentation"].shape[0]
+  objects = label["labels"] >= 0
+  if task == "segmentation":
+    predicted = np.argmax(output, axis=-1)
+    return (panels_lib.dense_tiles(predicted, label["segmentation"], grid,
+                                   source_size=source_size),
+            f"{int(objects.sum())} objects ({int(label['small'].sum())} small); classes "
+            f"predicted (stride {source_size // output.shape[0]}) | target")
+  k = dense_metrics.num_classes(output, task)
+  heat = panels_lib.colorize(1 / (1 + np.exp(-output[..., :k].max(-1))))
+  target = panels_lib.colorize(label["segmentation"] > 0)
+  boxes, scores, _ = detections
+  kept = boxes[scores >= _PANEL_SCORE]
+  tiles = panels_lib.dense_tiles(heat, target, grid, source_size=source_size,
+                                 boxes={"target": label["boxes"][objects], "detected": kept})
+  return tiles, (f"{int(objects.sum())} objects ({int(label['small'].sum())} small), "
+                 f"{len(kept)} detections with score >= {_PANEL_SCORE} (red; targets green)")
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
@@ -655,7 +726,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   uniform = None
   if config.compare_with_uniform:
     uniform = config.copy_and_resolve_references()
-    uniform.model.name = "uniform"
+    if config.model.name == "zoom_unzoom":  # The same dense network on the identity grid.
+      uniform.model.saliency = "none"
+    else:
+      uniform.model.name = "uniform"
     uniform.compare_with_uniform = False
     uniform.pretrained.saliency_backbone = ""  # The baseline has no saliency network.
     config_lib.validate_config(uniform)
@@ -678,9 +752,11 @@ def _print_summary(runs: list[Mapping[str, Any]]) -> None:
   print("\nResults (evaluation split, task network input "
         f"{runs[0]['task_size']}x{runs[0]['task_size']}):")
   for run in runs:
-    print(f"  {run['model']:<18} {_describe(run['eval'], run['task'])}   "
+    print(f"  {run['label']:<18} {_describe(run['eval'], run['task'])}   "
           f"[{run['workdir']}/results.json]")
-  if len(runs) == 2 and runs[0]["task"] == "classification":
-    margin = 100 * (runs[0]["eval"]["top1"] - runs[1]["eval"]["top1"])
-    print(f"  {runs[0]['model']} - {runs[1]['model']}: {margin:+.1f} points of top-1")
+  headline = {"classification": "top1", "segmentation": "miou_small",
+              "detection": "ap_small"}.get(runs[0]["task"])
+  if len(runs) == 2 and headline and all(headline in run["eval"] for run in runs):
+    margin = 100 * (runs[0]["eval"][headline] - runs[1]["eval"][headline])
+    print(f"  {runs[0]['label']} - {runs[1]['label']}: {margin:+.1f} points of {headline}")
   print(f"Panels (input | saliency | grid | sampled): {runs[0]['panels']}")

@@ -1,0 +1,43 @@
+r"""Dense scenes: segmentation of small and large objects, learned saliency against uniform.
+
+    python train.py --workdir=runs/dense_scenes --config=configs/dense_scenes.py
+
+The procedural dense task of `saliency_jax.data.dense_scenes` at 512 px: up to six small
+(12-24 px) and two large (64-128 px) framed objects whose class is their fill pattern, at a
+period of a quarter of their side. The zoom-unzoom model (`saliency_jax.models.dense`) warps the
+image into the 128 px input of a tiny ResNet by the attraction grid of a learned saliency map,
+unwarps its stages 2-4 into the source frame at stride 8 and predicts a class per pixel there;
+the uniform baseline (the same network on the identity grid) is trained second, in
+`<workdir>/uniform`. At 512 -> 128 a small object's pattern averages to grey under uniform
+downsampling, a large one's stays readable.
+
+Variants: `dense_scenes_prior.py` (the fixed KDE prior of the training boxes instead of a
+saliency network), `dense_scenes_detection.py` (the CenterNet-style detection head).
+
+Result: not measured yet (README, "Dense tasks").
+"""
+from configs import default
+
+
+def get_config():
+  config = default.get_config()
+  config.data.name = "dense_scenes"
+  config.data.image_size = 512
+  config.data.dense.train_size = 4_000
+  config.data.dense.eval_size = 200
+
+  config.model.name = "zoom_unzoom"
+  config.model.dense_head = "segmentation"
+  config.model.saliency = "network"
+  config.model.task_size = 128
+  config.model.low_res_size = 64
+  config.model.out_stride = 8
+  config.model.head_width = 32
+  config.model.saliency_head_init = "zero"
+
+  config.batch_size = 16
+  config.num_train_steps = 1000
+  config.eval_every_steps = 500
+  config.checkpoint_every_steps = 500
+  config.compare_with_uniform = True
+  return config

@@ -1,0 +1,79 @@
+"""The dense model trained end to end: segmentation against its uniform baseline, detection
+with the fixed box prior, and the config checks that tie dense data to the dense model."""
+import json
+import os
+
+import jax
+import numpy as np
+from PIL import Image
+import pytest
+
+from saliency_jax import train
+from saliency_jax.train import config as config_lib
+from saliency_jax.train import trainer
+from tiny_experiments import load_config, tiny
+
+
+def test_segmentation_trains_and_compares_with_its_uniform_baseline(tmp_path, capsys):
+  config = tiny(load_config("dense_scenes", None))
+  workdir = str(tmp_path / "run")
+  results = train.train_and_evaluate(config, workdir)
+  baseline = results["uniform"]
+  assert results["task"] == baseline["task"] == "segmentation"
+  assert baseline["label"] == "uniform" and baseline["workdir"] == os.path.join(workdir,
+                                                                                "uniform")
+  for run in (results, baseline):
+    evaluation = run["eval"]
+    assert evaluation["count"] == 8 and np.isfinite(evaluation["loss"])
+    assert 0 <= evaluation["miou"] <= 1 and 0 <= evaluation["pixel_accuracy"] <= 1
+    # The tiny scenes hold small and large objects: both region scores exist.
+    assert 0 <= evaluation["miou_small"] <= 1 and 0 <= evaluation["miou_large"] <= 1
+  printed = capsys.readouterr().out
+  assert "mIoU" in printed and "points of miou_small" in printed
+  with open(os.path.join(workdir, "results.json")) as f:
+    assert json.load(f)["eval"] == results["eval"]
+  # input | saliency | grid | sampled | predicted, warped | predicted | target; the uniform
+  # model has no saliency.
+  for run, tiles in ((results, 7), (baseline, 6)):
+    step_dir = os.path.join(run["workdir"], "panels", "step_0000001")
+    panel = np.asarray(Image.open(os.path.join(step_dir, "example_0.png")))
+    assert panel.shape[1] == 224 * tiles
+
+
+def test_detection_with_the_box_prior_trains_and_keeps_the_prior_in_its_state(tmp_path):
+  config = tiny(load_config("dense_scenes_detection", None))
+  config.model.saliency = "prior"
+  config.compare_with_uniform = False
+  results = train.train_and_evaluate(config, str(tmp_path / "run"))
+  assert results["task"] == "detection"
+  evaluation = results["eval"]
+  assert evaluation["count"] == 8 and np.isfinite(evaluation["loss"])
+  assert {"ap", "ap_small", "ap_large"} <= set(evaluation)
+  assert all(0 <= evaluation[k] <= 1 for k in ("ap", "ap_small", "ap_large"))
+  # The prior is the KDE of the training boxes, a constant of the model, not trained.
+  prior = trainer.box_prior(config)
+  assert prior.shape == (9, 9) and float(prior.sum()) == pytest.approx(1.0, abs=1e-5)
+  model = trainer.build_model(config, num_outputs=4, prior=prior)
+  np.testing.assert_array_equal(model.prior.value, prior)
+  with pytest.raises(ValueError, match="saliency 'prior' needs prior="):
+    trainer.build_model(config, num_outputs=4)
+
+
+@pytest.mark.parametrize("change,message", [
+    (lambda c: setattr(c.model, "name", "saliency_sampler"),
+     "config.model.name: expected 'zoom_unzoom' for the dense dataset 'dense_scenes'"),
+    (lambda c: setattr(c.data, "name", "synthetic"),
+     "config.model.name: expected a model of labels for data.name 'synthetic'"),
+    (lambda c: setattr(c, "blur_epochs", 1.0), "config.blur_epochs: expected 0 for zoom_unzoom"),
+    (lambda c: c.data.update(image_size=276, eval_resize=276),
+     r"config.data.image_size: expected a multiple of model.out_stride \(8\)"),
+    (lambda c: setattr(c.model, "saliency", "none"),
+     "config.compare_with_uniform: expected False when config.model.saliency is already 'none'"),
+    (lambda c: setattr(c.model, "dense_stages", ("layer9",)), "config.model.dense_stages"),
+])
+def test_dense_configs_are_checked_before_anything_is_written(tmp_path, change, message):
+  config = tiny(load_config("dense_scenes", None))
+  change(config)
+  with pytest.raises(config_lib.ConfigError, match=message):
+    train.train_and_evaluate(config, str(tmp_path / "run"))
+  assert not os.path.exists(tmp_path / "run")

@@ -1,0 +1,157 @@
+"""Dense losses and metrics (saliency_jax.train.dense_metrics) against NumPy references."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from saliency_jax.train import dense_metrics
+from saliency_jax.train import metrics
+
+
+def _targets(size, boxes, labels, small, segmentation=None):
+  """A batch of one image's targets; boxes are integer pixel edges."""
+  if segmentation is None:
+    segmentation = np.zeros((size, size), np.uint8)
+    for (x0, y0, x1, y1), label in zip(boxes, labels):
+      segmentation[y0:y1, x0:x1] = label + 1
+  return {"segmentation": jnp.asarray(segmentation[None]),
+          "boxes": jnp.asarray(np.asarray(boxes, np.float32)[None]),
+          "labels": jnp.asarray(np.asarray(labels, np.int32)[None]),
+          "small": jnp.asarray(np.asarray(small, bool)[None])}
+
+
+def _reference_ious(predicted, labels, region, classes):
+  """Per-class IoU over the pixels of `region`, by boolean masks (None where the union is 0)."""
+  ious = {}
+  for k in classes:
+    inter = np.sum(region & (predicted == k) & (labels == k))
+    union = np.sum(region & ((predicted == k) | (labels == k)))
+    if union:
+      ious[k] = inter / union
+  return ious
+
+
+def test_segmentation_ious_match_a_reference_in_every_region():
+  rng = np.random.default_rng(0)
+  size, classes = 40, 3
+  boxes = [(2, 3, 10, 9), (20, 20, 38, 37), (12, 1, 17, 6)]
+  labels, small = [0, 2, 1], [True, False, True]
+  target = _targets(size, boxes, labels, small)
+  labels_map = np.asarray(target["segmentation"][0])
+  # Stride 1: the upsampling is the identity, so the prediction is the logits' argmax.
+  logits = rng.normal(size=(1, size, size, classes + 1)).astype(np.float32)
+  logits[0, labels_map > 0, labels_map[labels_map > 0]] += 2.0  # Mostly right on objects.
+  sums = metrics.batch_metrics(jnp.asarray(logits), target, jnp.ones(1, bool),
+                               task="segmentation")
+  means = metrics.summarize(jax.device_get(sums))
+  predicted = logits[0].argmax(-1)
+  everywhere = np.ones((size, size), bool)
+  regions = {"small": np.zeros_like(everywhere), "large": np.zeros_like(everywhere)}
+  for (x0, y0, x1, y1), is_small in zip(boxes, small):
+    regions["small" if is_small else "large"][y0:y1, x0:x1] = True
+  expected = {
+      "miou": _reference_ious(predicted, labels_map, everywhere, range(classes + 1)),
+      "miou_small": _reference_ious(predicted, labels_map, regions["small"], range(1, 4)),
+      "miou_large": _reference_ious(predicted, labels_map, regions["large"], range(1, 4)),
+  }
+  for name, ious in expected.items():
+    assert means[name] == pytest.approx(np.mean(list(ious.values())), abs=1e-9), name
+  assert means["pixel_accuracy"] == pytest.approx(np.mean(predicted == labels_map))
+  assert means["count"] == 1
+
+
+def test_a_perfect_prediction_at_stride_four_scores_one_and_padding_counts_nothing():
+  size, stride, classes = 32, 4, 2
+  # Vertical stripes of whole output cells: the bilinear upsampling keeps every pixel's argmax.
+  cells = np.array([0, 1, 1, 0, 2, 2, 0, 1])
+  segmentation = np.repeat(np.tile(cells, (size, 1)), stride, axis=1)[:, :size]
+  segmentation = segmentation.astype(np.uint8)
+  target = _targets(size, [(4, 0, 12, 32)], [0], [True], segmentation=segmentation)
+  logits = 10.0 * jax.nn.one_hot(cells, classes + 1)[None, None].repeat(size // stride, axis=1)
+  good = metrics.batch_metrics(logits, target, jnp.ones(1, bool), task="segmentation")
+  means = metrics.summarize(jax.device_get(good))
+  assert means["miou"] == 1.0 and means["miou_small"] == 1.0 and means["pixel_accuracy"] == 1.0
+  assert "miou_large" not in means  # No large object: no score rather than a made-up one.
+  # A padded example (mask False) adds nothing, however wrong its prediction.
+  padded = metrics.batch_metrics(-logits, target, jnp.zeros(1, bool), task="segmentation")
+  total = metrics.summarize(metrics.add_sums(jax.device_get(good), jax.device_get(padded)))
+  assert total["miou"] == 1.0 and total["count"] == 1
+  loss = metrics.per_example_loss(logits, target, task="segmentation")
+  worse = metrics.per_example_loss(-logits, target, task="segmentation")
+  # Pixels next to a stripe edge read blended logits: small, not zero, loss.
+  assert loss.shape == (1,) and float(loss[0]) < 0.05 < 5 < float(worse[0])
+
+
+def _perfect_detection(target, shape, stride, classes):
+  """Outputs that decode to exactly the target boxes (scores 1 - 1e-4 at the centres)."""
+  heat = dense_metrics.centre_heatmaps(target, shape, num_classes=classes, stride=stride)
+  logits = jnp.where(heat >= 1.0, 9.0, -9.0)
+  boxes = target["boxes"][0]
+  centre = (boxes[:, :2] + boxes[:, 2:]) / (2 * stride)
+  cell = jnp.floor(centre).astype(jnp.int32)
+  offset = centre - cell
+  regression = jnp.zeros(shape + (4,))
+  for m in range(boxes.shape[0]):
+    if int(target["labels"][0, m]) < 0:
+      continue
+    log_sides = jnp.log((boxes[m, 2:] - boxes[m, :2]) / stride)
+    offset_logit = jnp.log(offset[m] / (1 - offset[m]))
+    regression = regression.at[cell[m, 1], cell[m, 0]].set(
+        jnp.concatenate([log_sides, offset_logit]))
+  return jnp.concatenate([logits, regression[None]], axis=-1)
+
+
+def test_detections_decode_exactly_and_score_ap_one_and_a_missed_object_costs_recall():
+  size, stride, classes = 64, 4, 2
+  boxes = [(5, 6, 13, 14), (30, 28, 62, 60), (40, 4, 50, 16), (0, 0, 0, 0)]
+  labels, small = [0, 1, 0, -1], [True, False, True, False]
+  target = _targets(size, boxes, labels, small)
+  outputs = _perfect_detection(target, (size // stride,) * 2, stride, classes)
+  decoded, scores, decoded_classes = dense_metrics.decode_detections(outputs, stride=stride)
+  found = {(tuple(np.round(np.asarray(b), 4)), int(c)) for b, s, c in
+           zip(decoded[0], scores[0], decoded_classes[0]) if s > 0.5}
+  assert found == {(tuple(map(float, b)), l) for b, l in zip(boxes[:3], labels[:3])}
+  sums = metrics.batch_metrics(outputs, target, jnp.ones(1, bool), task="detection")
+  means = metrics.summarize(jax.device_get(sums))
+  assert means["ap"] == means["ap_small"] == means["ap_large"] == pytest.approx(1.0)
+  # Without the large object's peak: class 1 has recall 0, so AP = (1 + 0) / 2 overall, the
+  # small objects keep AP 1 and the large ones get 0.
+  cell = (np.array(boxes[1][:2]) + np.array(boxes[1][2:])) // (2 * stride)
+  missed = outputs.at[0, cell[1], cell[0], 1].set(-9.0)
+  means = metrics.summarize(jax.device_get(
+      metrics.batch_metrics(missed, target, jnp.ones(1, bool), task="detection")))
+  assert means["ap"] == pytest.approx(0.5) and means["ap_small"] == pytest.approx(1.0)
+  assert means["ap_large"] == pytest.approx(0.0)
+
+
+def test_average_precision_is_the_voc_all_point_area():
+  # Scores in bins 9 (TP), 7 (FP), 5 (TP), 2 (FP) with 3 objects: precision 1 at recall 1/3,
+  # 2/3 at recall 2/3 (the envelope), recall never reaches 1. AP = 1/3 + 1/3 * 2/3.
+  tp, fp = np.zeros(10), np.zeros(10)
+  tp[[9, 5]], fp[[7, 2]] = 1, 1
+  assert dense_metrics.average_precision(tp, fp, 3) == pytest.approx(1 / 3 + 2 / 9)
+  # A false positive above every true one halves the precision: [FP, TP] with one object.
+  tp, fp = np.zeros(10), np.zeros(10)
+  tp[3], fp[8] = 1, 1
+  assert dense_metrics.average_precision(tp, fp, 1) == pytest.approx(0.5)
+
+
+def test_centre_heatmaps_peak_at_one_on_the_centre_cells():
+  target = _targets(32, [(0, 0, 8, 8), (16, 8, 32, 32)], [1, 1], [True, False])
+  heat = dense_metrics.centre_heatmaps(target, (8, 8), num_classes=2, stride=4)
+  assert heat.shape == (1, 8, 8, 2) and float(heat[..., 0].max()) == 0.0
+  assert float(heat.max()) == 1.0
+  assert {tuple(map(int, c)) for c in np.argwhere(np.asarray(heat[0, ..., 1]) == 1.0)} == {
+      (1, 1), (5, 6)}  # (row, column) of the centres (4, 4) and (24, 20) at stride 4.
+
+
+def test_detection_loss_is_finite_on_an_empty_image_and_lower_for_a_perfect_output():
+  size, stride = 32, 4
+  empty = _targets(size, [(0, 0, 0, 0)], [-1], [False])
+  zeros = jnp.zeros((1, 8, 8, 2 + 4))
+  assert np.isfinite(float(metrics.per_example_loss(zeros, empty, task="detection")[0]))
+  target = _targets(size, [(4, 4, 12, 14)], [1], [True])
+  perfect = _perfect_detection(target, (8, 8), stride, 2)
+  good = float(metrics.per_example_loss(perfect, target, task="detection")[0])
+  bad = float(metrics.per_example_loss(zeros, target, task="detection")[0])
+  assert good < 0.05 < bad
