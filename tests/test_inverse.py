@@ -278,6 +278,26 @@ def test_unwarp_of_warped_average_pooled_image_where_magnified():
   assert np.all(np.asarray(unwarped)[~covered] == 0)
 
 
+def test_unwarp_of_several_maps_equals_unwarping_each():
+  # A backbone's stages (strides 4, 8 and 16 of a 32 px warped image, other channel counts)
+  # unwarped together, with one inverse, give exactly what each gives alone.
+  rng = np.random.default_rng(4)
+  logits = jnp.asarray(rng.normal(size=(2, 7, 7)), jnp.float32)
+  grid = sj.attraction_grid(sj.softmax_saliency(logits), (32, 32))
+  maps = [jnp.asarray(rng.normal(size=(2, 32 // s, 32 // s, c)), jnp.float32)
+          for s, c in ((4, 3), (8, 5), (16, 2))]
+  together, covered = sj.unwarp(maps, grid, (12, 12), source_shape=(48, 48))
+  assert isinstance(together, list) and len(together) == 3
+  for features, got in zip(maps, together):
+    alone, covered_alone = sj.unwarp(features, grid, (12, 12), source_shape=(48, 48))
+    np.testing.assert_array_equal(got, alone)
+    np.testing.assert_array_equal(covered, covered_alone)
+  with pytest.raises(ValueError, match="non-empty sequence"):
+    sj.unwarp([], grid, (12, 12))
+  with pytest.raises(ValueError, match="same batch size"):
+    sj.unwarp([maps[0], maps[1][:1]], grid, (12, 12))
+
+
 def test_unwarp_round_trip_on_attraction_grid():
   # unwarp(warp(image)) is close to the image wherever the magnification is at least 1.
   rng = np.random.default_rng(3)

@@ -95,6 +95,19 @@ class ZoomUnzoom(nnx.Module):
       bias = self.out.bias.get_value()
       self.out.bias.set_value(bias.at[:num_classes].set(_HEATMAP_BIAS))
 
+  def _frames(self, features: dict[str, jax.Array], source: tuple[int, int]
+              ) -> dict[tuple[int, int], list[str]]:
+    """Stage names by the source-frame shape each is unwarped to: the source at the stage's
+    own stride on the warped image (scaled by source / task size), at most the outputs'."""
+    out_h, out_w = source[0] // self.out_stride, source[1] // self.out_stride
+    frames: dict[tuple[int, int], list[str]] = {}
+    for name in self.stages:
+      h, w = features[name].shape[1:3]
+      frame = (min(out_h, max(1, round(source[0] * h / self.task_size))),
+               min(out_w, max(1, round(source[1] * w / self.task_size))))
+      frames.setdefault(frame, []).append(name)
+    return frames
+
   @property
   def uniform(self) -> bool:
     """True for the uniform baseline (no saliency network, no prior)."""
@@ -160,11 +173,23 @@ class ZoomUnzoom(nnx.Module):
     sampled = sampled * task.unit_scale(images)
     _, features = self.task_net(task.imagenet_normalize(sampled))
     out_shape = (height // self.out_stride, width // self.out_stride)
-    fused = 0.0
-    for name, lateral in zip(self.stages, self.lateral):
-      unwarped, covered = ops.unwarp(features[name], grid, out_shape,
-                                     source_shape=(height, width))
-      fused = fused + lateral(unwarped)
+    fused, covered = 0.0, None
+    for frame, names in self._frames(features, (height, width)).items():
+      # Each stage is unwarped at its own resolution (one inverse per resolution), then
+      # upsampled to the outputs' frame: deep stages have few pixels, and reading them at
+      # every output pixel would only interpolate.
+      unwarped, covered_here = ops.unwarp([features[name] for name in names], grid, frame,
+                                          source_shape=(height, width))
+      for name, stage in zip(names, unwarped):
+        projected = self.lateral[self.stages.index(name)](stage)
+        if frame != out_shape:
+          projected = jax.image.resize(
+              projected, (projected.shape[0], *out_shape, projected.shape[-1]), "bilinear")
+        fused = fused + projected
+      if frame == out_shape:
+        covered = covered_here
+    if covered is None:  # No stage as fine as the outputs: coverage at the output frame.
+      covered = ops.invert_grid(grid, out_shape)[1]
     outputs = self.out(nnx.relu(self.fuse(nnx.relu(fused))))
     extras.update(grid=grid, sampled=sampled, covered=covered)
     return outputs, extras

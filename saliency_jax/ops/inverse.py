@@ -551,7 +551,7 @@ def _pixel_centres(out_size: int, source_size: int) -> jax.Array:
 
 
 def unwarp(
-    features: jax.Array,
+    features: jax.Array | Sequence[jax.Array],
     grid: jax.Array,
     out_shape: Sequence[int],
     *,
@@ -568,7 +568,9 @@ def unwarp(
   pixel reads the features bilinearly at the inverse warp of its source position.
 
   Args:
-    features: `[B, hf, wf, C]` floating (or uint8), computed on the warped image.
+    features: `[B, hf, wf, C]` floating (or uint8), computed on the warped image; or a sequence
+      of such maps (of any strides and channels: a backbone's stages), all unwarped with one
+      inverse of the grid, which costs most of the work.
     grid: `[B, h, w, 2]` the sampling grid that made the warped image (see `invert_grid`).
     out_shape: `(H, W)` of the output frame.
     source_shape: None: output pixel `(I, J)` sits at `p = (-1 + 2 J / (W - 1), ...)`, the
@@ -584,17 +586,23 @@ def unwarp(
 
   Returns:
     `(unwarped [B, H, W, C] float32 (the features' dtype for floating features), covered [B, H, W]
-    bool)`, `covered` as `invert_grid` returns it. Gradients flow to the features and the grid.
+    bool)`, `covered` as `invert_grid` returns it; for a sequence of maps, a list of unwarped
+    maps in their order. Gradients flow to the features and the grid.
 
   Raises:
     ValueError: on bad shapes, mismatched batches, a bad `out_shape`, `source_shape` or
       `padding_mode`, or (outside `jit`) a grid holding NaN or infinity.
   """
-  features = validation.check_image(features, "features")
+  several = isinstance(features, (list, tuple))
+  maps = [validation.check_image(f, "features") for f in (features if several else [features])]
+  if not maps:
+    raise ValueError("features must be a feature map or a non-empty sequence of them; got an "
+                     "empty sequence.")
   grid = check_grid(grid, axis_aligned=axis_aligned)
-  if features.shape[0] != grid.shape[0]:
-    raise ValueError(f"features and grid must have the same batch size; got features shape "
-                     f"{features.shape} and grid shape {grid.shape}.")
+  for f in maps:
+    if f.shape[0] != grid.shape[0]:
+      raise ValueError(f"features and grid must have the same batch size; got features shape "
+                       f"{f.shape} and grid shape {grid.shape}.")
   if padding_mode not in sampling.PADDING_MODES:
     raise ValueError(f"padding_mode must be one of {sampling.PADDING_MODES}; got "
                      f"{padding_mode!r}.")
@@ -604,11 +612,12 @@ def unwarp(
   else:
     source_h, source_w = validation.check_shape(source_shape, "source_shape")
     xs, ys = _pixel_centres(big_w, source_w), _pixel_centres(big_h, source_h)
-  return _unwarp(features, grid, xs, ys, bool(axis_aligned), padding_mode)
+  outs, covered = _unwarp(tuple(maps), grid, xs, ys, bool(axis_aligned), padding_mode)
+  return (outs if several else outs[0]), covered
 
 
 @functools.partial(jax.jit, static_argnames=("axis_aligned", "padding_mode"))
-def _unwarp(features, grid, xs, ys, axis_aligned, padding_mode):
+def _unwarp(maps, grid, xs, ys, axis_aligned, padding_mode):
   _, h, w, _ = grid.shape
   u, v, covered = invert_lattice(grid, xs, ys, axis_aligned=axis_aligned)
   # Warped pixel coordinates (align_corners=True over the grid's nodes), then the half-pixel
@@ -616,7 +625,11 @@ def _unwarp(features, grid, xs, ys, axis_aligned, padding_mode):
   wx = (u + 1.0) * 0.5 * (w - 1)
   wy = (v + 1.0) * 0.5 * (h - 1)
   positions = jnp.stack([(wx + 0.5) * 2.0 / w - 1.0, (wy + 0.5) * 2.0 / h - 1.0], axis=-1)
-  out = sampling.grid_sample(features, positions, align_corners=False, padding_mode=padding_mode)
-  if padding_mode == "zeros":
-    out = jnp.where(covered[..., None], out, jnp.zeros((), out.dtype))
-  return out, covered
+  outs = []
+  for features in maps:
+    out = sampling.grid_sample(features, positions, align_corners=False,
+                               padding_mode=padding_mode)
+    if padding_mode == "zeros":
+      out = jnp.where(covered[..., None], out, jnp.zeros((), out.dtype))
+    outs.append(out)
+  return outs, covered
