@@ -48,9 +48,31 @@ def test_the_uniform_model_samples_the_identity_and_covers_the_source(images):
   assert np.isfinite(np.asarray(outputs)).all()
 
 
-def test_detection_gives_a_heatmap_per_class_and_two_sizes(images):
-  outputs, _ = _model(head="detection")(images)
+def test_detection_gives_a_heatmap_per_class_and_four_box_channels(images):
+  model = _model(head="detection")
+  outputs, _ = model(images)
   assert outputs.shape == (2, SIZE // STRIDE, SIZE // STRIDE, CLASSES + 4)
+  # CenterNet's start: the centre logits' bias at log(0.1 / 0.9), the box channels' at 0.
+  np.testing.assert_allclose(model.out.bias.value, [-2.19] * CLASSES + [0.0] * 4)
+
+
+def test_stages_coarser_than_the_outputs_are_unwarped_at_their_resolution_and_upsampled(images):
+  # layer4 of the 64 px warped image is 2x2 (stride 32), i.e. stride 64 on the 128 px source:
+  # unwarped to 2x2 of the source, then upsampled to the 32x32 outputs (stride 4); coverage is
+  # then the outputs' own, from the inverse of the grid.
+  from saliency_jax import ops  # pylint: disable=import-outside-toplevel
+  rngs = nnx.Rngs(0)
+  backbone = resnet.build_resnet("resnet_tiny", num_classes=None, rngs=rngs)
+  model = dense.ZoomUnzoom(backbone, None, prior=_peaked_prior(), num_classes=CLASSES,
+                           stages=("layer4",), task_size=TASK, out_stride=4, head_width=8,
+                           rngs=rngs)
+  model.eval()
+  outputs, extras = model(images)
+  assert outputs.shape == (2, SIZE // 4, SIZE // 4, CLASSES + 1)
+  expected = ops.unwarp(np.ones((2, 4, 4, 1), np.float32), extras["grid"], (SIZE // 4,) * 2,
+                        source_shape=(SIZE, SIZE))[1]
+  np.testing.assert_array_equal(extras["covered"], expected)
+  assert not bool(expected.all())  # The peaked prior's warp leaves part of the source out.
 
 
 def test_a_prior_alone_is_the_saliency_of_every_image_and_zooms_where_it_is_high(images):

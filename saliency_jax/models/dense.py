@@ -188,8 +188,9 @@ class ZoomUnzoom(nnx.Module):
         fused = fused + projected
       if frame == out_shape:
         covered = covered_here
-    if covered is None:  # No stage as fine as the outputs: coverage at the output frame.
-      covered = ops.invert_grid(grid, out_shape)[1]
+    if covered is None:  # No stage as fine as the outputs: coverage at the outputs' pixels.
+      blank = jnp.zeros((images.shape[0], 1, 1, 1), jnp.float32)
+      covered = ops.unwarp(blank, grid, out_shape, source_shape=(height, width))[1]
     outputs = self.out(nnx.relu(self.fuse(nnx.relu(fused))))
     extras.update(grid=grid, sampled=sampled, covered=covered)
     return outputs, extras
