@@ -61,3 +61,30 @@ def test_panel_without_saliency_or_grid_and_bad_shapes():
     panels.make_panel(np.zeros((32, 32)), np.zeros((8, 8, 3)))
   with pytest.raises(ValueError, match="grid"):
     panels.make_panel(image, np.zeros((8, 8, 3)), grid=np.zeros((8, 8, 3)))
+
+
+def test_dense_tiles_bring_the_prediction_into_the_warped_frame():
+  # A stride-4 class map of a 16 px source: class 1 on the left half, 2 on the right.
+  prediction = np.ones((4, 4), np.int64)
+  prediction[:, 2:] = 2
+  # Identity grid (align_corners=True): each node reads the cell under it.
+  line = np.linspace(-1, 1, 8)
+  identity = np.stack(np.meshgrid(line, line), axis=-1)
+  np.testing.assert_array_equal(panels.to_warped_frame(prediction, identity, 16),
+                                np.repeat(np.repeat(prediction, 2, axis=0), 2, axis=1))
+  # A grid that looks only at the source's top-left corner sees class 1 everywhere.
+  corner = np.full((8, 8, 2), -0.9)
+  assert set(panels.to_warped_frame(prediction, corner, 16).ravel()) == {1}
+  colours = panels.label_colors(np.array([[0, 1], [2, 8]]))
+  assert colours[0, 0].tolist() == [0, 0, 0]  # Background is black, classes differ
+  # (eight colours, then they cycle: label 9 is drawn as label 1).
+  assert panels.label_colors(np.array([9])).tolist() == colours[0, 1:2].tolist()
+  assert len({tuple(c) for c in colours.reshape(-1, 3)}) == 4
+  tiles = panels.dense_tiles(prediction, prediction, identity, source_size=16, tile=32,
+                             boxes={"target": np.array([[0, 0, 8, 16]])})
+  assert [title for title, _ in tiles] == ["predicted, warped", "predicted", "target"]
+  assert all(picture.dtype == np.uint8 and picture.shape[-1] == 3 for _, picture in tiles)
+  # The target box's outline is drawn in green on the prediction tile.
+  assert tiles[1][1][0, 0].tolist() == [0, 255, 0]
+  assert [title for title, _ in panels.dense_tiles(prediction, prediction, None,
+                                                   source_size=16)] == ["predicted", "target"]

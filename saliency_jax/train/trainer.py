@@ -73,7 +73,7 @@ class Experiment:
 
   Attributes:
     mesh: the data-parallel mesh.
-    task: "classification" or "regression".
+    task: one of `metrics.TASKS` (classification, regression, segmentation, detection).
     initial_state: the freshly initialised `TrainState`, laid out by `partitioning`.
     train_step: `(state, batch, blur) -> (state, metrics)`, jitted, state donated; `blur`
       (static) turns the blur warm-up on.
@@ -154,7 +154,8 @@ def build_experiment(config: ml_collections.ConfigDict, *, mesh: Mesh, num_outpu
   Args:
     config: a validated trainer config.
     mesh: the mesh (`partitioning.make_mesh`).
-    num_outputs: classes (classification) or regression outputs.
+    num_outputs: classes (classification; object classes for the dense tasks) or regression
+      outputs.
     task: one of `metrics.TASKS`.
     total_steps: length of the run (for the schedules).
     steps_per_epoch: steps in one epoch.
