@@ -14,7 +14,9 @@ downsampling, a large one's stays readable.
 Variants: `dense_scenes_prior.py` (the fixed KDE prior of the training boxes instead of a
 saliency network), `dense_scenes_detection.py` (the CenterNet-style detection head).
 
-Result: not measured yet (README, "Dense tasks").
+Measured so far (2026-12-03, 2-core CPU, seed 0, 600 steps instead of 1,000; README, "Dense
+tasks: the dense scenes"): mIoU 28.9 % (small objects 0.5 %, large 12.2 %) against uniform's
+26.8 % (0.4 %, 9.3 %): both still undertrained, not yet a comparison.
 """
 from configs import default
 
