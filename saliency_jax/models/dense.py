@@ -7,7 +7,8 @@ The path of "Learning to Zoom and Unzoom" (LZU) with this project's ops:
 2. the attraction grid at the task size and the warp of the full-resolution image (`grid_sample`,
    optionally anti-aliased);
 3. the backbone on the warped image; each of its named `stages` is brought back into the
-   uniform frame of the source (`ops.unwarp`, stride `out_stride` of the source);
+   uniform frame of the source (`ops.unwarp`) at its own resolution (its stride on the warped
+   image, scaled to the source, but no finer than `out_stride`), then upsampled to `out_stride`;
 4. a head on the sum of the unwarped stages (each projected to `head_width` channels):
    "segmentation" gives per-pixel logits over background and the classes; "detection" a
    CenterNet-style centre heatmap (one logit per class), box sizes and centre offsets.
@@ -140,8 +141,8 @@ class ZoomUnzoom(nnx.Module):
     Args:
       images: `[B, H, W, 3]` uint8 (0..255) or float (0..1), H and W at least `task_size` and
         multiples of `out_stride`.
-      blur_key: must be None: the dense model has no blur warm-up (its outputs are compared
-        with the labels pixel by pixel, which a blurred input would not reach).
+      blur_key: must be None: the dense model has no blur warm-up (the trainer's config checks
+        ask for `blur_epochs=0`).
 
     Returns:
       `(outputs, extras)`. `outputs` `[B, H / s, W / s, K + 1]` segmentation logits (channel 0
