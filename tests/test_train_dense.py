@@ -29,7 +29,7 @@ def test_segmentation_trains_and_compares_with_its_uniform_baseline(tmp_path, ca
     # The tiny scenes hold small and large objects: both region scores exist.
     assert 0 <= evaluation["miou_small"] <= 1 and 0 <= evaluation["miou_large"] <= 1
   printed = capsys.readouterr().out
-  assert "mIoU" in printed and "points of miou_small" in printed
+  assert "mIoU" in printed and "points of small-object mIoU" in printed
   with open(os.path.join(workdir, "results.json")) as f:
     assert json.load(f)["eval"] == results["eval"]
   # input | saliency | grid | sampled | predicted, warped | predicted | target; the uniform

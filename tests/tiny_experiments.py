@@ -93,6 +93,7 @@ def tiny(config: ml_collections.ConfigDict, *, gaze_dir: str | None = None,
   elif c.data.name == "dense_scenes":
     d = c.data.dense
     d.train_size, d.eval_size, d.max_large, d.max_small, d.num_clutter = 16, 8, 1, 2, 1
+    d.min_objects = 0  # Some scenes are empty: those must train and evaluate too.
     image_size = 272  # The smallest DenseScenes places a large object in (and a multiple of 8).
     m.head_width = 8
   else:

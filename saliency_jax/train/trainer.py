@@ -755,9 +755,10 @@ def _print_summary(runs: list[Mapping[str, Any]]) -> None:
   for run in runs:
     print(f"  {run['label']:<18} {_describe(run['eval'], run['task'])}   "
           f"[{run['workdir']}/results.json]")
-  headline = {"classification": "top1", "segmentation": "miou_small",
-              "detection": "ap_small"}.get(runs[0]["task"])
-  if len(runs) == 2 and headline and all(headline in run["eval"] for run in runs):
-    margin = 100 * (runs[0]["eval"][headline] - runs[1]["eval"][headline])
-    print(f"  {runs[0]['label']} - {runs[1]['label']}: {margin:+.1f} points of {headline}")
+  key, name = {"classification": ("top1", "top-1"),
+               "segmentation": ("miou_small", "small-object mIoU"),
+               "detection": ("ap_small", "small-object AP")}.get(runs[0]["task"], (None, None))
+  if len(runs) == 2 and key and all(key in run["eval"] for run in runs):
+    margin = 100 * (runs[0]["eval"][key] - runs[1]["eval"][key])
+    print(f"  {runs[0]['label']} - {runs[1]['label']}: {margin:+.1f} points of {name}")
   print(f"Panels (input | saliency | grid | sampled): {runs[0]['panels']}")
