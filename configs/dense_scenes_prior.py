@@ -4,7 +4,7 @@ r"""Dense scenes with a fixed saliency prior: the KDE of the training boxes (FOV
 
 `dense_scenes.py` with `model.saliency = "prior"`: the saliency is the same map for every image,
 the kernel density estimate of the boxes of the first 2,000 training images
-(`saliency_jax.train.trainer.box_prior`), so only the task network and head are trained. On the
+(`saliency_jax.train.priors.box_prior`), so only the task network and head are trained. On the
 dense scenes the objects are spread evenly, so the prior is close to uniform: the variant shows
 what a dataset-level prior can and cannot do where the objects' positions vary per image.
 

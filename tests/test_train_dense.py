@@ -3,13 +3,13 @@ with the fixed box prior, and the config checks that tie dense data to the dense
 import json
 import os
 
-import jax
 import numpy as np
 from PIL import Image
 import pytest
 
 from saliency_jax import train
 from saliency_jax.train import config as config_lib
+from saliency_jax.train import priors
 from saliency_jax.train import trainer
 from tiny_experiments import load_config, tiny
 
@@ -51,7 +51,7 @@ def test_detection_with_the_box_prior_trains_and_keeps_the_prior_in_its_state(tm
   assert {"ap", "ap_small", "ap_large"} <= set(evaluation)
   assert all(0 <= evaluation[k] <= 1 for k in ("ap", "ap_small", "ap_large"))
   # The prior is the KDE of the training boxes, a constant of the model, not trained.
-  prior = trainer.box_prior(config)
+  prior = priors.box_prior(config)
   assert prior.shape == (9, 9) and float(prior.sum()) == pytest.approx(1.0, abs=1e-5)
   model = trainer.build_model(config, num_outputs=4, prior=prior)
   np.testing.assert_array_equal(model.prior.value, prior)

@@ -60,6 +60,27 @@ def test_segmentation_ious_match_a_reference_in_every_region():
   assert means["count"] == 1
 
 
+def test_training_keeps_only_the_pixel_counts_of_the_evaluation_sums():
+  rng = np.random.default_rng(5)
+  target = _targets(32, [(2, 3, 10, 9), (12, 12, 30, 31)], [0, 1], [True, False])
+  logits = jnp.asarray(rng.normal(size=(1, 8, 8, 3)).astype(np.float32))
+  losses = metrics.per_example_loss(logits, target, task="segmentation")
+  training = metrics.training_sums(logits, target, losses, jnp.ones(1, bool),
+                                   task="segmentation")
+  evaluation = metrics.batch_metrics(logits, target, jnp.ones(1, bool), task="segmentation")
+  assert sorted(training) == ["correct", "count", "loss", "pixels"]
+  for name, value in training.items():
+    np.testing.assert_allclose(value, evaluation[name], rtol=1e-6, err_msg=name)
+  detection = metrics.training_sums(jnp.zeros((1, 8, 8, 6)), target, losses, jnp.ones(1, bool),
+                                    task="detection")
+  assert sorted(detection) == ["count", "loss"]  # AP needs the whole evaluation set.
+
+
+def test_the_targets_are_the_dense_records_fields():
+  from saliency_jax.data import dense_records  # The metrics themselves do not load the data.
+  assert dense_metrics.TARGETS == dense_records.FIELDS
+
+
 def test_a_perfect_prediction_at_stride_four_scores_one_and_padding_counts_nothing():
   size, stride, classes = 32, 4, 2
   # Vertical stripes of whole output cells: the bilinear upsampling keeps every pixel's argmax.

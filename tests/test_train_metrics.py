@@ -72,3 +72,22 @@ def test_per_device_gaze_errors_match_numpy():
       jnp.asarray(outputs), jnp.asarray(targets), jnp.asarray(mask & ~tablet),
       task="regression", groups={"tablet": jnp.asarray(tablet)})))
   assert "distance/tablet" not in only_phones and "count/tablet" not in only_phones
+
+
+@pytest.mark.parametrize("task", ["classification", "regression"])
+def test_training_sums_are_the_scalar_evaluation_sums(task):
+  # The step's own losses stand in for `per_example_loss`: with those, both sets of sums agree.
+  rng = np.random.default_rng(3)
+  outputs = jnp.asarray(rng.normal(size=(6, 5)).astype(np.float32))
+  labels = (jnp.asarray(rng.integers(0, 5, size=6), jnp.int32) if task == "classification"
+            else jnp.asarray(rng.normal(size=(6, 5)).astype(np.float32)))
+  mask = jnp.asarray(np.arange(6) < 4)
+  losses = metrics.per_example_loss(outputs, labels, task=task)
+  training = metrics.training_sums(outputs, labels, losses, mask, task=task)
+  evaluation = metrics.batch_metrics(outputs, labels, mask, task=task)
+  assert training.keys() == evaluation.keys()
+  for name, value in evaluation.items():
+    np.testing.assert_allclose(training[name], value, rtol=1e-6, err_msg=name)
+  # "loss" is the sum of the losses it was given, not recomputed.
+  doubled = metrics.training_sums(outputs, labels, 2 * losses, mask, task=task)
+  np.testing.assert_allclose(doubled["loss"], 2 * evaluation["loss"], rtol=1e-6)

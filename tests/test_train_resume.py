@@ -140,7 +140,7 @@ def test_an_io_error_names_a_kept_checkpoint_only_where_one_exists(tmp_path, mon
   def no_space(*args, **kwargs):  # Panels are the first files a step writes after a save.
     raise OSError(errno.ENOSPC, "No space left on device")
 
-  monkeypatch.setattr(trainer, "_write_panels", no_space)
+  monkeypatch.setattr(trainer.panels_lib, "write_panels", no_space)
   config = tiny(load_config("uniform"), steps=4)
   config.checkpoint_every_steps = 2
   config.panel_every_steps = 1  # At step 1, before any checkpoint.

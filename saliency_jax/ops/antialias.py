@@ -32,7 +32,6 @@ import numpy as np
 
 from saliency_jax.ops import attraction
 from saliency_jax.ops import local_magnification
-from saliency_jax.ops import resize
 from saliency_jax.ops import taps
 
 

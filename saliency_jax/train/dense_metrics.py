@@ -37,6 +37,9 @@ import numpy as np
 import optax
 
 TASKS = ("segmentation", "detection")
+# The targets' batch fields: `dense_records.FIELDS`, named again so that the metrics load
+# without the input pipelines (tfds, grain).
+TARGETS = ("segmentation", "boxes", "labels", "small")
 # Channels after the K heatmap logits: log width, log height, x offset, y offset.
 BOX_CHANNELS = 4
 TOP_K = 32
@@ -81,13 +84,29 @@ def segmentation_loss(logits: jax.Array, targets: Mapping[str, jax.Array]) -> ja
   return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(up, labels), axis=(1, 2))
 
 
+def pixel_sums(logits: jax.Array, targets: Mapping[str, jax.Array],
+               weights: jax.Array) -> dict[str, jax.Array]:
+  """"pixels" and "correct": the pixel accuracy's counts over the images of nonzero weight."""
+  labels = targets["segmentation"].astype(jnp.int32)
+  return _pixel_sums(_predict(logits, labels.shape[1:3]), labels, weights[:, None, None] > 0)
+
+
+def _predict(logits, size):
+  return jnp.argmax(_upsample(logits, size), axis=-1)
+
+
+def _pixel_sums(predicted, labels, valid):
+  return {"pixels": jnp.sum(jnp.broadcast_to(valid, labels.shape), dtype=jnp.float32),
+          "correct": jnp.sum(valid & (predicted == labels), dtype=jnp.float32)}
+
+
 def segmentation_sums(logits: jax.Array, targets: Mapping[str, jax.Array],
                       weights: jax.Array) -> dict[str, jax.Array]:
-  """Pixel counts, and intersections and unions per class and region (see the module doc)."""
+  """`pixel_sums`, and intersections and unions per class and region (see the module doc)."""
   labels = targets["segmentation"].astype(jnp.int32)
   size = labels.shape[1:3]
   classes = logits.shape[-1]
-  predicted = jnp.argmax(_upsample(logits, size), axis=-1)
+  predicted = _predict(logits, size)
   valid = weights[:, None, None] > 0
   real = targets["labels"] >= 0
   regions = {"all": valid,
@@ -95,8 +114,7 @@ def segmentation_sums(logits: jax.Array, targets: Mapping[str, jax.Array],
              "large": valid & _in_boxes(targets["boxes"], real & ~targets["small"], size)}
   predicted_1h = jax.nn.one_hot(predicted, classes, dtype=jnp.bool_)
   labels_1h = jax.nn.one_hot(labels, classes, dtype=jnp.bool_)
-  sums = {"pixels": jnp.sum(jnp.broadcast_to(valid, labels.shape), dtype=jnp.float32),
-          "correct": jnp.sum(valid & (predicted == labels), dtype=jnp.float32)}
+  sums = _pixel_sums(predicted, labels, valid)
   for region, inside in regions.items():
     inside = inside[..., None]
     inter = jnp.sum(inside & predicted_1h & labels_1h, axis=(0, 1, 2), dtype=jnp.float32)

@@ -32,7 +32,7 @@ def _check_task(task: str, labels: Any) -> None:
 def targets(batch: Mapping[str, jax.Array], task: str) -> Any:
   """What `per_example_loss` compares the outputs with: "label", or the dense targets."""
   if task in dense_metrics.TASKS:
-    return {name: batch[name] for name in ("segmentation", "boxes", "labels", "small")}
+    return {name: batch[name] for name in dense_metrics.TARGETS}
   return batch["label"]
 
 
@@ -90,6 +90,23 @@ def batch_metrics(outputs: jax.Array, labels: jax.Array, mask: jax.Array, *,
   return sums
 
 
+def training_sums(outputs: jax.Array, labels: Any, losses: jax.Array, mask: jax.Array, *,
+                  task: str) -> dict[str, jax.Array]:
+  """The sums a training step logs, each a float32 scalar: "count", "loss" (of the step's own
+  `[B]` `losses`), and the per-example metrics of `batch_metrics` ("top1" and "top5",
+  "distance", or segmentation's "pixels" and "correct"). The dense tasks' per-class and
+  detection sums are evaluation's only: they cost a training step of the dense model more
+  than its unwarp does."""
+  _check_task(task, labels)
+  weights = mask.astype(jnp.float32)
+  sums = {"count": jnp.sum(weights), "loss": jnp.sum(weights * losses)}
+  if task == "segmentation":
+    sums.update(dense_metrics.pixel_sums(outputs, labels, weights))
+  elif task not in dense_metrics.TASKS:
+    sums.update(_example_sums(outputs, labels, weights, task=task))
+  return sums
+
+
 def _masked_sums(outputs, labels, mask, *, task):
   weights = mask.astype(jnp.float32)
   sums = {
@@ -98,22 +115,23 @@ def _masked_sums(outputs, labels, mask, *, task):
   }
   if task == "segmentation":
     sums.update(dense_metrics.segmentation_sums(outputs, labels, weights))
-    return sums
-  if task == "detection":
+  elif task == "detection":
     sums.update(dense_metrics.detection_sums(outputs, labels, weights,
                                              stride=_stride(outputs, labels)))
-    return sums
+  else:
+    sums.update(_example_sums(outputs, labels, weights, task=task))
+  return sums
+
+
+def _example_sums(outputs, labels, weights, *, task):
   outputs = outputs.astype(jnp.float32)
   if task == "classification":
     # Rank of the true class = how many logits beat it; ties count for the label.
     true_logit = jnp.take_along_axis(outputs, labels[:, None].astype(jnp.int32), axis=-1)
     rank = jnp.sum(outputs > true_logit, axis=-1)
-    sums["top1"] = jnp.sum(weights * (rank < 1))
-    sums["top5"] = jnp.sum(weights * (rank < 5))
-  else:
-    error = jnp.linalg.norm(outputs - labels.astype(jnp.float32), axis=-1)
-    sums["distance"] = jnp.sum(weights * error)
-  return sums
+    return {"top1": jnp.sum(weights * (rank < 1)), "top5": jnp.sum(weights * (rank < 5))}
+  error = jnp.linalg.norm(outputs - labels.astype(jnp.float32), axis=-1)
+  return {"distance": jnp.sum(weights * error)}
 
 
 def summarize(sums: Mapping[str, float]) -> dict[str, float]:
@@ -128,8 +146,7 @@ def summarize(sums: Mapping[str, float]) -> dict[str, float]:
   count = float(sums["count"])
   if count <= 0:
     raise ValueError("sums: no example was counted (count is 0); is the evaluation set empty?")
-  means = {"loss": float(sums["loss"]) / count, "count": count,
-           **dense_metrics.summarize(sums)}
+  means = dense_metrics.summarize(sums)
   for name, value in sums.items():
     if name in dense_metrics.SUM_NAMES or name.startswith(dense_metrics.SUM_PREFIXES):
       continue

@@ -8,8 +8,15 @@ target (`label_colors`, `dense_tiles`).
 """
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import jax
 import numpy as np
 from PIL import Image, ImageDraw
+
+from saliency_jax.train import dense_metrics
 
 # Anchor colours of a perceptually ordered dark-to-bright map (close to matplotlib's inferno),
 # so that the saliency needs no matplotlib.
@@ -188,3 +195,56 @@ def dense_tiles(prediction: np.ndarray, target: np.ndarray, grid: np.ndarray | N
   tiles.append(("predicted", predicted))
   tiles.append(("target", enlarged(target)))
   return tuple(tiles)
+
+
+def write_panels(examples: Mapping[str, np.ndarray], *, step: int, directory: str,
+                 writer: Any, align_corners: bool, task: str) -> None:
+  """Saves one panel per example of an evaluation batch (fetched to the host) as
+  `directory/step_<step>/example_<i>.png`, and gives each to `writer.image`."""
+  step_dir = os.path.join(directory, f"step_{step:07d}")
+  os.makedirs(step_dir, exist_ok=True)
+  for i in range(len(examples["image"])):
+    output = examples["output"][i]
+    label = jax.tree.map(lambda x, i=i: x[i], examples["label"])
+    grid = examples["grid"][i] if "grid" in examples else None
+    extra_tiles = ()
+    if task == "classification":
+      caption = f"label {int(label)}, predicted {int(np.argmax(output))}"
+    elif task == "regression":
+      caption = f"target {np.round(label, 3).tolist()}, predicted {np.round(output, 3).tolist()}"
+    else:
+      extra_tiles, caption = _dense_panel(output, label, grid, task=task,
+                                          detections=jax.tree.map(
+                                              lambda x, i=i: x[i], examples.get("detections")))
+    panel = make_panel(
+        examples["image"][i], examples["sampled"][i],
+        saliency=examples["saliency"][i] if "saliency" in examples else None,
+        grid=grid, align_corners=align_corners, caption=caption, extra_tiles=extra_tiles)
+    Image.fromarray(panel).save(os.path.join(step_dir, f"example_{i}.png"))
+    writer.image(step, f"panels/example_{i}", panel)
+
+
+# Detections drawn on a panel: those whose score is at least this.
+_PANEL_SCORE = 0.3
+
+
+def _dense_panel(output: np.ndarray, label: Mapping[str, np.ndarray], grid: np.ndarray | None,
+                 *, task: str, detections: tuple[np.ndarray, ...] | None):
+  """The dense tiles of one example and its caption."""
+  source_size = label["segmentation"].shape[0]
+  objects = label["labels"] >= 0
+  if task == "segmentation":
+    predicted = np.argmax(output, axis=-1)
+    return (dense_tiles(predicted, label["segmentation"], grid,
+                                   source_size=source_size),
+            f"{int(objects.sum())} objects ({int(label['small'].sum())} small); classes "
+            f"predicted (stride {source_size // output.shape[0]}) | target")
+  k = dense_metrics.num_classes(output, task)
+  heat = colorize(1 / (1 + np.exp(-output[..., :k].max(-1))))
+  target = colorize(label["segmentation"] > 0)
+  boxes, scores, _ = detections
+  kept = boxes[scores >= _PANEL_SCORE]
+  tiles = dense_tiles(heat, target, grid, source_size=source_size,
+                                 boxes={"target": label["boxes"][objects], "detected": kept})
+  return tiles, (f"{int(objects.sum())} objects ({int(label['small'].sum())} small), "
+                 f"{len(kept)} detections with score >= {_PANEL_SCORE} (red; targets green)")

@@ -47,6 +47,7 @@ from saliency_jax.train import metrics as metrics_lib
 from saliency_jax.train import optimizer as optimizer_lib
 from saliency_jax.train import panels as panels_lib
 from saliency_jax.train import preemption as preemption_lib
+from saliency_jax.train import priors
 
 
 
@@ -115,7 +116,7 @@ def build_model(config: ml_collections.ConfigDict, *, num_outputs: int,
 
   `load_pretrained=False` skips the pretrained files (a resumed run restores every parameter
   from its checkpoint, and need not find them again). `prior`: the dense model's fixed saliency
-  (`box_prior`).
+  (`priors.box_prior`).
   """
   models = _models_api()
   files = {name: config.pretrained[name] if load_pretrained else ""
@@ -197,15 +198,13 @@ def build_experiment(config: ml_collections.ConfigDict, *, mesh: Mesh, num_outpu
       outputs, _ = model(batch["image"], blur_key=key if blur else None)
       losses = metrics_lib.per_example_loss(outputs, labels, task=task)
       loss = jnp.sum(weights * losses) / jnp.maximum(jnp.sum(weights), 1.0)
-      return loss, (outputs, nnx.state(model, nnx.Not(nnx.Param)))
+      return loss, (outputs, losses, nnx.state(model, nnx.Not(nnx.Param)))
 
-    (loss, (outputs, model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        state.params)
+    (loss, (outputs, losses, model_state)), grads = jax.value_and_grad(
+        loss_fn, has_aux=True)(state.params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    sums = metrics_lib.batch_metrics(outputs, labels, batch["mask"], task=task)
-    # Training logs scalars only (detection's score histograms are for evaluation).
-    sums = {name: value for name, value in sums.items() if value.ndim == 0}
+    sums = metrics_lib.training_sums(outputs, labels, losses, batch["mask"], task=task)
     # The parameter norm also catches an update that overflows although loss and gradient
     # were finite, so that no checkpoint is written after it.
     step_metrics = {**{f"sum_{k}": v for k, v in sums.items()}, "loss": loss,
@@ -236,24 +235,6 @@ def build_experiment(config: ml_collections.ConfigDict, *, mesh: Mesh, num_outpu
                      out_shardings=(replicated, replicated))
   return Experiment(mesh=mesh, task=task, initial_state=state, train_step=jit_train,
                     eval_step=jit_eval, schedules=schedules)
-
-
-# Training images whose boxes estimate the dense model's fixed prior.
-PRIOR_IMAGES = 2000
-
-
-def box_prior(config: ml_collections.ConfigDict) -> jax.Array | None:
-  """The dense model's fixed saliency, `[g, g]` summing to 1: the kernel density estimate of the
-  boxes of the first `PRIOR_IMAGES` training images (`ops.kde_saliency`) on the saliency grid;
-  None when the config's model uses no prior."""
-  if config.model.name != "zoom_unzoom" or config.model.saliency not in ("prior", "both"):
-    return None
-  from saliency_jax import ops  # pylint: disable=import-outside-toplevel
-  boxes, valid = _data_api().training_boxes(config.data, limit=PRIOR_IMAGES)
-  size = config.model.grid_size
-  logits = ops.kde_saliency(jnp.asarray(boxes.reshape(-1, 4)), (size, size),
-                            valid=jnp.asarray(valid.reshape(-1)))[0]
-  return jax.nn.softmax(logits.reshape(-1)).reshape(size, size)
 
 
 def _prepare_workdir(workdir: str) -> str:
@@ -399,7 +380,7 @@ def _run(config: ml_collections.ConfigDict, workdir: str, *, label: str) -> dict
     loaders = {split: data.make_loader(config.data, split=split, mesh=mesh, seed=config.seed,
                                        global_batch_size=config.batch_size)
                for split in ("train", "eval")}
-    prior = box_prior(config)
+    prior = priors.box_prior(config)
   except ValueError as error:
     raise _data_error(error) from error
   if info.task == "dense":  # The model's head says which dense task it is.
@@ -538,7 +519,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, *, label: str, mesh:
     _, examples = experiment.eval_step(state, next(batches))
     batches.close()  # The next evaluation starts from the first batch again.
     if is_chief:
-      _write_panels(jax.device_get(examples), step=step, directory=panel_dir, writer=writer,
+      panels_lib.write_panels(jax.device_get(examples), step=step, directory=panel_dir, writer=writer,
                     align_corners=config.model.align_corners, task=info.task)
 
   pending: list[tuple[int, dict[str, jax.Array]]] = []
@@ -651,58 +632,6 @@ def _train(config: ml_collections.ConfigDict, workdir: str, *, label: str, mesh:
   if is_chief:
     logging_lib.write_json(results_path, results)
   return results
-
-def _write_panels(examples: Mapping[str, np.ndarray], *, step: int, directory: str,
-                  writer: logging_lib.MetricWriter, align_corners: bool, task: str) -> None:
-  step_dir = os.path.join(directory, f"step_{step:07d}")
-  os.makedirs(step_dir, exist_ok=True)
-  for i in range(len(examples["image"])):
-    output = examples["output"][i]
-    label = jax.tree.map(lambda x, i=i: x[i], examples["label"])
-    grid = examples["grid"][i] if "grid" in examples else None
-    extra_tiles = ()
-    if task == "classification":
-      caption = f"label {int(label)}, predicted {int(np.argmax(output))}"
-    elif task == "regression":
-      caption = f"target {np.round(label, 3).tolist()}, predicted {np.round(output, 3).tolist()}"
-    else:
-      extra_tiles, caption = _dense_panel(output, label, grid, task=task,
-                                          detections=jax.tree.map(
-                                              lambda x, i=i: x[i], examples.get("detections")))
-    panel = panels_lib.make_panel(
-        examples["image"][i], examples["sampled"][i],
-        saliency=examples["saliency"][i] if "saliency" in examples else None,
-        grid=grid, align_corners=align_corners, caption=caption, extra_tiles=extra_tiles)
-    from PIL import Image
-    Image.fromarray(panel).save(os.path.join(step_dir, f"example_{i}.png"))
-    writer.image(step, f"panels/example_{i}", panel)
-
-
-# Detections drawn on a panel: those whose score is at least this.
-_PANEL_SCORE = 0.3
-
-
-def _dense_panel(output: np.ndarray, label: Mapping[str, np.ndarray], grid: np.ndarray | None,
-                 *, task: str, detections: tuple[np.ndarray, ...] | None):
-  """The dense tiles of one example and its caption."""
-  source_size = label["segmentation"].shape[0]
-  objects = label["labels"] >= 0
-  if task == "segmentation":
-    predicted = np.argmax(output, axis=-1)
-    return (panels_lib.dense_tiles(predicted, label["segmentation"], grid,
-                                   source_size=source_size),
-            f"{int(objects.sum())} objects ({int(label['small'].sum())} small); classes "
-            f"predicted (stride {source_size // output.shape[0]}) | target")
-  k = dense_metrics.num_classes(output, task)
-  heat = panels_lib.colorize(1 / (1 + np.exp(-output[..., :k].max(-1))))
-  target = panels_lib.colorize(label["segmentation"] > 0)
-  boxes, scores, _ = detections
-  kept = boxes[scores >= _PANEL_SCORE]
-  tiles = panels_lib.dense_tiles(heat, target, grid, source_size=source_size,
-                                 boxes={"target": label["boxes"][objects], "detected": kept})
-  return tiles, (f"{int(objects.sum())} objects ({int(label['small'].sum())} small), "
-                 f"{len(kept)} detections with score >= {_PANEL_SCORE} (red; targets green)")
-
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Trains and evaluates `config`'s model, checkpointing and logging under `workdir`.
