@@ -15,6 +15,7 @@ import pytest
 
 import saliency_jax as sj
 from saliency_jax.ops import pallas_sampling
+from saliency_jax.ops import sampling
 
 CONVENTIONS = list(itertools.product([True, False], ["zeros", "border", "reflection"]))
 
@@ -173,10 +174,30 @@ def test_saliency_sample_passes_the_implementation_through():
   np.testing.assert_allclose(out, ref, rtol=1e-6, atol=1e-4)
 
 
-def test_auto_is_the_xla_path_until_a_gpu_is_measured():
+def test_auto_is_the_measured_winner_per_backend(monkeypatch):
+  # The winners measured by benchmarks/sampler.py (benchmarks/results/sampler_gpu.json).
+  assert sampling.resolve_implementation("auto") == "xla"  # these tests run on the CPU
+  monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+  assert sampling.resolve_implementation("auto") == "pallas"
+  monkeypatch.setattr(jax, "default_backend", lambda: "tpu")
+  assert sampling.resolve_implementation("auto") == "xla"
   rng = np.random.default_rng(5)
   image = rng.random((1, 5, 6, 2), dtype=np.float32)
   grid = rng.uniform(-1, 1, (1, 3, 3, 2)).astype(np.float32)
+  np.testing.assert_array_equal(sj.grid_sample(image, grid, implementation="auto"),
+                                sj.grid_sample(image, grid))
+
+
+def test_images_beyond_the_kernels_int32_index(monkeypatch):
+  # A limit of 59 values stands in for 2^31 - 1: the image below has 5 * 6 * 2 = 60.
+  monkeypatch.setattr(sampling, "_PALLAS_MAX_ELEMENTS", 59)
+  monkeypatch.setattr(sampling, "_AUTO_IMPLEMENTATION", {"cpu": "pallas"})
+  rng = np.random.default_rng(6)
+  image = rng.random((2, 5, 6, 2), dtype=np.float32)
+  grid = rng.uniform(-1, 1, (2, 3, 3, 2)).astype(np.float32)
+  with pytest.raises(ValueError, match=r"at most 59 values per image; got image shape \(2, 5, 6, 2\)"):
+    sj.grid_sample(image, grid, implementation="pallas")
+  # "auto" falls back to the XLA path, which indexes in int64 where it must.
   np.testing.assert_array_equal(sj.grid_sample(image, grid, implementation="auto"),
                                 sj.grid_sample(image, grid))
 

@@ -32,12 +32,9 @@ from saliency_jax.ops import validation
 PADDING_MODES = ("zeros", "border", "reflection")
 IMPLEMENTATIONS = ("xla", "pallas", "auto")
 
-# What implementation="auto" picks per backend (jax.default_backend()): the measured winner. The
-# Pallas kernels have not been measured on a GPU yet, so "xla" everywhere. Once
-# `benchmarks/sampler.py --implementations=xla,pallas` has measured a GPU (both for uint8 and
-# float32 images, fwd and fwd+bwd), set "gpu" (jax.default_backend()'s name for CUDA and ROCm)
-# to "pallas" here if it wins there.
-_AUTO_IMPLEMENTATION = {"cpu": "xla", "gpu": "xla", "tpu": "xla"}
+# What implementation="auto" picks per backend (jax.default_backend()): the measured winner of
+# `benchmarks/sampler.py --implementations=xla,pallas` (benchmarks/README.md has the figures).
+_AUTO_IMPLEMENTATION = {"cpu": "xla", "gpu": "pallas", "tpu": "xla"}
 # The Pallas kernels index one image's `H * W * C` values in int32.
 _PALLAS_MAX_ELEMENTS = 2**31 - 1
 
@@ -131,7 +128,11 @@ def grid_sample(
     implementation: "xla" (the portable gather formulation above), "pallas" (the Pallas kernels
       of `pallas_sampling`, written for the GPU's Triton backend; in Pallas' slow interpret mode
       when the default backend is the CPU, which is meant for testing), or "auto" (whichever
-      measured faster on the default backend). The numbers agree to float32 rounding.
+      measured faster on the default backend: "pallas" on GPUs, "xla" elsewhere and for images
+      of more than 2^31 - 1 values, which the kernels cannot address). The numbers agree to
+      float32 rounding. A `pallas_call` has no partitioning rule: under a `jit` whose batch is
+      sharded automatically over several devices XLA would gather the whole batch onto each,
+      so there use "xla" (or `shard_map`; explicitly sharded arrays are split per device here).
     antialias: True: each output pixel averages the image over its footprint, estimated from the
       grid's local Jacobian, by trilinear reads of an area-averaged pyramid (see `antialias`;
       always the XLA path); where the grid samples at least as densely as the image this is
@@ -157,6 +158,7 @@ def grid_sample(
   if padding_mode not in PADDING_MODES:
     raise ValueError(f"padding_mode must be one of {PADDING_MODES}; got {padding_mode!r}.")
   align_corners = validation.check_bool(align_corners, "align_corners")
+  requested = implementation
   implementation = resolve_implementation(implementation)
   antialias = validation.check_bool(antialias, "antialias")
   validation.check_finite(grid, "grid")
@@ -168,16 +170,18 @@ def grid_sample(
         mipmap.antialiased_sample, align_corners=align_corners,
         padding_mode=padding_mode))(image, grid)
     return out.astype(image.dtype) if jnp.issubdtype(image.dtype, jnp.floating) else out
-  if implementation == "pallas":
-    if math.prod(image.shape[1:]) > _PALLAS_MAX_ELEMENTS:
+  if implementation == "pallas" and math.prod(image.shape[1:]) > _PALLAS_MAX_ELEMENTS:
+    if requested != "auto":
       raise ValueError(f"implementation='pallas' addresses each image with int32 indices, so it "
                        f"takes at most {_PALLAS_MAX_ELEMENTS} values per image; got image shape "
                        f"{image.shape}: use implementation='xla'.")
+    implementation = "xla"
+  if implementation == "pallas":
     # Imported here: the XLA path must not pay for (or depend on) importing Pallas.
     from saliency_jax.ops import pallas_sampling
-    return pallas_sampling.grid_sample(image, grid, align_corners=align_corners,
-                                       padding_mode=padding_mode,
-                                       interpret=jax.default_backend() == "cpu")
+    return sharding.batch_parallel(functools.partial(
+        pallas_sampling.grid_sample, align_corners=align_corners, padding_mode=padding_mode,
+        interpret=jax.default_backend() == "cpu"))(image, grid)
   return sharding.batch_parallel(functools.partial(
       _grid_sample, align_corners=align_corners, padding_mode=padding_mode))(image, grid)
 
