@@ -379,7 +379,10 @@ def _invert_lattice_general(grid, xs, ys):
   first_cell = first_cell[:, None, None]
   spacing = tuple(s[:, None, None] for s in spacing)
   frozen = jax.lax.stop_gradient(table)
-  x, y = _profile_guess(grid, px_c, py_c)
+  # The lattice's first guess is separable: one per column and one per row.
+  x, y = _profile_guess(grid, xs_c, ys_c)
+  x = jnp.broadcast_to(x[:, None, :], (b, coarse_h, coarse_w))
+  y = jnp.broadcast_to(y[:, :, None], (b, coarse_h, coarse_w))
   x, y, row, col = _walk(frozen, first_cell, x, y, px_c, py_c, shape, _WALK_STEPS, spacing)
   if (coarse_h, coarse_w) != (big_h, big_w):
     x = _interpolate_axis(_interpolate_axis(x, big_h, 1), big_w, 2)
@@ -421,8 +424,17 @@ def _invert_profile(profile, coord):
 
 
 def _profiles(grid):
-  """The mean column profile of x `[B, w]` and the mean row profile of y `[B, h]`."""
-  return jnp.mean(grid[..., 0], axis=1), jnp.mean(grid[..., 1], axis=2)
+  """The mean column profile of x `[B, w]` and the mean row profile of y `[B, h]`.
+
+  Written out once (see `_written`): fused into their consumers, the means were recomputed for
+  every target they are compared with.
+  """
+  _, h, w, _ = grid.shape
+  profile_x, profile_y = jnp.mean(grid[..., 0], axis=1), jnp.mean(grid[..., 1], axis=2)
+  n = max(h, w)
+  pad = lambda p: jnp.pad(p, ((0, 0), (0, n - p.shape[-1])))
+  both = attraction._materialised(jnp.stack([pad(profile_x), pad(profile_y)], axis=-1)[:, None])
+  return both[:, 0, :w, 0], both[:, 0, :h, 1]
 
 
 def _nan_images(grid):
