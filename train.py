@@ -80,6 +80,12 @@ def main(argv: list[str]) -> None:
     train.train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir)
   except (train.ConfigError, train.NonFiniteLossError, train.CheckpointError) as error:
     sys.exit(f"train.py: {error}")
+  except train.ProcessLostError as error:
+    print(f"train.py: {error}. {' '.join(error.__notes__)}", file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    # Not `sys.exit`: JAX's exit handler would wait for the lost process at a shutdown barrier
+    # until its heartbeat timeout, then abort with a C++ stack trace.
+    os._exit(1)
   except train.Stopped as stop:  # SIGTERM or SIGINT, after saving the current step.
     print(f"train.py: {stop}", file=sys.stderr, flush=True)
     sys.exit(stop.exit_code)

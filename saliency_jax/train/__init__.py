@@ -10,6 +10,7 @@ from saliency_jax.train.checkpoint import WorkdirBusyError
 from saliency_jax.train.config import ConfigError
 from saliency_jax.train.config import base_config
 from saliency_jax.train.config import validate_config
+from saliency_jax.train.distributed import ProcessLostError
 from saliency_jax.train.optimizer import group_schedules
 from saliency_jax.train.optimizer import learning_rate_schedule
 from saliency_jax.train.optimizer import make_optimizer
@@ -27,6 +28,7 @@ __all__ = [
     "ConfigError",
     "Experiment",
     "NonFiniteLossError",
+    "ProcessLostError",
     "Stopped",
     "TrainState",
     "WorkdirBusyError",

@@ -15,9 +15,13 @@ there is no address to meet at: the processes compare digests of their configs t
 collectives after connecting instead, which is as bounded but can only say that (not where)
 configs differ.
 
-A process that dies later (killed, out of memory, its node lost) stops sending heartbeats; after
-`config.heartbeat_timeout_seconds` JAX's coordination service ends the others, whose last line
-says that another task died. The newest complete checkpoint is where they all resume.
+A process that dies later (killed, out of memory, its node lost) breaks the next collective of
+the others: `lost_process` turns that error into a `ProcessLostError` of one sentence, which
+train.py prints before it exits. Whichever notices first, JAX's coordination service may end
+them instead (when the dead process's connection drops, or after
+`config.heartbeat_timeout_seconds` without its heartbeats), with a C++ message that says another
+task died: JAX offers no public hook for it (its client's callback for this takes a status that
+this jaxlib cannot hand to Python). The newest complete checkpoint is where they all resume.
 """
 from __future__ import annotations
 
@@ -34,6 +38,31 @@ import ml_collections
 import numpy as np
 
 from saliency_jax.train import config as config_lib
+
+# What JAX's runtime errors say when a collective's peer or the coordination service is gone.
+_LOST_PEER_SIGNS = ("Gloo", "Connection reset", "Connection closed", "Connection refused",
+                    "heartbeat", "another task", "Socket closed", "NCCL")
+
+
+class ProcessLostError(RuntimeError):
+  """Another process of a multi-process run died, or this one lost contact with it."""
+
+
+def lost_process(error: BaseException) -> ProcessLostError | None:
+  """The `ProcessLostError` that a runtime error of a multi-process run stands for, or None.
+
+  None for one process, and for errors that do not come from a lost peer (memory, say).
+  """
+  if jax.process_count() == 1 or not isinstance(error, jax.errors.JaxRuntimeError):
+    return None
+  text = str(error)
+  if not any(sign in text for sign in _LOST_PEER_SIGNS):
+    return None
+  first = text.strip().splitlines()[0] if text.strip() else type(error).__name__
+  return ProcessLostError(
+      f"process {jax.process_index()} of {jax.process_count()} lost contact with another "
+      f"process of this run, which died, was killed or lost its network ({first[:200]})")
+
 
 # Fields that differ between the processes of one run by design.
 PER_PROCESS_FIELDS = frozenset({"process_id"})

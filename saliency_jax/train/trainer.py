@@ -603,13 +603,21 @@ def _train(config: ml_collections.ConfigDict, workdir: str, *, label: str, mesh:
                     then="evaluate it and write results.json")
   except BaseException as error:
     # Already failing: release everything without letting a second error (a pending save that
-    # also fails) replace the first one.
-    _close_quietly(progress, writer, train_loader, eval_loader, checkpoints)
-    if isinstance(error, OSError):  # Writing logs, panels or results (a full disk, say).
+    # also fails) replace the first one. Without a peer, a pending save's commit would wait for
+    # it until JAX's heartbeat timeout ends the process: the checkpointer is left as it is.
+    lost = distributed.lost_process(error)
+    _close_quietly(progress, writer, train_loader, eval_loader,
+                   *([checkpoints] if lost is None else []))
+    if lost is not None:
+      error = lost
+    if isinstance(error, (OSError, distributed.ProcessLostError)):
+      # Writing logs, panels or results (a full disk, say), or a collective without its peer.
       kept = checkpoints.latest_step()
       error.add_note(f"The newest checkpoint, of step {kept} in {checkpoints.directory}, is "
                      f"kept; fix the cause and run the same command to resume." if kept
                      is not None else "No checkpoint had been saved yet.")
+    if lost is not None:
+      raise lost from None
     raise
   for resource in (progress, writer, train_loader, eval_loader, checkpoints):
     resource.close()
