@@ -111,6 +111,20 @@ def test_antialiased_sampling_with_the_batch_sharded(mesh):
   np.testing.assert_allclose(np.asarray(got), want, rtol=1e-4, atol=2e-5 * np.abs(want).max())
 
 
+def test_pallas_sampling_with_the_batch_sharded(mesh):
+  # The Pallas kernels (interpret mode on CPU) under jit with the batch split over the devices;
+  # with explicit axes each device runs them on its own images (`ops.sharding.batch_parallel`).
+  image, logits = _inputs()
+  grid = np.asarray(jax.jit(_layer)(image, logits)[1])
+  sample = lambda im, gr: sj.grid_sample(im, gr, align_corners=True, implementation="pallas")
+  want = np.asarray(sj.grid_sample(image, grid, align_corners=True))
+  batch = NamedSharding(mesh, P("batch"))
+  got = jax.jit(sample, out_shardings=batch)(jax.device_put(image, batch),
+                                             jax.device_put(grid, batch))
+  assert got.sharding.spec == P("batch")
+  np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-4)
+
+
 def test_resizes_with_the_batch_sharded(mesh):
   image = np.random.default_rng(1).integers(0, 256, (DEVICES, 30, 20, 3), dtype=np.uint8)
   sharded = jax.device_put(image, NamedSharding(mesh, P("batch")))

@@ -181,7 +181,7 @@ def grid_sample(
     from saliency_jax.ops import pallas_sampling
     return sharding.batch_parallel(functools.partial(
         pallas_sampling.grid_sample, align_corners=align_corners, padding_mode=padding_mode,
-        interpret=jax.default_backend() == "cpu"))(image, grid)
+        interpret=jax.default_backend() == "cpu"), check=False)(image, grid)
   return sharding.batch_parallel(functools.partial(
       _grid_sample, align_corners=align_corners, padding_mode=padding_mode))(image, grid)
 

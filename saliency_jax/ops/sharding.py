@@ -17,8 +17,10 @@ from jax.sharding import PartitionSpec as P
 
 try:
   _shard_map = jax.shard_map
+  _CHECK = "check_vma"
 except AttributeError:  # jax < 0.7
   from jax.experimental.shard_map import shard_map as _shard_map
+  _CHECK = "check_rep"
 
 
 def _explicit_spec(x) -> P | None:
@@ -33,8 +35,12 @@ def _explicit_spec(x) -> P | None:
   return spec
 
 
-def batch_parallel(fn: Callable[..., object]) -> Callable[..., object]:
-  """`fn(*arrays)` (each with the batch as leading axis, as is every output) per batch shard."""
+def batch_parallel(fn: Callable[..., object], *, check: bool = True) -> Callable[..., object]:
+  """`fn(*arrays)` (each with the batch as leading axis, as is every output) per batch shard.
+
+  `check=False` for an `fn` whose outputs carry no record of how they vary over the devices
+  (a `pallas_call`): `shard_map`'s check of it is then off.
+  """
 
   @functools.wraps(fn)
   def wrapper(*arrays):
@@ -49,6 +55,7 @@ def batch_parallel(fn: Callable[..., object]) -> Callable[..., object]:
                    for a in arrays)
     if batch is None:
       return fn(*arrays)
-    return _shard_map(fn, mesh=mesh, in_specs=layout, out_specs=layout)(*arrays)
+    return _shard_map(fn, mesh=mesh, in_specs=layout, out_specs=layout,
+                      **({} if check else {_CHECK: False}))(*arrays)
 
   return wrapper
