@@ -195,7 +195,8 @@ def test_images_beyond_the_kernels_int32_index(monkeypatch):
   rng = np.random.default_rng(6)
   image = rng.random((2, 5, 6, 2), dtype=np.float32)
   grid = rng.uniform(-1, 1, (2, 3, 3, 2)).astype(np.float32)
-  with pytest.raises(ValueError, match=r"at most 59 values per image; got image shape \(2, 5, 6, 2\)"):
+  message = r"at most 59 values per image; got image shape \(2, 5, 6, 2\)"
+  with pytest.raises(ValueError, match=message):
     sj.grid_sample(image, grid, implementation="pallas")
   # "auto" falls back to the XLA path, which indexes in int64 where it must.
   np.testing.assert_array_equal(sj.grid_sample(image, grid, implementation="auto"),

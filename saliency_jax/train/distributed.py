@@ -39,6 +39,8 @@ import numpy as np
 
 from saliency_jax.train import config as config_lib
 
+# A failed computation (`XlaRuntimeError`, a RuntimeError, before JAX named it publicly).
+_RUNTIME_ERROR = getattr(jax.errors, "JaxRuntimeError", RuntimeError)
 # What JAX's runtime errors say when a collective's peer or the coordination service is gone.
 _LOST_PEER_SIGNS = ("Gloo", "Connection reset", "Connection closed", "Connection refused",
                     "heartbeat", "another task", "Socket closed", "NCCL")
@@ -53,7 +55,7 @@ def lost_process(error: BaseException) -> ProcessLostError | None:
 
   None for one process, and for errors that do not come from a lost peer (memory, say).
   """
-  if jax.process_count() == 1 or not isinstance(error, jax.errors.JaxRuntimeError):
+  if jax.process_count() == 1 or not isinstance(error, _RUNTIME_ERROR):
     return None
   text = str(error)
   if not any(sign in text for sign in _LOST_PEER_SIGNS):

@@ -608,14 +608,13 @@ def _train(config: ml_collections.ConfigDict, workdir: str, *, label: str, mesh:
     lost = distributed.lost_process(error)
     _close_quietly(progress, writer, train_loader, eval_loader,
                    *([checkpoints] if lost is None else []))
-    if lost is not None:
-      error = lost
-    if isinstance(error, (OSError, distributed.ProcessLostError)):
+    if isinstance(error, OSError) or lost is not None:
       # Writing logs, panels or results (a full disk, say), or a collective without its peer.
       kept = checkpoints.latest_step()
-      error.add_note(f"The newest checkpoint, of step {kept} in {checkpoints.directory}, is "
-                     f"kept; fix the cause and run the same command to resume." if kept
-                     is not None else "No checkpoint had been saved yet.")
+      (lost or error).add_note(
+          f"The newest checkpoint, of step {kept} in {checkpoints.directory}, is kept; fix the "
+          f"cause and run the same command to resume." if kept is not None else
+          "No checkpoint had been saved yet.")
     if lost is not None:
       raise lost from None
     raise
