@@ -71,7 +71,7 @@ def base_config() -> ml_collections.ConfigDict:
   config.batch_size = 256  # Global: split over all devices of all processes.
   config.num_epochs = 120.0
   config.num_train_steps = -1  # > 0 overrides num_epochs.
-  config.blur_epochs = 30.0  # Blur warm-up of the sampled image (REFERENCE.md), 0 disables it.
+  config.blur_epochs = 30.0  # Blur warm-up of the sampled image (the authors' recipe); 0: none.
   config.compute_dtype = "float32"
 
   config.optimizer = ml_collections.ConfigDict({
