@@ -176,3 +176,32 @@ def test_detection_loss_is_finite_on_an_empty_image_and_lower_for_a_perfect_outp
   good = float(metrics.per_example_loss(perfect, target, task="detection")[0])
   bad = float(metrics.per_example_loss(zeros, target, task="detection")[0])
   assert good < 0.05 < bad
+
+
+def test_segmentation_losses_against_a_numpy_reference():
+  # Logits at stride 1, so no upsampling: the reference is the cross-entropy of each pixel,
+  # averaged over the pixels ("pixel") or per present class, then over the classes
+  # ("class_balanced"), computed here with NumPy.
+  rng = np.random.default_rng(3)
+  logits = rng.normal(size=(2, 8, 8, 4)).astype(np.float32)
+  labels = np.zeros((2, 8, 8), np.uint8)
+  labels[0, 1:3, 1:3] = 2  # 4 pixels of class 2 on 60 of background.
+  labels[0, 5, 5] = 3
+  labels[1] = 1  # One class only: both losses are the plain mean.
+  shifted = logits - logits.max(-1, keepdims=True)
+  log_p = shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
+  ce = -np.take_along_axis(log_p, labels[..., None].astype(np.int64), -1)[..., 0]
+  balanced = [np.mean([ce[b][labels[b] == c].mean() for c in np.unique(labels[b])])
+              for b in range(2)]
+  targets = {"segmentation": jnp.asarray(labels)}
+  np.testing.assert_allclose(dense_metrics.segmentation_loss(logits, targets),
+                             ce.mean(axis=(1, 2)), rtol=1e-5)
+  np.testing.assert_allclose(dense_metrics.segmentation_loss(logits, targets,
+                                                             kind="class_balanced"),
+                             balanced, rtol=1e-5)
+  assert balanced[1] == pytest.approx(ce[1].mean(), rel=1e-6)
+  np.testing.assert_allclose(
+      metrics.per_example_loss(logits, targets, task="segmentation",
+                               segmentation_loss="class_balanced"), balanced, rtol=1e-5)
+  with pytest.raises(ValueError, match=r"kind must be one of \('pixel', 'class_balanced'\)"):
+    dense_metrics.segmentation_loss(logits, targets, kind="focal")

@@ -80,6 +80,7 @@ DEFAULTS = {
     "tps_points_per_side": 4,
     "deformable_convs": 3,
     "dense_head": "segmentation",
+    "segmentation_loss": "pixel",
     "saliency": "network",
     "dense_stages": ("layer2", "layer3", "layer4"),
     "out_stride": 8,
@@ -150,6 +151,8 @@ CHECKS = (
                  lambda c: f"at most {_max_deformable_convs(c.task_net)}, the 3x3 convolutions "
                            f"of {c.task_net}"),
     schema.Check("dense_head", lambda c: c.dense_head in dense.HEADS, f"one of {dense.HEADS}"),
+    schema.Check("segmentation_loss", lambda c: c.segmentation_loss in dense.SEGMENTATION_LOSSES,
+                 f"one of {dense.SEGMENTATION_LOSSES}"),
     schema.Check("saliency", lambda c: c.saliency in DENSE_SALIENCY, f"one of {DENSE_SALIENCY}"),
     schema.Check("dense_stages",
                  lambda c: len(c.dense_stages) > 0 and set(c.dense_stages) <= set(resnet.STAGES),
@@ -228,6 +231,9 @@ def build_model(model_config: Mapping[str, Any], *, num_outputs: int, rngs: nnx.
     `fwhm`, `padding`, `temperature`, `max_magnification`, `antialias` and the saliency
     network's fields as above):
     dense_head: "segmentation" or "detection" ["segmentation"].
+    segmentation_loss: the segmentation head's training loss: "pixel" (mean pixel
+      cross-entropy) or "class_balanced" (the mean over the classes present in each image of
+      their mean pixel cross-entropy) ["pixel"]; see `train.dense_metrics`.
     saliency: "network", "prior" (fixed: `prior`), "both" or "none" (the uniform baseline)
       ["network"].
     dense_stages: the task network's stages unwarped and fused [("layer2", "layer3", "layer4")].

@@ -36,6 +36,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from saliency_jax.models import dense
+
 TASKS = ("segmentation", "detection")
 # The targets' batch fields: `dense_records.FIELDS`, named again so that the metrics load
 # without the input pipelines (tfds, grain).
@@ -77,11 +79,26 @@ def _in_boxes(boxes: jax.Array, keep: jax.Array, size: tuple[int, int]) -> jax.A
 # Segmentation.
 
 
-def segmentation_loss(logits: jax.Array, targets: Mapping[str, jax.Array]) -> jax.Array:
-  """`[B]` mean pixel cross-entropy of each image at full resolution."""
+def segmentation_loss(logits: jax.Array, targets: Mapping[str, jax.Array], *,
+                      kind: str = "pixel") -> jax.Array:
+  """`[B]` pixel cross-entropy of each image at full resolution.
+
+  `kind`: "pixel", the mean over the image's pixels; "class_balanced", the mean over the classes
+  present in the image (background included) of each class's mean over its pixels, so that a
+  small object weighs as much as the background it sits on.
+  """
   labels = targets["segmentation"].astype(jnp.int32)
   up = _upsample(logits, labels.shape[1:3])
-  return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(up, labels), axis=(1, 2))
+  losses = optax.softmax_cross_entropy_with_integer_labels(up, labels)
+  if kind == "pixel":
+    return jnp.mean(losses, axis=(1, 2))
+  if kind != "class_balanced":
+    raise ValueError(f"kind must be one of {dense.SEGMENTATION_LOSSES}; got {kind!r}.")
+  onehot = jax.nn.one_hot(labels, up.shape[-1], dtype=losses.dtype)
+  counts = jnp.sum(onehot, axis=(1, 2))
+  per_class = jnp.einsum("bhw,bhwk->bk", losses, onehot) / jnp.maximum(counts, 1.0)
+  present = counts > 0
+  return jnp.sum(jnp.where(present, per_class, 0.0), axis=-1) / jnp.sum(present, axis=-1)
 
 
 def pixel_sums(logits: jax.Array, targets: Mapping[str, jax.Array],

@@ -40,7 +40,8 @@ def _stride(outputs: jax.Array, labels: Mapping[str, jax.Array]) -> float:
   return labels["segmentation"].shape[1] / outputs.shape[1]
 
 
-def per_example_loss(outputs: jax.Array, labels: Any, *, task: str) -> jax.Array:
+def per_example_loss(outputs: jax.Array, labels: Any, *, task: str,
+                     segmentation_loss: str = "pixel") -> jax.Array:
   """The training loss of each example.
 
   Args:
@@ -48,6 +49,7 @@ def per_example_loss(outputs: jax.Array, labels: Any, *, task: str) -> jax.Array
       model's `[B, h, w, C]` outputs (see `dense_metrics`).
     labels: `[B]` int class ids, `[B, D]` float targets, or the dense targets (`targets`).
     task: one of `TASKS`.
+    segmentation_loss: the segmentation loss's kind (`dense_metrics.segmentation_loss`).
 
   Returns:
     `[B]` float32: cross-entropy, the squared Euclidean error summed over the D outputs, or the
@@ -55,7 +57,7 @@ def per_example_loss(outputs: jax.Array, labels: Any, *, task: str) -> jax.Array
   """
   _check_task(task, labels)
   if task == "segmentation":
-    return dense_metrics.segmentation_loss(outputs, labels)
+    return dense_metrics.segmentation_loss(outputs, labels, kind=segmentation_loss)
   if task == "detection":
     return dense_metrics.detection_loss(outputs, labels, stride=_stride(outputs, labels))
   outputs = outputs.astype(jnp.float32)

@@ -196,7 +196,8 @@ def build_experiment(config: ml_collections.ConfigDict, *, mesh: Mesh, num_outpu
       # Copies: the step's Variables must belong to this trace for BatchNorm to update them.
       model = nnx.merge(train_graph, params, state.model_state, copy=True)
       outputs, _ = model(batch["image"], blur_key=key if blur else None)
-      losses = metrics_lib.per_example_loss(outputs, labels, task=task)
+      losses = metrics_lib.per_example_loss(outputs, labels, task=task,
+                                            segmentation_loss=config.model.segmentation_loss)
       loss = jnp.sum(weights * losses) / jnp.maximum(jnp.sum(weights), 1.0)
       return loss, (outputs, losses, nnx.state(model, nnx.Not(nnx.Param)))
 
