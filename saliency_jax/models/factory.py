@@ -233,7 +233,8 @@ def build_model(model_config: Mapping[str, Any], *, num_outputs: int, rngs: nnx.
     dense_head: "segmentation" or "detection" ["segmentation"].
     segmentation_loss: the segmentation head's training loss: "pixel" (mean pixel
       cross-entropy) or "class_balanced" (the mean over the classes present in each image of
-      their mean pixel cross-entropy) ["pixel"]; see `train.dense_metrics`.
+      their mean pixel cross-entropy) ["pixel"]; see `train.dense_metrics`. Evaluation
+      reports the pixel loss either way, so that runs with either loss compare.
     saliency: "network", "prior" (fixed: `prior`), "both" or "none" (the uniform baseline)
       ["network"].
     dense_stages: the task network's stages unwarped and fused [("layer2", "layer3", "layer4")].

@@ -42,8 +42,9 @@ from saliency_jax.train import config as config_lib
 # A failed computation (`XlaRuntimeError`, a RuntimeError, before JAX named it publicly).
 _RUNTIME_ERROR = getattr(jax.errors, "JaxRuntimeError", RuntimeError)
 # What JAX's runtime errors say when a collective's peer or the coordination service is gone.
+# (Not any NCCL error: a misconfigured or out-of-memory NCCL says "NCCL" too.)
 _LOST_PEER_SIGNS = ("Gloo", "Connection reset", "Connection closed", "Connection refused",
-                    "heartbeat", "another task", "Socket closed", "NCCL")
+                    "heartbeat", "another task", "Socket closed")
 
 
 class ProcessLostError(RuntimeError):
