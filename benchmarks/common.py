@@ -1,7 +1,6 @@
 """Timing helpers shared by the benchmarks: interleaved repetitions, medians, environment."""
 
 import datetime
-import json
 import os
 import platform
 import statistics
@@ -63,14 +62,6 @@ def environment() -> dict:
   except ImportError:
     pass
   return info
-
-
-def write_json(path: str, payload: dict) -> None:
-  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(payload, f, indent=2)
-  os.replace(tmp, path)
 
 
 def print_table(title: str, rows: list[tuple], header: tuple) -> None:

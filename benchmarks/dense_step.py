@@ -1,7 +1,7 @@
 """Benchmark: the dense model's training step, and what its unwarp adds to it.
 
 Times, interleaved in one run (medians, `common.interleaved_medians`), one jitted training step
-(forward, backward, SGD update; `saliency_jax.train.trainer.build_experiment`) of
+(forward, backward, SGD update; `saliency_jax.train.experiment.build_experiment`) of
 `configs/dense_scenes.py` (512 px scenes, batch 16, a tiny ResNet at 128 px, stages 2-4
 unwarped to stride 8, segmentation):
 - unwarp: the model as it is;
@@ -26,11 +26,11 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
 from benchmarks import common  # noqa: E402
+from saliency_jax import files  # noqa: E402
 from configs import dense_scenes  # noqa: E402
 from saliency_jax import data  # noqa: E402
 from saliency_jax.models import dense  # noqa: E402
-from saliency_jax.train import make_mesh  # noqa: E402
-from saliency_jax.train import trainer  # noqa: E402
+from saliency_jax import train  # noqa: E402
 
 
 def _resize_instead(maps, grid, out_shape, *, source_shape=None):
@@ -69,8 +69,8 @@ def _step(config, batch, *, saliency: str, plain: bool):
   if plain:
     dense.ops = _PlainOps(original)
   try:
-    experiment = trainer.build_experiment(
-        config, mesh=make_mesh(), num_outputs=config.data.dense.num_classes,
+    experiment = train.build_experiment(
+        config, mesh=train.make_mesh(), num_outputs=config.data.dense.num_classes,
         task="segmentation", total_steps=1000, steps_per_epoch=100.0, blur_steps=0)
     state = {"state": experiment.initial_state}
 
@@ -92,7 +92,7 @@ def main():
   config = _config(args.quick)
   repeats = args.repeats or (2 if args.quick else 5)
   loader = data.make_loader(config.data, split="train", global_batch_size=config.batch_size,
-                            mesh=make_mesh(), seed=0)
+                            mesh=train.make_mesh(), seed=0)
   batch = next(iter(loader))
   loader.close()
   steps = {"unwarp": _step(config, batch, saliency="network", plain=False),
@@ -109,7 +109,7 @@ def main():
              "batch_size": config.batch_size, "image_size": config.data.image_size,
              "task_size": config.model.task_size, "times": times, "unwarp_share": share}
   name = "dense_step_quick" if args.quick else "dense_step"
-  common.write_json(os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
+  files.write_json(os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
                                  f"{name}_{jax.default_backend()}.json"), payload)
 
 

@@ -26,6 +26,7 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from benchmarks import common  # noqa: E402
+from saliency_jax import files  # noqa: E402
 from saliency_jax import data  # noqa: E402
 
 
@@ -91,7 +92,7 @@ def main() -> None:
         results["runs"].append(run)
         print(f"{workload:9s} workers={count}: {run['images_per_s']:7.1f} images/s "
               f"(first batch after {run['first_batch_s']:.1f} s)", flush=True)
-  common.write_json(args.output, results)
+  files.write_json(args.output, results)
   print(f"wrote {args.output}")
 
 

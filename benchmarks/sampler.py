@@ -39,6 +39,7 @@ import torch  # noqa: E402
 
 import saliency_jax as sj  # noqa: E402
 from benchmarks import common  # noqa: E402
+from saliency_jax import files  # noqa: E402
 from tests.references import torch_sampler  # noqa: E402
 
 # (batch, high-resolution side, output side, grid side)
@@ -214,7 +215,7 @@ def main():
 
   output = args.output or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
                                        f"sampler_{env['jax_backend']}.json")
-  common.write_json(output, results)
+  files.write_json(output, results)
   print(f"\nwrote {output}")
 
 

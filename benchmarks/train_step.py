@@ -66,6 +66,7 @@ from torch.nn import functional as F  # noqa: E402
 
 import saliency_jax as sj  # noqa: E402
 from benchmarks import common  # noqa: E402
+from saliency_jax import files  # noqa: E402
 from tests.references import torch_models  # noqa: E402
 from tests.references import torch_sampler  # noqa: E402
 from saliency_jax import train  # noqa: E402
@@ -571,7 +572,7 @@ def measure(args: argparse.Namespace, contenders: dict, images: np.ndarray) -> d
   report(payload, args)
   output = args.output or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
                                        f"train_step_{env['jax_backend']}.json")
-  common.write_json(output, payload)
+  files.write_json(output, payload)
   print(f"\nwrote {output}")
   return payload
 

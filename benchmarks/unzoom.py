@@ -29,6 +29,7 @@ import numpy as np  # noqa: E402
 
 import saliency_jax as sj  # noqa: E402
 from benchmarks import common  # noqa: E402
+from saliency_jax import files  # noqa: E402
 from tests.references.supersampling import supersampled, zone_plate  # noqa: E402
 
 # (batch, image side, output side, grid side, feature stride, feature channels)
@@ -112,7 +113,7 @@ def main():
              "timings": timings, "antialias_errors": accuracy}
   output = args.output or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
                                        f"unzoom_{jax.default_backend()}.json")
-  common.write_json(output, results)
+  files.write_json(output, results)
   print(f"\nwrote {output}")
 
 

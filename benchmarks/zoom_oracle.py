@@ -31,6 +31,7 @@ from flax import nnx  # noqa: E402
 
 import saliency_jax as sj  # noqa: E402
 from benchmarks import common  # noqa: E402
+from saliency_jax import files  # noqa: E402
 from saliency_jax.data import zoom_tasks  # noqa: E402
 from saliency_jax.models import factory  # noqa: E402
 from saliency_jax.models import task as task_lib  # noqa: E402
@@ -127,7 +128,7 @@ def main(argv=None):
       payload = json.load(f)
   payload["environment"] = common.environment()
   payload["runs"] = payload["runs"] + records
-  common.write_json(args.out, payload)
+  files.write_json(args.out, payload)
   print(f"Wrote {args.out}")
 
 

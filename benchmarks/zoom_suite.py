@@ -30,6 +30,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from benchmarks import common  # noqa: E402
+from saliency_jax import files  # noqa: E402
 
 FAMILIES = ("zoom_glyph", "zoom_orientation", "zoom_count", "zoom_marker")
 SIZES = (256, 128, 64)
@@ -183,7 +184,7 @@ def main(argv=None):
 
   import jax  # pylint: disable=g-import-not-at-top
   from saliency_jax.data import zoom_tasks  # pylint: disable=g-import-not-at-top
-  from saliency_jax.train import trainer  # pylint: disable=g-import-not-at-top
+  from saliency_jax import train  # pylint: disable=g-import-not-at-top
   out = args.out or os.path.join(ROOT, "benchmarks", "results",
                                  f"zoom_suite_{jax.default_backend()}"
                                  f"{'_quick' if args.quick else ''}.json")
@@ -192,7 +193,7 @@ def main(argv=None):
       continue
     workdir = os.path.join(args.workdir, args.tag, family, str(size), model, f"seed{seed}")
     print(f"\n=== {args.tag}: {family}, task size {size}, {model}, seed {seed} ===", flush=True)
-    results = trainer.train_and_evaluate(config, workdir)
+    results = train.train_and_evaluate(config, workdir)
     # Read again just before writing, so that suites run side by side (other tags, families)
     # keep each other's runs; an interrupted suite loses one run at most.
     payload = _load(out)
@@ -204,7 +205,7 @@ def main(argv=None):
                         results["loss_curve"]), "loss_curve": results["loss_curve"],
                     "steps": results["steps"], "images_per_sec": results["images_per_sec"]})
     records.sort(key=lambda r: r["seed"])
-    common.write_json(out, payload)
+    files.write_json(out, payload)
 
   tag = _load(out)["tags"][args.tag]
   chance = {f: 1 / zoom_tasks.NUM_CLASSES[f] for f in FAMILIES}

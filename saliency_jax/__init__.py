@@ -5,8 +5,10 @@ The Flax models live in `saliency_jax.models`, the input pipelines in `saliency_
 trainer in `saliency_jax.train`.
 """
 
+from saliency_jax.ops import affine_grid
 from saliency_jax.ops import area_resize
 from saliency_jax.ops import attraction_grid
+from saliency_jax.ops import control_lattice
 from saliency_jax.ops import bilinear_resize
 from saliency_jax.ops import grid_sample
 from saliency_jax.ops import invert_grid
@@ -14,6 +16,7 @@ from saliency_jax.ops import kde_saliency
 from saliency_jax.ops import magnification
 from saliency_jax.ops import saliency_sample
 from saliency_jax.ops import softmax_saliency
+from saliency_jax.ops import tps_grid
 from saliency_jax.ops import unwarp
 from saliency_jax.ops import unwarp_boxes
 from saliency_jax.ops import unwarp_points
@@ -23,8 +26,10 @@ from saliency_jax.ops import warp_points
 __version__ = "0.1.0"
 
 __all__ = [
+    "affine_grid",
     "area_resize",
     "attraction_grid",
+    "control_lattice",
     "bilinear_resize",
     "grid_sample",
     "invert_grid",
@@ -32,6 +37,7 @@ __all__ = [
     "magnification",
     "saliency_sample",
     "softmax_saliency",
+    "tps_grid",
     "unwarp",
     "unwarp_boxes",
     "unwarp_points",

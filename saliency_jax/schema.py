@@ -97,6 +97,8 @@ def flatten(config: Any, *, free: Collection[str] = (), prefix: str = "") -> dic
     config: the config.
     free: dotted names of mappings whose keys are data, not fields (kept whole).
     prefix: prepended to every name (used by the recursion).
+
+  Not `flax.traverse_util.flatten_dict`: the config modules import without Flax.
   """
   flat = {}
   for key, value in config.items():

@@ -22,6 +22,7 @@ CONFIGS = [
     ("inat2017_depth", "6"), ("inat2017_depth", "10"), ("inat2017_depth", "14"),
     ("gaze", None), ("gaze", "uniform"), ("zoom_suite", None), ("image_folder", None),
     ("dense_scenes", None), ("dense_scenes_prior", None), ("dense_scenes_detection", None),
+    ("cityscapes", None), ("voc2012", None),
 ]
 
 
@@ -128,7 +129,7 @@ def test_the_layers_reject_the_same_bad_fields_on_their_own():
   # The model and data layers run their rows of the one table on the configs given to them.
   from saliency_jax import data, models
   with pytest.raises(ValueError, match=r"model_config.grid_size: expected an int >= 2; got 1"):
-    models.factory.validate_config({"grid_size": 1})
+    models.model_config.parse_model_config({"grid_size": 1})
   with pytest.raises(ValueError, match=r"data.prefetch: expected >= 1; got 0"):
     data.parse_data_config({"prefetch": 0})
   with pytest.raises(ConfigError, match=r"config.model.grid_size: expected an int >= 2; got 1"):

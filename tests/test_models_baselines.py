@@ -1,8 +1,8 @@
 """The paper's baselines: geometry against PyTorch / hand-derived values, and training.
 
-References: `torch.nn.functional.affine_grid` and `grid_sample` for the affine transformer; the
-defining properties of the thin-plate spline (it interpolates its control points and reproduces
-affine maps exactly); a NumPy loop implementation of DCN v1 sampling for the deformable
+References (the transformers' grids themselves: tests/test_parametric.py): the identity grid's
+plain sampling for the transformers at their start; `torch.nn.functional.conv2d` and a NumPy loop
+implementation of DCN v1 sampling for the deformable
 convolution; exact pixel crops for the CAM crop, and copies of its task network for its
 BatchNorm statistics.
 """
@@ -31,34 +31,6 @@ def _rngs(seed=0):
 
 def _images(shape, seed=0):
   return jnp.asarray(np.random.default_rng(seed).integers(0, 256, shape), jnp.uint8)
-
-
-@pytest.mark.parametrize("align_corners", [True, False])
-def test_affine_grid_matches_pytorch(align_corners):
-  theta = np.random.default_rng(0).standard_normal((3, 2, 3)).astype(np.float32)
-  expected = F.affine_grid(torch.from_numpy(theta), (3, 1, 9, 9), align_corners=align_corners)
-  grid = baselines.affine_grid(jnp.asarray(theta), 9, align_corners=align_corners)
-  np.testing.assert_allclose(grid, expected.numpy(), atol=1e-6)
-
-
-def test_thin_plate_spline_interpolates_and_reproduces_affine_maps():
-  lattice = baselines.control_lattice(4)
-  # With align_corners=True and 4 output pixels per side, the pixels sit on the lattice.
-  identity = baselines.tps_grid(jnp.asarray(lattice[None], jnp.float32), 4, align_corners=True)
-  np.testing.assert_allclose(identity.reshape(16, 2), lattice, atol=1e-5)
-  # An affine map of the control points gives that affine map everywhere (zero bending).
-  a = np.array([[0.8, 0.1], [-0.2, 0.6]])
-  t = np.array([0.05, -0.1])
-  moved = lattice @ a.T + t
-  grid = baselines.tps_grid(jnp.asarray(moved[None], jnp.float32), 11, align_corners=False)
-  coords = (2 * np.arange(11) + 1) / 11 - 1
-  x, y = np.meshgrid(coords, coords)
-  expected = np.stack([x, y], -1) @ a.T + t
-  np.testing.assert_allclose(grid[0], expected, atol=1e-5)
-  # Arbitrary control points are interpolated exactly.
-  points = lattice + np.random.default_rng(1).uniform(-0.2, 0.2, lattice.shape)
-  grid = baselines.tps_grid(jnp.asarray(points[None], jnp.float32), 4, align_corners=True)
-  np.testing.assert_allclose(grid.reshape(16, 2), points, atol=1e-5)
 
 
 def _numpy_deformable_conv(x, kernel, offsets, stride, padding):
@@ -175,8 +147,8 @@ def test_transformers_and_grid_estimator_start_at_the_identity():
   # first prediction is the head's bias; the transforms of that prediction are checked here
   # (the full forward passes run in the training test below).
   images = _images((2, 48, 40, 3))
-  identity = baselines.affine_grid(jnp.tile(jnp.eye(2, 3)[None], (2, 1, 1)), 32,
-                                   align_corners=True)
+  identity = ops.affine_grid(jnp.tile(jnp.eye(2, 3)[None], (2, 1, 1)), (32, 32),
+                             align_corners=True)
   for name in ("stn_affine", "stn_tps", "grid_estimator"):
     model = _micro_model(name)
     head = model.localisation_net.head

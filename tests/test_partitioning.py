@@ -9,13 +9,13 @@ from jax.sharding import PartitionSpec as P
 import numpy as np
 import pytest
 
+from saliency_jax import train
 from saliency_jax.train import partitioning
-from saliency_jax.train import trainer
 from tiny_experiments import load_config, synthetic_batch, tiny
 
 
 def _two_steps(config, mesh, host_batch):
-  experiment = trainer.build_experiment(config, mesh=mesh, num_outputs=6, task="classification",
+  experiment = train.build_experiment(config, mesh=mesh, num_outputs=6, task="classification",
                                         total_steps=4, steps_per_epoch=4.0, blur_steps=2)
   batch = jax.device_put(host_batch, partitioning.batch_sharding(mesh))
   # Without the blur warm-up both times: one compilation of the step per mesh (the blur is a

@@ -9,7 +9,6 @@ from PIL import Image
 import pytest
 
 from saliency_jax import train
-from saliency_jax.train import trainer
 from tiny_experiments import load_config, synthetic_batch, tiny, write_gazecapture
 
 # One per experiment file; the Table 2 baselines of configs/inat2017.py:<model> are the
@@ -61,7 +60,7 @@ def test_one_training_step_end_to_end(tmp_path, capsys, name, argument):
 
 
 def _experiment(config, mesh):
-  return trainer.build_experiment(config, mesh=mesh, num_outputs=6, task="classification",
+  return train.build_experiment(config, mesh=mesh, num_outputs=6, task="classification",
                                   total_steps=4, steps_per_epoch=4.0, blur_steps=2)
 
 
@@ -74,7 +73,7 @@ def test_step_on_eight_devices_equals_one_device_and_bfloat16_is_close():
   for name, mesh_devices, dtype in (("one", devices[:1], "float32"), ("eight", devices, "float32"),
                                     ("bfloat16", devices[:1], "bfloat16")):
     config.compute_dtype = dtype
-    mesh = trainer.make_mesh(mesh_devices)
+    mesh = train.make_mesh(mesh_devices)
     experiment = _experiment(config, mesh)
     batch = jax.device_put(host_batch, jax.sharding.NamedSharding(
         mesh, jax.sharding.PartitionSpec("data")))
@@ -124,7 +123,7 @@ def test_pretrained_weights_are_loaded_from_the_config_paths(tmp_path):
   convert.save_converted(donor.saliency_net.backbone, tmp_path / "saliency.npz")
   config.pretrained.task_net = str(tmp_path / "task.npz")
   config.pretrained.saliency_backbone = str(tmp_path / "saliency.npz")
-  model = trainer.build_model(config, num_outputs=6)
+  model = train.create_model(config, num_outputs=6)
   for got, want in ((model.task_net, donor.task_net),
                     (model.saliency_net.backbone, donor.saliency_net.backbone)):
     for a, b in zip(jax.tree.leaves(nnx.state(got, nnx.Param)),
@@ -135,7 +134,7 @@ def test_pretrained_weights_are_loaded_from_the_config_paths(tmp_path):
 
   config.pretrained.task_net = str(tmp_path / "missing.npz")
   with pytest.raises(train.ConfigError, match="pretrained.task_net: no file"):
-    trainer.build_model(config, num_outputs=6)
+    train.create_model(config, num_outputs=6)
   # A resumed run restores every parameter from its checkpoint: the files are not read again.
-  resumed = trainer.build_model(config, num_outputs=6, load_pretrained=False)
+  resumed = train.create_model(config, num_outputs=6, load_pretrained=False)
   assert not np.array_equal(resumed.task_net.conv1.kernel[...], donor.task_net.conv1.kernel[...])

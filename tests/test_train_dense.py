@@ -10,7 +10,6 @@ import pytest
 from saliency_jax import train
 from saliency_jax.train import config as config_lib
 from saliency_jax.train import priors
-from saliency_jax.train import trainer
 from tiny_experiments import load_config, tiny
 
 
@@ -53,10 +52,10 @@ def test_detection_with_the_box_prior_trains_and_keeps_the_prior_in_its_state(tm
   # The prior is the KDE of the training boxes, a constant of the model, not trained.
   prior = priors.box_prior(config)
   assert prior.shape == (9, 9) and float(prior.sum()) == pytest.approx(1.0, abs=1e-5)
-  model = trainer.build_model(config, num_outputs=4, prior=prior)
+  model = train.create_model(config, num_outputs=4, prior=prior)
   np.testing.assert_array_equal(model.prior.value, prior)
   with pytest.raises(ValueError, match="saliency 'prior' needs prior="):
-    trainer.build_model(config, num_outputs=4)
+    train.create_model(config, num_outputs=4)
 
 
 @pytest.mark.parametrize("change,message", [

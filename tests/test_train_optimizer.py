@@ -36,11 +36,22 @@ def test_learning_rate_schedule_values():
                                                decay_factor=0.1, restart_step=20)
   np.testing.assert_allclose([restarted(0), restarted(49), restarted(50), restarted(80)],
                              [1, 1, 0.1, 0.01], rtol=1e-6)
+  # Tiny data: 2.5 steps per epoch, so the rate drops every 7.5 steps (from steps 8 and 15 on).
+  fractional = optimizer.learning_rate_schedule(base=1.0, kind="step", total_steps=100,
+                                                steps_per_epoch=2.5, decay_epochs=3,
+                                                decay_factor=0.1)
+  np.testing.assert_allclose([fractional(7), fractional(8), fractional(14), fractional(15)],
+                             [1, 0.1, 0.1, 0.01], rtol=1e-6)
   cosine = optimizer.learning_rate_schedule(base=2.0, kind="cosine", total_steps=100,
                                             steps_per_epoch=10)
   # 2 * (1 + cos(pi * s / 100)) / 2.
   np.testing.assert_allclose([cosine(0), cosine(50), cosine(100), cosine(150)],
                              [2.0, 1.0, 0.0, 0.0], atol=1e-6)
+  # Restarted at 20: 2 until then, then the cosine over the remaining 80 steps.
+  cosine = optimizer.learning_rate_schedule(base=2.0, kind="cosine", total_steps=100,
+                                            steps_per_epoch=10, restart_step=20)
+  np.testing.assert_allclose([cosine(10), cosine(20), cosine(60), cosine(100)],
+                             [2.0, 2.0, 1.0, 0.0], atol=1e-6)
   warm = optimizer.learning_rate_schedule(base=1.0, kind="constant", total_steps=100,
                                           steps_per_epoch=10, warmup_epochs=1)
   np.testing.assert_allclose([warm(0), warm(4), warm(9), warm(50)], [0.1, 0.5, 1.0, 1.0],

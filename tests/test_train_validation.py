@@ -195,8 +195,8 @@ def test_the_models_the_table_lets_take_a_saliency_backbone_have_a_saliency_netw
   for name in models.MODEL_NAMES:
     model = models.build_model({**config.model.to_dict(), "name": name}, num_outputs=3,
                                rngs=nnx.Rngs(0))
-    has_saliency_net = any(hasattr(model, a) for a in models.factory.LOCALISATION_ATTRIBUTES)
-    assert has_saliency_net == (name in models.factory.MODELS_WITH_SALIENCY_NET), name
+    has_saliency_net = any(hasattr(model, a) for a in models.pretrained.LOCALISATION_ATTRIBUTES)
+    assert has_saliency_net == (name in models.model_config.MODELS_WITH_SALIENCY_NET), name
 
 
 def test_train_py_reports_a_bad_value_in_one_line_without_a_traceback(tmp_path):

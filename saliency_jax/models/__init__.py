@@ -2,7 +2,8 @@
 
 Entry points for the trainer: `build_model(config, num_outputs=..., rngs=...)`,
 `param_labels(params)` (learning-rate groups) and `load_pretrained(model, ...)`. Every model is
-called as `model(images, *, blur_key=None) -> (outputs, extras)`; see `factory` and `task`.
+called as `model(images, *, blur_key=None) -> (outputs, extras)`; see `factory` and `task`;
+the fields and defaults of a model config are in `model_config`.
 Weight conversion from torchvision lives in `saliency_jax.models.convert` (also a command).
 """
 
@@ -13,19 +14,17 @@ from saliency_jax.models.baselines import LocalisationNetwork
 from saliency_jax.models.baselines import STNAffine
 from saliency_jax.models.baselines import STNThinPlateSpline
 from saliency_jax.models.baselines import UniformSampler
-from saliency_jax.models.baselines import affine_grid
-from saliency_jax.models.baselines import tps_grid
 from saliency_jax.models.blur import random_blur
 from saliency_jax.models.deformable import DeformableConv
-from saliency_jax.models.factory import DEFAULTS
-from saliency_jax.models.factory import MODEL_NAMES
-from saliency_jax.models.factory import TASK_NETS
 from saliency_jax.models.factory import build_model
 from saliency_jax.models.factory import build_task_net
-from saliency_jax.models.factory import default_model_config
-from saliency_jax.models.factory import load_pretrained
-from saliency_jax.models.factory import param_labels
 from saliency_jax.models.inception import InceptionV3
+from saliency_jax.models.model_config import DEFAULTS
+from saliency_jax.models.model_config import MODEL_NAMES
+from saliency_jax.models.model_config import TASK_NETS
+from saliency_jax.models.model_config import default_model_config
+from saliency_jax.models.pretrained import load_pretrained
+from saliency_jax.models.pretrained import param_labels
 from saliency_jax.models.resnet import ResNet
 from saliency_jax.models.resnet import SPECS as RESNET_SPECS
 from saliency_jax.models.resnet import ResNetSpec
@@ -52,7 +51,6 @@ __all__ = [
     "SaliencySampler",
     "TASK_NETS",
     "UniformSampler",
-    "affine_grid",
     "build_model",
     "build_resnet",
     "build_task_net",
@@ -61,5 +59,4 @@ __all__ = [
     "load_state_dict",
     "param_labels",
     "random_blur",
-    "tps_grid",
 ]

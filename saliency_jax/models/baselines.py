@@ -23,12 +23,11 @@ and a `head`, so they share the saliency network's learning-rate groups.
   updates the BatchNorm statistics once, from the crops the network learns on, not also from
   the uniform views.
 
-Grids follow `grid_sample`'s convention: `(x, y)` in `[-1, 1]`, pixel positions by
-`align_corners`; an identity transform gives the plain bilinear point-sampling of the image.
+Grids follow `grid_sample`'s convention (`ops.affine_grid` and `ops.tps_grid` build the
+transformers' grids); an identity transform gives the plain bilinear point-sampling of the image.
 """
 
 import contextlib
-import functools
 
 import jax
 import jax.numpy as jnp
@@ -39,92 +38,6 @@ from saliency_jax import ops
 from saliency_jax.models import resnet
 from saliency_jax.models import saliency_network
 from saliency_jax.models import task
-
-
-def _base_coordinates(size: int, align_corners: bool) -> jax.Array:
-  """`[size]` normalised pixel positions: the corner pixel centres at +-1 if `align_corners`."""
-  if align_corners:
-    return jnp.linspace(-1.0, 1.0, size)
-  return (2.0 * jnp.arange(size) + 1.0) / size - 1.0
-
-
-def affine_grid(theta: jax.Array, size: int, *, align_corners: bool) -> jax.Array:
-  """`torch.nn.functional.affine_grid` for a square output, NHWC.
-
-  Args:
-    theta: `[B, 2, 3]` maps output `(x, y, 1)` to input `(x, y)`, normalised coordinates.
-    size: output side.
-    align_corners: pixel convention of the output positions.
-
-  Returns:
-    `[B, size, size, 2]` grid.
-  """
-  coords = _base_coordinates(size, align_corners)
-  x, y = jnp.meshgrid(coords, coords)  # x varies along columns, y along rows.
-  homogeneous = jnp.stack([x, y, jnp.ones_like(x)], axis=-1)
-  return jnp.einsum("hwk,bdk->bhwd", homogeneous, theta, precision=jax.lax.Precision.HIGHEST)
-
-
-def _tps_radial(squared_distance: jax.Array) -> jax.Array:
-  """The thin-plate spline kernel `U = r^2 log r^2`, with U(0) = 0."""
-  safe = jnp.where(squared_distance > 0, squared_distance, 1.0)
-  return jnp.where(squared_distance > 0, squared_distance * jnp.log(safe), 0.0)
-
-
-def control_lattice(points_per_side: int) -> np.ndarray:
-  """`[n * n, 2]` control points `(x, y)` on a regular lattice spanning `[-1, 1]^2`."""
-  coords = np.linspace(-1.0, 1.0, points_per_side)
-  x, y = np.meshgrid(coords, coords)
-  return np.stack([x.ravel(), y.ravel()], axis=-1)
-
-
-@functools.lru_cache(maxsize=16)
-def _tps_solver(points_per_side: int) -> np.ndarray:
-  """`[K + 3, K]`: maps the K target points' source positions to the spline's coefficients.
-
-  The spline `f(q) = a0 + a1 x + a2 y + sum_k w_k U(|q - q_k|)` interpolating `f(q_k) = p_k` has
-  `[w; a] = L^-1 [p; 0]` with `L = [[U(|q_i - q_j|), Q], [Q^T, 0]]`, `Q` rows `(1, x_k, y_k)`.
-  `L` depends only on the fixed lattice, so its inverse is a constant.
-  """
-  lattice = control_lattice(points_per_side)
-  k = len(lattice)
-  squared = np.sum((lattice[:, None] - lattice[None]) ** 2, axis=-1)
-  radial = np.where(squared > 0, squared * np.log(np.where(squared > 0, squared, 1.0)), 0.0)
-  affine = np.concatenate([np.ones((k, 1)), lattice], axis=1)
-  system = np.zeros((k + 3, k + 3))
-  system[:k, :k] = radial
-  system[:k, k:] = affine
-  system[k:, :k] = affine.T
-  return np.linalg.inv(system)[:, :k]
-
-
-def tps_grid(control_points: jax.Array, size: int, *, align_corners: bool) -> jax.Array:
-  """Thin-plate-spline sampling grid through the lattice of `control_lattice`.
-
-  Args:
-    control_points: `[B, n * n, 2]` source positions `(x, y)` of the lattice points; the lattice
-      itself gives the identity grid.
-    size: output side.
-    align_corners: pixel convention of the output positions.
-
-  Returns:
-    `[B, size, size, 2]` grid.
-  """
-  num_points = control_points.shape[1]
-  per_side = int(round(num_points ** 0.5))
-  if per_side * per_side != num_points or per_side < 2:
-    raise ValueError(f"control_points must hold n * n points with n >= 2; got {num_points}.")
-  lattice = jnp.asarray(control_lattice(per_side), jnp.float32)
-  coords = _base_coordinates(size, align_corners)
-  x, y = jnp.meshgrid(coords, coords)
-  positions = jnp.stack([x.ravel(), y.ravel()], axis=-1)  # [T * T, 2]
-  squared = jnp.sum((positions[:, None, :] - lattice[None]) ** 2, axis=-1)
-  basis = jnp.concatenate(
-      [_tps_radial(squared), jnp.ones_like(positions[:, :1]), positions], axis=-1)
-  weights = basis @ jnp.asarray(_tps_solver(per_side), jnp.float32)  # [T * T, K]
-  grid = jnp.einsum("pk,bkd->bpd", weights, control_points.astype(jnp.float32),
-                    precision=jax.lax.Precision.HIGHEST)
-  return grid.reshape(control_points.shape[0], size, size, 2)
 
 
 class LocalisationNetwork(nnx.Module):
@@ -209,7 +122,8 @@ class STNAffine(_GridModel):
 
   def transform(self, prediction):
     theta = prediction.reshape(-1, 2, 3)
-    return affine_grid(theta, self.task_size, align_corners=self.align_corners), {"theta": theta}
+    grid = ops.affine_grid(theta, (self.task_size,) * 2, align_corners=self.align_corners)
+    return grid, {"theta": theta}
 
 
 def affine_localisation(*, backbone: str | resnet.ResNetSpec, depth: int,
@@ -242,9 +156,9 @@ class STNThinPlateSpline(_GridModel):
     self.points_per_side = int(points_per_side)
 
   def transform(self, prediction):
-    lattice = jnp.asarray(control_lattice(self.points_per_side), jnp.float32)
+    lattice = jnp.asarray(ops.control_lattice(self.points_per_side), jnp.float32)
     points = lattice + prediction.reshape(prediction.shape[0], -1, 2)
-    grid = tps_grid(points, self.task_size, align_corners=self.align_corners)
+    grid = ops.tps_grid(points, (self.task_size,) * 2, align_corners=self.align_corners)
     return grid, {"control_points": points}
 
 
@@ -355,9 +269,10 @@ class CAMCrop(task.TaskModel):
     half = self.crop_fraction
     centre = jnp.stack([(2.0 * col + 1.0) / width - 1.0, (2.0 * row + 1.0) / height - 1.0], -1)
     centre = jnp.clip(centre, -1.0 + half, 1.0 - half)
-    coords = _base_coordinates(self.task_size, self.align_corners)
-    x, y = jnp.meshgrid(coords, coords)
-    grid = centre[:, None, None, :] + half * jnp.stack([x, y], axis=-1)[None]
+    # The window as an affine map: a scaling by `half` about the centre.
+    scale = jnp.broadcast_to(half * jnp.eye(2), (batch, 2, 2))
+    grid = ops.affine_grid(jnp.concatenate([scale, centre[..., None]], axis=-1),
+                           (self.task_size,) * 2, align_corners=self.align_corners)
     sampled = ops.grid_sample(images, grid, align_corners=self.align_corners)
     return self.run_task_net(sampled * task.unit_scale(images), blur_key,
                              {"grid": grid, "cam": cam})

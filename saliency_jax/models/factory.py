@@ -1,26 +1,20 @@
-"""Building models from a config, their learning-rate groups, and pretrained weights.
+"""Building models from a config: the task networks and every model of `MODEL_NAMES`.
 
 `build_model` is what the trainer calls; every model it returns has the same interface:
 `model(images, *, blur_key=None) -> (outputs, extras)` (see `saliency_jax.models.task` for value
 conventions), `model.train()` / `model.eval()` switch BatchNorm and dropout, the task network is
 `model.task_net`, and a saliency or localisation network, when there is one, is
-`model.saliency_net` or `model.localisation_net` with a `backbone` and a `head`.
+`model.saliency_net` or `model.localisation_net` with a `backbone` and a `head`
+(`pretrained.LOCALISATION_ATTRIBUTES`). The fields and their defaults: `model_config`.
 """
 
 from collections.abc import Mapping
-import inspect
-import math
-import os
 from typing import Any
 
 import jax
-import ml_collections
-from ml_collections import config_dict
 import numpy as np
 from flax import nnx
 
-from saliency_jax import ops
-from saliency_jax import schema
 from saliency_jax.models import alexnet
 from saliency_jax.models import baselines
 from saliency_jax.models import blur
@@ -29,155 +23,8 @@ from saliency_jax.models import inception
 from saliency_jax.models import resnet
 from saliency_jax.models import saliency_network
 from saliency_jax.models import sampler
-from saliency_jax.models import task
-
-MODEL_NAMES = ("saliency_sampler", "uniform", "stn_affine", "stn_tps", "grid_estimator",
-               "cam_crop", "deformable", "zoom_unzoom")
-# Where the dense model's saliency comes from: a saliency network, the fixed prior (the KDE of
-# the training boxes), both, or neither (the uniform baseline).
-DENSE_SALIENCY = ("network", "prior", "both", "none")
-TASK_NETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet_tiny", "alexnet",
-             "inception_v3")
-# The models with a saliency or localisation network (`LOCALISATION_ATTRIBUTES`), which a
-# pretrained saliency backbone can be loaded into.
-MODELS_WITH_SALIENCY_NET = ("saliency_sampler", "stn_affine", "stn_tps", "grid_estimator",
-                            "zoom_unzoom")
-# The task networks `load_pretrained` reads torchvision (or converted) weights into.
-PRETRAINABLE_TASK_NETS = tuple(name for name in TASK_NETS if name != "inception_v3")
-# "torch": PyTorch's default initialisation of the head (the authors'); "zero": a zero head,
-# whose uniform map gives the identity grid, so that the sampler starts as uniform downsampling.
-SALIENCY_HEAD_INITS = ("torch", "zero")
-# Smallest input each task network accepts (AlexNet's strided stem and three pools; Inception-v3
-# as torchvision checks).
-_MIN_TASK_SIZE = {"alexnet": 63, "inception_v3": 75}
-
-
-def _op_default(function, argument: str) -> Any:
-  return inspect.signature(function).parameters[argument].default
-
-
-# Every model field with its default. The sampler's numerics are the ops' own defaults (the
-# authors' values), so that they are written down once, in `saliency_jax.ops`.
-DEFAULTS = {
-    "name": "saliency_sampler",
-    "task_net": "resnet50",
-    "task_size": 224,
-    "low_res_size": 224,
-    "saliency_backbone": "resnet18",
-    "saliency_depth": 14,
-    "grid_size": 31,
-    "fwhm": float(_op_default(ops.attraction_grid, "fwhm")),
-    "padding": int(_op_default(ops.attraction_grid, "padding")),
-    "temperature": float(_op_default(ops.saliency_sample, "temperature")),
-    "align_corners": bool(_op_default(ops.saliency_sample, "align_corners")),
-    "max_magnification": 0.0,
-    "antialias": bool(_op_default(ops.saliency_sample, "antialias")),
-    "saliency_head_init": "torch",
-    "output_activation": None,
-    "blur_min": 64,
-    "dropout_rate": 0.5,
-    "crop_fraction": 0.5,
-    "tps_points_per_side": 4,
-    "deformable_convs": 3,
-    "dense_head": "segmentation",
-    "segmentation_loss": "pixel",
-    "saliency": "network",
-    "dense_stages": ("layer2", "layer3", "layer4"),
-    "out_stride": 8,
-    "head_width": 64,
-}
-
-
-def default_model_config() -> ml_collections.ConfigDict:
-  """`DEFAULTS` as a locked `ConfigDict`: the schema of `build_model`'s fields (see there)."""
-  fields = dict(DEFAULTS)
-  # An optional string: a plain None would let any type replace it.
-  fields["output_activation"] = config_dict.placeholder(str)
-  config = ml_collections.ConfigDict(fields)
-  config.lock()
-  return config
-
-
-def _min_task_size(c) -> int:
-  return _MIN_TASK_SIZE.get(c.task_net, 32)
-
-
-def _max_deformable_convs(task_net: str) -> int:
-  if task_net == "alexnet":
-    return len(alexnet._CONVS)  # pylint: disable=protected-access
-  spec = resnet.SPECS[task_net]
-  return sum(spec.stage_sizes) * resnet.BLOCKS[spec.block].num_3x3
-
-
-def _positive(value: float) -> bool:
-  return math.isfinite(value) and value > 0
-
-
-CHECKS = (
-    schema.Check("name", lambda c: c.name in MODEL_NAMES, f"one of {MODEL_NAMES}"),
-    schema.Check("task_net", lambda c: c.task_net in TASK_NETS, f"one of {TASK_NETS}"),
-    schema.Check("saliency_backbone", lambda c: c.saliency_backbone in saliency_network.BACKBONES,
-                 f"one of {saliency_network.BACKBONES}"),
-    schema.Check("saliency_depth", lambda c: c.saliency_depth in saliency_network.DEPTHS,
-                 f"one of {tuple(saliency_network.DEPTHS)}"),
-    schema.Check("output_activation", lambda c: c.output_activation in task.OUTPUT_ACTIVATIONS,
-                 f"one of {task.OUTPUT_ACTIVATIONS}"),
-    schema.Check("task_size", lambda c: c.task_size >= _min_task_size(c),
-                 lambda c: f"an int >= {_min_task_size(c)} (the smallest input of {c.task_net})"),
-    schema.Check("low_res_size", lambda c: c.low_res_size >= 32, "an int >= 32"),
-    schema.Check("grid_size", lambda c: c.grid_size >= 2, "an int >= 2"),
-    schema.Check("padding", lambda c: c.padding >= 0, "an int >= 0"),
-    schema.Check("blur_min", lambda c: 1 <= c.blur_min <= blur.REFERENCE_SIZE,
-                 f"an int in [1, {blur.REFERENCE_SIZE}] (it is given at task size "
-                 f"{blur.REFERENCE_SIZE} and scaled to task_size)"),
-    schema.Check("tps_points_per_side", lambda c: c.tps_points_per_side >= 2, "an int >= 2"),
-    schema.Check("deformable_convs", lambda c: c.deformable_convs >= 1, "an int >= 1"),
-    schema.Check("fwhm", lambda c: _positive(c.fwhm), "a finite number > 0"),
-    schema.Check("temperature", lambda c: _positive(c.temperature), "a finite number > 0"),
-    schema.Check("max_magnification",
-                 lambda c: c.max_magnification == 0 or (math.isfinite(c.max_magnification)
-                                                        and c.max_magnification >= 1),
-                 "0 (no cap) or a finite number >= 1"),
-    schema.Check("saliency_head_init", lambda c: c.saliency_head_init in SALIENCY_HEAD_INITS,
-                 f"one of {SALIENCY_HEAD_INITS}"),
-    schema.Check("dropout_rate", lambda c: 0 <= c.dropout_rate <= 1, "a number in [0, 1]"),
-    schema.Check("crop_fraction", lambda c: 0 < c.crop_fraction <= 1, "a number in (0, 1]"),
-    schema.Check("task_net",
-                 lambda c: not (c.name == "deformable" and c.task_net == "inception_v3"),
-                 "a ResNet or alexnet for the deformable baseline"),
-    schema.Check("deformable_convs",
-                 lambda c: c.name != "deformable" or c.deformable_convs <= _max_deformable_convs(
-                     c.task_net),
-                 lambda c: f"at most {_max_deformable_convs(c.task_net)}, the 3x3 convolutions "
-                           f"of {c.task_net}"),
-    schema.Check("dense_head", lambda c: c.dense_head in dense.HEADS, f"one of {dense.HEADS}"),
-    schema.Check("segmentation_loss", lambda c: c.segmentation_loss in dense.SEGMENTATION_LOSSES,
-                 f"one of {dense.SEGMENTATION_LOSSES}"),
-    schema.Check("saliency", lambda c: c.saliency in DENSE_SALIENCY, f"one of {DENSE_SALIENCY}"),
-    schema.Check("dense_stages",
-                 lambda c: len(c.dense_stages) > 0 and set(c.dense_stages) <= set(resnet.STAGES),
-                 f"a non-empty tuple of ResNet stages {resnet.STAGES}"),
-    schema.Check("out_stride", lambda c: c.out_stride >= 1, "an int >= 1"),
-    schema.Check("head_width", lambda c: c.head_width >= 1, "an int >= 1"),
-    schema.Check("task_net", lambda c: c.name != "zoom_unzoom" or c.task_net in resnet.SPECS,
-                 "a ResNet for zoom_unzoom, whose stages it unwarps"),
-    schema.Check("task_net", lambda c: not (c.name == "cam_crop" and c.task_net == "alexnet"),
-                 "a network ending in global pooling and one linear layer for cam_crop (a ResNet "
-                 "or inception_v3)"),
-)
-"""The model fields' ranges and relations: rows of `saliency_jax.schema.Check`."""
-
-
-def validate_config(model_config: Mapping[str, Any] | ml_collections.ConfigDict, *,
-                    prefix: str = "model_config") -> dict[str, Any]:
-  """`model_config` with defaults filled in and every value checked (see `build_model`).
-
-  Raises:
-    ValueError: naming the first unknown, mistyped or out-of-range field (as `prefix.FIELD`).
-  """
-  config = schema.merge(default_model_config(), model_config, prefix=prefix)
-  schema.check(config, CHECKS, prefix=prefix)
-  return config.to_dict()
+from saliency_jax.models.model_config import TASK_NETS
+from saliency_jax.models.model_config import parse_model_config
 
 
 def build_task_net(name: str, *, num_outputs: int, deformable_convs: int = 0,
@@ -254,7 +101,7 @@ def build_model(model_config: Mapping[str, Any], *, num_outputs: int, rngs: nnx.
   Raises:
     ValueError: naming the field, what is allowed and what was given.
   """
-  c = validate_config(model_config)
+  c = parse_model_config(model_config)
   if isinstance(num_outputs, bool) or not isinstance(num_outputs, int) or num_outputs < 1:
     raise ValueError(f"num_outputs must be a positive int; got {num_outputs!r}.")
   name = c["name"]
@@ -319,110 +166,3 @@ def _build_dense(c: Mapping[str, Any], *, num_classes: int, rngs: nnx.Rngs,
       low_res_size=c["low_res_size"], out_stride=c["out_stride"], head_width=c["head_width"],
       temperature=c["temperature"], fwhm=c["fwhm"], padding=c["padding"],
       antialias=c["antialias"], max_magnification=c["max_magnification"] or None, rngs=rngs)
-
-
-# ---------------------------------------------------------------------------------------------
-# Learning-rate groups.
-
-LOCALISATION_ATTRIBUTES = ("saliency_net", "localisation_net")
-
-
-def _key_name(key) -> str:
-  for attribute in ("key", "name", "idx"):
-    if hasattr(key, attribute):
-      return str(getattr(key, attribute))
-  return str(key)
-
-
-def param_label(path: tuple[str, ...]) -> str:
-  """The group of the parameter at `path` (attribute names from the model's root)."""
-  if len(path) >= 2 and path[0] in LOCALISATION_ATTRIBUTES:
-    return "saliency_backbone" if path[1] == "backbone" else "saliency_head"
-  return "task"
-
-
-def param_labels(params: nnx.State) -> Any:
-  """Labels every leaf of `params` with its learning-rate group.
-
-  "saliency_backbone" for the saliency / localisation network's ResNet, "saliency_head" for its
-  head, "task" for everything else (the authors' multipliers 0.001 / 0.01 / 1). Usable as the
-  `param_labels` of `optax.multi_transform`.
-
-  Args:
-    params: `nnx.state(model, nnx.Param)` or any pytree with the model's attribute paths
-      (e.g. `nnx.to_pure_dict` of it).
-
-  Returns:
-    A pytree of the same structure with a string at every leaf.
-  """
-  return jax.tree_util.tree_map_with_path(
-      lambda path, _: param_label(tuple(_key_name(k) for k in path)), params)
-
-
-# ---------------------------------------------------------------------------------------------
-# Pretrained weights.
-
-
-def _classifier(net: nnx.Module) -> tuple[str, nnx.Linear] | None:
-  for name in ("fc", "fc8"):
-    layer = getattr(net, name, None)
-    if isinstance(layer, nnx.Linear):
-      return name, layer
-  return None
-
-
-def _convert():
-  # Imported on use, so that `python -m saliency_jax.models.convert` does not find the module
-  # already imported by the package (runpy warns about that).
-  from saliency_jax.models import convert  # pylint: disable=import-outside-toplevel
-  return convert
-
-
-def _load_task_net(net: nnx.Module, path: str | os.PathLike) -> None:
-  path = os.fspath(path)
-  if not isinstance(net, (resnet.ResNet, alexnet.AlexNet)):
-    raise ValueError(f"pretrained weights can be loaded into a ResNet or AlexNet; the network is "
-                     f"{type(net).__name__}.")
-  if path.endswith(".npz"):
-    skip = ()
-    classifier = _classifier(net)
-    if classifier is not None:
-      name, layer = classifier
-      with np.load(path) as data:
-        stored = data.get(f"{name}/kernel")
-        if stored is None or stored.shape != tuple(layer.kernel.get_value().shape):
-          skip = (name,)
-    _convert().load_converted(net, path, skip=skip)
-  else:
-    _convert().load_torchvision(net, path, load_fc=None)
-
-
-def load_pretrained(model: nnx.Module, *, task_net: str | os.PathLike | None = None,
-                    saliency_backbone: str | os.PathLike | None = None) -> None:
-  """Fills a model's task network and/or saliency backbone with pretrained weights, in place.
-
-  Args:
-    model: a model from `build_model`.
-    task_net: a torchvision ResNet/AlexNet checkpoint (`.pth`, `.safetensors`) or a converted
-      `.npz` for `model.task_net`. The final classifier is copied only when its class count
-      matches the model's (otherwise it keeps its initialisation).
-    saliency_backbone: the same for the saliency (or localisation) network's truncated ResNet;
-      the checkpoint's deeper stages and classifier are ignored.
-
-  Raises:
-    ValueError: when the model has no such network, or the checkpoint is another architecture
-      or lacks keys.
-  """
-  if task_net is not None:
-    _load_task_net(model.task_net, task_net)
-  if saliency_backbone is not None:
-    owner = next((getattr(model, a) for a in LOCALISATION_ATTRIBUTES if hasattr(model, a)), None)
-    if owner is None:
-      raise ValueError(f"{type(model).__name__} has no saliency or localisation network to load "
-                       f"a saliency_backbone into.")
-    backbone = owner.backbone
-    convert = _convert()
-    if os.fspath(saliency_backbone).endswith(".npz"):
-      convert.load_converted(backbone, saliency_backbone)
-    else:
-      convert.load_resnet(backbone, convert.read_state_dict(saliency_backbone), load_fc=False)

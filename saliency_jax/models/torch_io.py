@@ -171,7 +171,11 @@ def _resolve(obj, storages):
 
 
 def load_safetensors(path: str) -> dict[str, np.ndarray]:
-  """Reads a `.safetensors` file into `{name: array}`."""
+  """Reads a `.safetensors` file into `{name: array}`.
+
+  Our own reader: `safetensors.numpy` has no bfloat16 (NumPy lacks the dtype), which
+  torchvision-style checkpoints on the hub often hold.
+  """
   with open(path, "rb") as f:
     (header_size,) = struct.unpack("<Q", f.read(8))
     header = json.loads(f.read(header_size))

@@ -4,6 +4,9 @@ from saliency_jax.ops.attraction import attraction_grid
 from saliency_jax.ops.inverse import invert_grid
 from saliency_jax.ops.inverse import unwarp
 from saliency_jax.ops.local_magnification import magnification
+from saliency_jax.ops.parametric import affine_grid
+from saliency_jax.ops.parametric import control_lattice
+from saliency_jax.ops.parametric import tps_grid
 from saliency_jax.ops.priors import kde_saliency
 from saliency_jax.ops.resize import area_resize
 from saliency_jax.ops.resize import bilinear_resize
@@ -16,8 +19,10 @@ from saliency_jax.ops.warping import warp_boxes
 from saliency_jax.ops.warping import warp_points
 
 __all__ = [
+    "affine_grid",
     "area_resize",
     "attraction_grid",
+    "control_lattice",
     "bilinear_resize",
     "grid_sample",
     "invert_grid",
@@ -25,6 +30,7 @@ __all__ = [
     "magnification",
     "saliency_sample",
     "softmax_saliency",
+    "tps_grid",
     "unwarp",
     "unwarp_boxes",
     "unwarp_points",

@@ -28,8 +28,8 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
+from saliency_jax import files
 from saliency_jax.train import config as config_lib
-from saliency_jax.train import reporting as logging_lib
 
 CONFIG_FILE = "config.json"
 LOCK_FILE = "train.lock"
@@ -422,4 +422,4 @@ def check_resume_config(workdir: str, config: ml_collections.ConfigDict, *,
           f"workdir {workdir} holds a run of another config ({details}). Use a new --workdir, "
           f"or run with the config stored in {path}.")
   if write:
-    logging_lib.write_json(path, current)
+    files.write_json(path, current)

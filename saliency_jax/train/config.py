@@ -59,11 +59,11 @@ def base_config() -> ml_collections.ConfigDict:
   """
   # The model and data layers own their fields and defaults.
   from saliency_jax.data import config as data_config
-  from saliency_jax.models import factory
+  from saliency_jax.models import model_config
 
   config = ml_collections.ConfigDict()
   config.seed = 0
-  config.model = factory.default_model_config()
+  config.model = model_config.default_model_config()
   config.data = data_config.default_data_config()
   # Paths of torchvision weights converted to .npz (see saliency_jax.models); empty: from scratch.
   config.pretrained = ml_collections.ConfigDict({"task_net": "", "saliency_backbone": ""})
@@ -153,15 +153,15 @@ def _multipliers_ok(multipliers: Any) -> bool:
 def checks() -> tuple[schema.Check, ...]:
   """The table of every trainer config check, in the order they run.
 
-  The model's and the data's rows (`saliency_jax.models.factory.CHECKS`,
+  The model's and the data's rows (`saliency_jax.models.model_config.CHECKS`,
   `saliency_jax.data.config.CHECKS`, under `model.` and `data.`), then the trainer's own and
   those that relate fields of several layers. A function only because the model's rows need the
   model layer, which this module imports on use.
   """
   models, data_config = _models(), _data_config()
-  factory = models.factory
+  model_config = models.model_config
   return (
-      *schema.nested("model", factory.CHECKS),
+      *schema.nested("model", model_config.CHECKS),
       *schema.nested("data", data_config.CHECKS),
       schema.Check("seed", lambda c: 0 <= c.seed < 2**63, "an int in [0, 2^63)"),
       schema.Check("batch_size", lambda c: c.batch_size >= 1, "a positive global batch size"),
@@ -238,16 +238,16 @@ def checks() -> tuple[schema.Check, ...]:
                              f"network's input is sampled from the evaluation images"),
       schema.Check("pretrained.saliency_backbone",
                    lambda c: not c.pretrained.saliency_backbone
-                   or c.model.name in factory.MODELS_WITH_SALIENCY_NET,
+                   or c.model.name in model_config.MODELS_WITH_SALIENCY_NET,
                    lambda c: f"'' for model.name {c.model.name!r}, which has no saliency or "
                              f"localisation network to load it into (the models that have one: "
-                             f"{', '.join(factory.MODELS_WITH_SALIENCY_NET)})",
+                             f"{', '.join(model_config.MODELS_WITH_SALIENCY_NET)})",
                    advice="Drop --config.pretrained.saliency_backbone."),
       schema.Check("pretrained.task_net",
                    lambda c: not c.pretrained.task_net
-                   or c.model.task_net in factory.PRETRAINABLE_TASK_NETS,
+                   or c.model.task_net in model_config.PRETRAINABLE_TASK_NETS,
                    lambda c: f"'' for model.task_net {c.model.task_net!r}: pretrained weights "
-                             f"load into {', '.join(factory.PRETRAINABLE_TASK_NETS)} only",
+                             f"load into {', '.join(model_config.PRETRAINABLE_TASK_NETS)} only",
                    advice="Drop --config.pretrained.task_net to train it from scratch."),
   )
 

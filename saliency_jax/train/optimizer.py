@@ -47,20 +47,22 @@ def learning_rate_schedule(*, base: float, kind: str, total_steps: int, steps_pe
   decay_steps = max(decay_epochs * steps_per_epoch, 1.0)
   warmup_steps = warmup_epochs * steps_per_epoch
   restart_step = min(max(restart_step, 0), total_steps - 1)
+  if kind == "constant":
+    decay = optax.constant_schedule(base)
+  elif kind == "step":
+    decay = optax.exponential_decay(base, transition_steps=decay_steps,
+                                    decay_rate=decay_factor, staircase=True)
+  else:
+    decay = optax.cosine_decay_schedule(base, decay_steps=total_steps - restart_step)
+  # The decay counts from the restart on (`join_schedules` shifts the step), at `base` before.
+  decayed = optax.join_schedules([optax.constant_schedule(base), decay], [restart_step])
 
   def schedule(step: jax.Array) -> jax.Array:
-    step = jnp.asarray(step, jnp.float32)
-    since = jnp.maximum(step - restart_step, 0.0)
-    if kind == "constant":
-      lr = jnp.full((), base, jnp.float32)
-    elif kind == "step":
-      lr = base * decay_factor ** jnp.floor(since / decay_steps)
-    else:
-      progress = jnp.minimum(since / (total_steps - restart_step), 1.0)
-      lr = base * 0.5 * (1.0 + jnp.cos(jnp.pi * progress))
+    lr = decayed(jnp.asarray(step, jnp.int32))
     if warmup_steps > 0:
-      lr = lr * jnp.minimum(1.0, (step + 1.0) / warmup_steps)
-    return lr.astype(jnp.float32)
+      # The authors' ramp scales whatever the decay gives, which no optax schedule composes.
+      lr = lr * jnp.minimum(1.0, (jnp.asarray(step, jnp.float32) + 1.0) / warmup_steps)
+    return jnp.asarray(lr, jnp.float32)
 
   return schedule
 

@@ -1,17 +1,16 @@
-"""What a person watching a run sees: the console, a progress line, TensorBoard, a JSON file.
+"""What a person watching a run sees: the console, a progress line and TensorBoard.
 
 Only process 0 of a multi-process run writes; the others get disabled writers, so callers need
 no `if process_index == 0` of their own.
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
 import time
 from collections.abc import Mapping
-from typing import Any, TextIO
+from typing import TextIO
 
 import numpy as np
 
@@ -43,7 +42,8 @@ class ProgressBar:
 
   On a terminal the line is redrawn in place; in a log file every update is a new line.
   The time left is estimated from the speed since the first update, so compilation of the
-  first step does not inflate it.
+  first step does not inflate it. Our own rather than tqdm's: tqdm redraws with carriage
+  returns in log files too, and cannot leave evaluations out of the rate.
 
   Args:
     total_steps: the step at which training ends.
@@ -114,6 +114,9 @@ class ProgressBar:
 class MetricWriter:
   """TensorBoard scalars and images (tensorboardX) under `logdir`.
 
+  tensorboardX rather than clu's `metric_writers`: clu's TensorBoard writer needs TensorFlow or
+  PyTorch, and tensorboardX writes the same event files with neither.
+
   Args:
     logdir: the TensorBoard directory.
     enabled: False makes every method a no-op (processes other than 0).
@@ -154,12 +157,3 @@ class MetricWriter:
         events._worker.stop()  # pylint: disable=protected-access
         events._closed = True  # pylint: disable=protected-access
       raise
-
-
-def write_json(path: str, value: Any) -> None:
-  """Writes `value` as JSON through a temporary file, so readers never see half a file."""
-  tmp = f"{path}.tmp"
-  with open(tmp, "w") as f:
-    json.dump(value, f, indent=2, sort_keys=True)
-    f.write("\n")
-  os.replace(tmp, path)

@@ -1,14 +1,9 @@
-"""The training program: `train_and_evaluate(config, workdir)` and the jitted step functions.
+"""The training program: `train_and_evaluate(config, workdir)`.
 
-Data parallel over a `jax.sharding.Mesh` of every device (axis "data", and "fsdp" with
-`config.fsdp_devices > 1`; see `partitioning`): the batch is split over all devices, the train
-state is replicated (or, with FSDP, its large arrays split over "fsdp"), and each step is one
-pure function compiled by `jax.jit` with those shardings, the state donated. XLA inserts the
-gradient all-reduce; BatchNorm statistics are those of the global batch, so a step on 8 devices
-computes what it computes on 1.
-
-The step function is compiled at most twice per run: once with the blur warm-up and once
-without (`blur` is static because it changes the graph), never per step.
+It opens the data, builds the experiment (`experiment`: the model and the jitted `steps`),
+takes the workdir, resumes from the newest checkpoint, then trains, evaluates, checkpoints and
+reports; a signal, a diverged loss, a full disk or a lost process stop it with the newest good
+checkpoint kept.
 
 Several processes (TPU pods, multi-node GPU): give `--config.num_processes`,
 `--config.coordinator_address` and `--config.process_id`, or run under a launcher JAX detects
@@ -26,216 +21,30 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-import flax.struct
 from absl import logging
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
-from flax import nnx
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh
 
+from saliency_jax import files
 from saliency_jax.train import checkpoint as checkpoint_lib
 from saliency_jax.train import config as config_lib
 from saliency_jax.train import distributed
-from saliency_jax.train import partitioning
-from saliency_jax.train.partitioning import make_mesh
-from saliency_jax.train import reporting as logging_lib
-from saliency_jax.train import dense_metrics
+from saliency_jax.train import experiment as experiment_lib
+from saliency_jax.train.experiment import Experiment, RunLength
 from saliency_jax.train import metrics as metrics_lib
-from saliency_jax.train import optimizer as optimizer_lib
 from saliency_jax.train import panels as panels_lib
 from saliency_jax.train import preemption as preemption_lib
 from saliency_jax.train import priors
-
-
-
-class TrainState(flax.struct.PyTreeNode):
-  """Everything a step reads and writes, and everything a checkpoint holds (with the loader).
-
-  Attributes:
-    step: int32 scalar, optimizer steps taken.
-    params: the model's `nnx.Param` variables.
-    model_state: the model's other variables (BatchNorm statistics, RNG counters).
-    opt_state: the optax state.
-    rng: `[2]` uint32 raw key data; step `s` uses `fold_in(rng, s)`.
-  """
-  step: jax.Array
-  params: nnx.State
-  model_state: nnx.State
-  opt_state: optax.OptState
-  rng: jax.Array
-
-
-@dataclasses.dataclass(frozen=True)
-class Experiment:
-  """A model, its optimizer and the compiled steps, on one mesh.
-
-  Attributes:
-    mesh: the data-parallel mesh.
-    task: one of `metrics.TASKS` (classification, regression, segmentation, detection).
-    initial_state: the freshly initialised `TrainState`, laid out by `partitioning`.
-    train_step: `(state, batch, blur) -> (state, metrics)`, jitted, state donated; `blur`
-      (static) turns the blur warm-up on.
-    eval_step: `(state, batch) -> (sums, examples)`, jitted; `examples` holds the first
-      `num_panels` inputs, outputs and sampler extras for the panels.
-    schedules: the learning rate of each parameter group.
-  """
-  mesh: Mesh
-  task: str
-  initial_state: TrainState
-  train_step: Callable[..., tuple[TrainState, dict[str, jax.Array]]]
-  eval_step: Callable[..., tuple[dict[str, jax.Array], dict[str, jax.Array]]]
-  schedules: Mapping[str, optimizer_lib.Schedule]
-
-  @property
-  def replicated(self) -> NamedSharding:
-    return NamedSharding(self.mesh, P())
-
-  def abstract_state(self) -> TrainState:
-    """The state's shapes, dtypes and shardings, for restoring a checkpoint onto the mesh."""
-    return jax.tree.map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
-        self.initial_state)
+from saliency_jax.train import reporting
+from saliency_jax.train.partitioning import make_mesh
 
 
 def _data_api():
   from saliency_jax import data  # Late: tfds and grain load only when training.
   return data
-
-
-def _models_api():
-  from saliency_jax import models
-  return models
-
-
-def build_model(config: ml_collections.ConfigDict, *, num_outputs: int,
-                load_pretrained: bool = True, prior: jax.Array | None = None) -> nnx.Module:
-  """The config's model, initialised from `config.seed`, pretrained weights loaded if given.
-
-  `load_pretrained=False` skips the pretrained files (a resumed run restores every parameter
-  from its checkpoint, and need not find them again). `prior`: the dense model's fixed saliency
-  (`priors.box_prior`).
-  """
-  models = _models_api()
-  files = {name: config.pretrained[name] if load_pretrained else ""
-           for name in ("task_net", "saliency_backbone")}
-  for name, path in files.items():
-    if path and not os.path.isfile(path):
-      raise config_lib.ConfigError(f"config.pretrained.{name}: no file at {path!r}.")
-  # Parameters are drawn from the "rbg" generator: every parameter shape compiles its own
-  # sampling kernel, and threefry's take several times longer to compile (seconds each on
-  # CPU). Streams the model keeps in its state (dropout) stay threefry, whose draws do not
-  # depend on how the batch is sharded.
-  rngs = nnx.Rngs(params=jax.random.key(config.seed, impl="rbg"),
-                  default=jax.random.fold_in(jax.random.key(config.seed), 2))
-  model = models.build_model(config.model, num_outputs=num_outputs, rngs=rngs, prior=prior)
-  for name, path in files.items():
-    if path:
-      try:
-        models.load_pretrained(model, **{name: path})
-      except Exception as error:  # Any unreadable or mismatched file is the user's input.
-        raise config_lib.ConfigError(
-            f"config.pretrained.{name}: {path!r} cannot be loaded into model.{name} "
-            f"{config.model[name]!r} ({error}).") from error
-  if config.compute_dtype == "bfloat16":
-    # Flax layers compute in their `dtype` and keep float32 parameters: bfloat16 activations
-    # and matmuls with float32 master weights and optimizer state.
-    model.set_attributes(dtype=jnp.bfloat16, raise_if_not_found=False)
-  return model
-
-
-def build_experiment(config: ml_collections.ConfigDict, *, mesh: Mesh, num_outputs: int,
-                     task: str, total_steps: int, steps_per_epoch: float,
-                     blur_steps: int, load_pretrained: bool = True,
-                     prior: jax.Array | None = None) -> Experiment:
-  """Builds the model, optimizer, initial state and the jitted steps on `mesh`.
-
-  Args:
-    config: a validated trainer config.
-    mesh: the mesh (`partitioning.make_mesh`).
-    num_outputs: classes (classification; object classes for the dense tasks) or regression
-      outputs.
-    task: one of `metrics.TASKS`.
-    total_steps: length of the run (for the schedules).
-    steps_per_epoch: steps in one epoch.
-    blur_steps: steps of the blur warm-up (for the task group's schedule restart).
-    load_pretrained: load `config.pretrained`'s weights (not needed when resuming).
-    prior: the dense model's fixed saliency map, if its config asks for one.
-  """
-  models = _models_api()
-  model = build_model(config, num_outputs=num_outputs, load_pretrained=load_pretrained,
-                      prior=prior)
-  model.train()
-  train_graph, params, model_state = nnx.split(model, nnx.Param, ...)
-  model.eval()
-  eval_graph = nnx.graphdef(model)
-
-  schedules = optimizer_lib.group_schedules(
-      config.optimizer, total_steps=total_steps, steps_per_epoch=steps_per_epoch,
-      blur_steps=blur_steps)
-  tx = optimizer_lib.make_optimizer(config.optimizer, param_labels=models.param_labels(params),
-                                    schedules=schedules)
-  replicated = NamedSharding(mesh, P())
-  batch_sharding = partitioning.batch_sharding(mesh)
-  rng = jax.random.key_data(jax.random.fold_in(jax.random.key(config.seed), 1))
-  state = TrainState(step=jnp.zeros((), jnp.int32), params=params, model_state=model_state,
-                     opt_state=tx.init(params), rng=rng)
-  state_sharding = partitioning.state_shardings(state, mesh)
-  state = jax.device_put(state, state_sharding)
-  num_panels = config.num_panels
-
-  def train_step(state: TrainState, batch: Mapping[str, jax.Array],
-                 blur: bool) -> tuple[TrainState, dict[str, jax.Array]]:
-    key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
-    weights = batch["mask"].astype(jnp.float32)
-    labels = metrics_lib.targets(batch, task)
-
-    def loss_fn(params):
-      # Copies: the step's Variables must belong to this trace for BatchNorm to update them.
-      model = nnx.merge(train_graph, params, state.model_state, copy=True)
-      outputs, _ = model(batch["image"], blur_key=key if blur else None)
-      losses = metrics_lib.per_example_loss(outputs, labels, task=task,
-                                            segmentation_loss=config.model.segmentation_loss)
-      loss = jnp.sum(weights * losses) / jnp.maximum(jnp.sum(weights), 1.0)
-      return loss, (outputs, losses, nnx.state(model, nnx.Not(nnx.Param)))
-
-    (loss, (outputs, losses, model_state)), grads = jax.value_and_grad(
-        loss_fn, has_aux=True)(state.params)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    sums = metrics_lib.training_sums(outputs, labels, losses, batch["mask"], task=task)
-    # The parameter norm also catches an update that overflows although loss and gradient
-    # were finite, so that no checkpoint is written after it.
-    step_metrics = {**{f"sum_{k}": v for k, v in sums.items()}, "loss": loss,
-                    "grad_norm": optax.global_norm(grads), "param_norm": optax.global_norm(params)}
-    new_state = state.replace(step=state.step + 1, params=params, model_state=model_state,
-                              opt_state=opt_state)
-    return new_state, step_metrics
-
-  def eval_step(state: TrainState, batch: Mapping[str, jax.Array]):
-    model = nnx.merge(eval_graph, state.params, state.model_state)
-    outputs, extras = model(batch["image"])
-    groups = ({"phone": ~batch["tablet"], "tablet": batch["tablet"]} if "tablet" in batch
-              else None)
-    labels = metrics_lib.targets(batch, task)
-    sums = metrics_lib.batch_metrics(outputs, labels, batch["mask"], task=task, groups=groups)
-    examples = {"image": batch["image"], "label": labels, "output": outputs,
-                **{k: v for k, v in extras.items() if k in ("sampled", "grid", "saliency")}}
-    if task == "detection":
-      stride = batch["image"].shape[1] / outputs.shape[1]
-      examples["detections"] = dense_metrics.decode_detections(outputs, stride=stride)
-    examples = jax.tree.map(lambda x: x[:num_panels], examples)
-    return sums, examples
-
-  jit_train = jax.jit(train_step, static_argnums=2,
-                      in_shardings=(state_sharding, batch_sharding),
-                      out_shardings=(state_sharding, replicated), donate_argnums=0)
-  jit_eval = jax.jit(eval_step, in_shardings=(state_sharding, batch_sharding),
-                     out_shardings=(replicated, replicated))
-  return Experiment(mesh=mesh, task=task, initial_state=state, train_step=jit_train,
-                    eval_step=jit_eval, schedules=schedules)
 
 
 def _prepare_workdir(workdir: str) -> str:
@@ -250,29 +59,6 @@ def _prepare_workdir(workdir: str) -> str:
     raise config_lib.ConfigError(f"workdir: {workdir!r} cannot be written ({error.strerror or error}); "
                      f"pass a --workdir you can write to.") from error
   return workdir
-
-
-@dataclasses.dataclass(frozen=True)
-class RunLength:
-  """How long a run is, in steps."""
-  steps_per_epoch: float
-  total_steps: int
-  blur_steps: int
-  eval_every: int
-  panel_every: int
-
-
-def run_length(config: ml_collections.ConfigDict, train_size: int) -> RunLength:
-  steps_per_epoch = max(train_size / config.batch_size, 1.0)
-  if config.num_train_steps > 0:
-    total = config.num_train_steps
-  else:
-    total = max(int(math.ceil(config.num_epochs * steps_per_epoch)), 1)
-  eval_every = config.eval_every_steps or max(int(round(steps_per_epoch)), 1)
-  return RunLength(
-      steps_per_epoch=steps_per_epoch, total_steps=total,
-      blur_steps=min(int(round(config.blur_epochs * steps_per_epoch)), total),
-      eval_every=eval_every, panel_every=config.panel_every_steps or eval_every)
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -387,11 +173,11 @@ def _run(config: ml_collections.ConfigDict, workdir: str, *, label: str) -> dict
   if info.task == "dense":  # The model's head says which dense task it is.
     info = dataclasses.replace(info, task=config.model.dense_head)
   train_loader, eval_loader = loaders["train"], loaders["eval"]
-  length = run_length(config, info.train_size)
+  length = experiment_lib.run_length(config, info.train_size)
   is_chief = jax.process_index() == 0
 
   def build(load_pretrained: bool) -> Experiment:
-    return build_experiment(
+    return experiment_lib.build_experiment(
         config, mesh=mesh, num_outputs=info.num_outputs, task=info.task,
         total_steps=length.total_steps, steps_per_epoch=length.steps_per_epoch,
         blur_steps=length.blur_steps, load_pretrained=load_pretrained, prior=prior)
@@ -482,10 +268,10 @@ def _train(config: ml_collections.ConfigDict, workdir: str, *, label: str, mesh:
     rate = float(restored.metrics.get("images_per_sec", 0.0))
   start = int(state.step)
 
-  progress = logging_lib.ProgressBar(total_steps=length.total_steps, start_step=start,
+  progress = reporting.ProgressBar(total_steps=length.total_steps, start_step=start,
                                      batch_size=config.batch_size,
                                      enabled=is_chief and config.progress_bar, label=label)
-  writer = logging_lib.MetricWriter(os.path.join(workdir, "tensorboard"), enabled=is_chief)
+  writer = reporting.MetricWriter(os.path.join(workdir, "tensorboard"), enabled=is_chief)
   panel_dir = os.path.join(workdir, "panels")
   for note in restored.skipped if restored is not None else ():
     progress.message(f"[{label}] {note}")
@@ -638,7 +424,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, *, label: str, mesh:
       "panels": panel_dir,
   }
   if is_chief:
-    logging_lib.write_json(results_path, results)
+    files.write_json(results_path, results)
   return results
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
@@ -679,7 +465,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   baseline = _run(uniform, os.path.join(workdir, "uniform"), label="uniform")
   results = {**results, "uniform": baseline}
   if jax.process_index() == 0:
-    logging_lib.write_json(os.path.join(os.path.abspath(workdir), "results.json"), results)
+    files.write_json(os.path.join(os.path.abspath(workdir), "results.json"), results)
   _print_summary([results, baseline])
   return results
 

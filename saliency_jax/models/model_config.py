@@ -1,0 +1,172 @@
+"""The model config: every model field with its default, their checks, and their parsing.
+
+One home for each default: the sampler's numerics are the ops' own defaults (the authors'
+values), read from `saliency_jax.ops`'s signatures. `saliency_jax.train.config` nests
+`default_model_config()` as `config.model` and runs `CHECKS` with the trainer's own rows;
+`parse_model_config` is what `factory.build_model` calls on a config given alone.
+"""
+
+from collections.abc import Mapping
+import inspect
+import math
+from typing import Any
+
+import ml_collections
+from ml_collections import config_dict
+
+from saliency_jax import ops
+from saliency_jax import schema
+from saliency_jax.models import alexnet
+from saliency_jax.models import blur
+from saliency_jax.models import dense
+from saliency_jax.models import resnet
+from saliency_jax.models import saliency_network
+from saliency_jax.models import task
+
+MODEL_NAMES = ("saliency_sampler", "uniform", "stn_affine", "stn_tps", "grid_estimator",
+               "cam_crop", "deformable", "zoom_unzoom")
+# Where the dense model's saliency comes from: a saliency network, the fixed prior (the KDE of
+# the training boxes), both, or neither (the uniform baseline).
+DENSE_SALIENCY = ("network", "prior", "both", "none")
+TASK_NETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet_tiny", "alexnet",
+             "inception_v3")
+# The models with a saliency or localisation network (`LOCALISATION_ATTRIBUTES`), which a
+# pretrained saliency backbone can be loaded into.
+MODELS_WITH_SALIENCY_NET = ("saliency_sampler", "stn_affine", "stn_tps", "grid_estimator",
+                            "zoom_unzoom")
+# The task networks `load_pretrained` reads torchvision (or converted) weights into.
+PRETRAINABLE_TASK_NETS = tuple(name for name in TASK_NETS if name != "inception_v3")
+# "torch": PyTorch's default initialisation of the head (the authors'); "zero": a zero head,
+# whose uniform map gives the identity grid, so that the sampler starts as uniform downsampling.
+SALIENCY_HEAD_INITS = ("torch", "zero")
+# Smallest input each task network accepts (AlexNet's strided stem and three pools; Inception-v3
+# as torchvision checks).
+_MIN_TASK_SIZE = {"alexnet": 63, "inception_v3": 75}
+
+
+def _op_default(function, argument: str) -> Any:
+  return inspect.signature(function).parameters[argument].default
+
+
+# Every model field with its default. The sampler's numerics are the ops' own defaults (the
+# authors' values), so that they are written down once, in `saliency_jax.ops`.
+DEFAULTS = {
+    "name": "saliency_sampler",
+    "task_net": "resnet50",
+    "task_size": 224,
+    "low_res_size": 224,
+    "saliency_backbone": "resnet18",
+    "saliency_depth": 14,
+    "grid_size": 31,
+    "fwhm": float(_op_default(ops.attraction_grid, "fwhm")),
+    "padding": int(_op_default(ops.attraction_grid, "padding")),
+    "temperature": float(_op_default(ops.saliency_sample, "temperature")),
+    "align_corners": bool(_op_default(ops.saliency_sample, "align_corners")),
+    "max_magnification": 0.0,
+    "antialias": bool(_op_default(ops.saliency_sample, "antialias")),
+    "saliency_head_init": "torch",
+    "output_activation": None,
+    "blur_min": 64,
+    "dropout_rate": 0.5,
+    "crop_fraction": 0.5,
+    "tps_points_per_side": 4,
+    "deformable_convs": 3,
+    "dense_head": "segmentation",
+    "segmentation_loss": "pixel",
+    "saliency": "network",
+    "dense_stages": ("layer2", "layer3", "layer4"),
+    "out_stride": 8,
+    "head_width": 64,
+}
+
+
+def default_model_config() -> ml_collections.ConfigDict:
+  """`DEFAULTS` as a locked `ConfigDict`: the schema of `build_model`'s fields (see there)."""
+  fields = dict(DEFAULTS)
+  # An optional string: a plain None would let any type replace it.
+  fields["output_activation"] = config_dict.placeholder(str)
+  config = ml_collections.ConfigDict(fields)
+  config.lock()
+  return config
+
+
+def _min_task_size(c) -> int:
+  return _MIN_TASK_SIZE.get(c.task_net, 32)
+
+
+def _max_deformable_convs(task_net: str) -> int:
+  if task_net == "alexnet":
+    return len(alexnet._CONVS)  # pylint: disable=protected-access
+  spec = resnet.SPECS[task_net]
+  return sum(spec.stage_sizes) * resnet.BLOCKS[spec.block].num_3x3
+
+
+def _positive(value: float) -> bool:
+  return math.isfinite(value) and value > 0
+
+
+CHECKS = (
+    schema.Check("name", lambda c: c.name in MODEL_NAMES, f"one of {MODEL_NAMES}"),
+    schema.Check("task_net", lambda c: c.task_net in TASK_NETS, f"one of {TASK_NETS}"),
+    schema.Check("saliency_backbone", lambda c: c.saliency_backbone in saliency_network.BACKBONES,
+                 f"one of {saliency_network.BACKBONES}"),
+    schema.Check("saliency_depth", lambda c: c.saliency_depth in saliency_network.DEPTHS,
+                 f"one of {tuple(saliency_network.DEPTHS)}"),
+    schema.Check("output_activation", lambda c: c.output_activation in task.OUTPUT_ACTIVATIONS,
+                 f"one of {task.OUTPUT_ACTIVATIONS}"),
+    schema.Check("task_size", lambda c: c.task_size >= _min_task_size(c),
+                 lambda c: f"an int >= {_min_task_size(c)} (the smallest input of {c.task_net})"),
+    schema.Check("low_res_size", lambda c: c.low_res_size >= 32, "an int >= 32"),
+    schema.Check("grid_size", lambda c: c.grid_size >= 2, "an int >= 2"),
+    schema.Check("padding", lambda c: c.padding >= 0, "an int >= 0"),
+    schema.Check("blur_min", lambda c: 1 <= c.blur_min <= blur.REFERENCE_SIZE,
+                 f"an int in [1, {blur.REFERENCE_SIZE}] (it is given at task size "
+                 f"{blur.REFERENCE_SIZE} and scaled to task_size)"),
+    schema.Check("tps_points_per_side", lambda c: c.tps_points_per_side >= 2, "an int >= 2"),
+    schema.Check("deformable_convs", lambda c: c.deformable_convs >= 1, "an int >= 1"),
+    schema.Check("fwhm", lambda c: _positive(c.fwhm), "a finite number > 0"),
+    schema.Check("temperature", lambda c: _positive(c.temperature), "a finite number > 0"),
+    schema.Check("max_magnification",
+                 lambda c: c.max_magnification == 0 or (math.isfinite(c.max_magnification)
+                                                        and c.max_magnification >= 1),
+                 "0 (no cap) or a finite number >= 1"),
+    schema.Check("saliency_head_init", lambda c: c.saliency_head_init in SALIENCY_HEAD_INITS,
+                 f"one of {SALIENCY_HEAD_INITS}"),
+    schema.Check("dropout_rate", lambda c: 0 <= c.dropout_rate <= 1, "a number in [0, 1]"),
+    schema.Check("crop_fraction", lambda c: 0 < c.crop_fraction <= 1, "a number in (0, 1]"),
+    schema.Check("task_net",
+                 lambda c: not (c.name == "deformable" and c.task_net == "inception_v3"),
+                 "a ResNet or alexnet for the deformable baseline"),
+    schema.Check("deformable_convs",
+                 lambda c: c.name != "deformable" or c.deformable_convs <= _max_deformable_convs(
+                     c.task_net),
+                 lambda c: f"at most {_max_deformable_convs(c.task_net)}, the 3x3 convolutions "
+                           f"of {c.task_net}"),
+    schema.Check("dense_head", lambda c: c.dense_head in dense.HEADS, f"one of {dense.HEADS}"),
+    schema.Check("segmentation_loss", lambda c: c.segmentation_loss in dense.SEGMENTATION_LOSSES,
+                 f"one of {dense.SEGMENTATION_LOSSES}"),
+    schema.Check("saliency", lambda c: c.saliency in DENSE_SALIENCY, f"one of {DENSE_SALIENCY}"),
+    schema.Check("dense_stages",
+                 lambda c: len(c.dense_stages) > 0 and set(c.dense_stages) <= set(resnet.STAGES),
+                 f"a non-empty tuple of ResNet stages {resnet.STAGES}"),
+    schema.Check("out_stride", lambda c: c.out_stride >= 1, "an int >= 1"),
+    schema.Check("head_width", lambda c: c.head_width >= 1, "an int >= 1"),
+    schema.Check("task_net", lambda c: c.name != "zoom_unzoom" or c.task_net in resnet.SPECS,
+                 "a ResNet for zoom_unzoom, whose stages it unwarps"),
+    schema.Check("task_net", lambda c: not (c.name == "cam_crop" and c.task_net == "alexnet"),
+                 "a network ending in global pooling and one linear layer for cam_crop (a ResNet "
+                 "or inception_v3)"),
+)
+"""The model fields' ranges and relations: rows of `saliency_jax.schema.Check`."""
+
+
+def parse_model_config(model_config: Mapping[str, Any] | ml_collections.ConfigDict, *,
+                    prefix: str = "model_config") -> dict[str, Any]:
+  """`model_config` with defaults filled in and every value checked (see `factory.build_model`).
+
+  Raises:
+    ValueError: naming the first unknown, mistyped or out-of-range field (as `prefix.FIELD`).
+  """
+  config = schema.merge(default_model_config(), model_config, prefix=prefix)
+  schema.check(config, CHECKS, prefix=prefix)
+  return config.to_dict()

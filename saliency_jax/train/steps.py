@@ -1,0 +1,128 @@
+"""The train and eval steps: pure functions of `(state, batch)`, jitted once per run.
+
+A model here is an NNX module called as `model(images, blur_key=None) -> (outputs, extras)`
+(every model of `saliency_jax.models`); the steps receive it split (`nnx.split`) into a graph
+definition, which `experiment.build_experiment` binds with `functools.partial` before jitting,
+and the arrays, which travel in the `TrainState`. Batches are the loader's: "image" uint8
+`[B, H, W, 3]`, the targets (`metrics.targets`) and "mask" bool `[B]`, False on padding
+examples, which count for nothing.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+from saliency_jax.train import dense_metrics
+from saliency_jax.train import metrics as metrics_lib
+
+# The sampler's extras that the panels draw.
+PANEL_EXTRAS = ("sampled", "grid", "saliency")
+
+
+class TrainState(flax.struct.PyTreeNode):
+  """Everything a step reads and writes, and everything a checkpoint holds (with the loader).
+
+  Attributes:
+    step: int32 scalar, optimizer steps taken.
+    params: the model's `nnx.Param` variables.
+    model_state: the model's other variables (BatchNorm statistics, RNG counters).
+    opt_state: the optax state.
+    rng: `[2]` uint32 raw key data; step `s` uses `fold_in(rng, s)`.
+  """
+  step: jax.Array
+  params: nnx.State
+  model_state: nnx.State
+  opt_state: optax.OptState
+  rng: jax.Array
+
+
+def initial_state(params: nnx.State, model_state: nnx.State,
+                  tx: optax.GradientTransformation, *, seed: int) -> TrainState:
+  """Step 0: the model's variables, a fresh optimizer state and the run's step key."""
+  rng = jax.random.key_data(jax.random.fold_in(jax.random.key(seed), 1))
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params, model_state=model_state,
+                    opt_state=tx.init(params), rng=rng)
+
+
+def train_step(state: TrainState, batch: Mapping[str, jax.Array], blur: bool, *,
+               graphdef: nnx.GraphDef, tx: optax.GradientTransformation, task: str,
+               segmentation_loss: str = "pixel") -> tuple[TrainState, dict[str, jax.Array]]:
+  """One optimizer step on the mean loss of the batch's unmasked examples.
+
+  Args:
+    state: the state before the step.
+    batch: a training batch.
+    blur: the blur warm-up (the sampler's per-example blur keyed by the step); it changes the
+      graph, so it is static under `jit` (positional, for `jit`'s `static_argnums`).
+    graphdef: the model in training mode (`nnx.split(model, nnx.Param, ...)[0]`).
+    tx: the optimizer.
+    task: one of `metrics.TASKS`.
+    segmentation_loss: `dense_metrics.segmentation_loss`'s kind.
+
+  Returns:
+    The state after the step, and `{"loss", "grad_norm", "param_norm", "sum_<metric>"...}`:
+    the mean loss, the gradient's and the new parameters' global norms, and the batch's
+    training sums (`metrics.training_sums`).
+  """
+  key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+  weights = batch["mask"].astype(jnp.float32)
+  labels = metrics_lib.targets(batch, task)
+
+  def loss_fn(params):
+    # Copies: the step's Variables must belong to this trace for BatchNorm to update them.
+    model = nnx.merge(graphdef, params, state.model_state, copy=True)
+    outputs, _ = model(batch["image"], blur_key=key if blur else None)
+    losses = metrics_lib.per_example_loss(outputs, labels, task=task,
+                                          segmentation_loss=segmentation_loss)
+    loss = jnp.sum(weights * losses) / jnp.maximum(jnp.sum(weights), 1.0)
+    return loss, (outputs, losses, nnx.state(model, nnx.Not(nnx.Param)))
+
+  (loss, (outputs, losses, model_state)), grads = jax.value_and_grad(
+      loss_fn, has_aux=True)(state.params)
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  sums = metrics_lib.training_sums(outputs, labels, losses, batch["mask"], task=task)
+  # The parameter norm also catches an update that overflows although loss and gradient were
+  # finite, so that no checkpoint is written after it.
+  step_metrics = {**{f"sum_{k}": v for k, v in sums.items()}, "loss": loss,
+                  "grad_norm": optax.global_norm(grads), "param_norm": optax.global_norm(params)}
+  new_state = state.replace(step=state.step + 1, params=params, model_state=model_state,
+                            opt_state=opt_state)
+  return new_state, step_metrics
+
+
+def eval_step(state: TrainState, batch: Mapping[str, jax.Array], *, graphdef: nnx.GraphDef,
+              task: str, num_panels: int) -> tuple[dict[str, jax.Array], dict[str, Any]]:
+  """The metric sums of one evaluation batch, and its first examples for the panels.
+
+  Args:
+    state: the state to evaluate.
+    batch: an evaluation batch; regression (gaze) batches may add "tablet" bool `[B]`, which
+      splits every metric into phones and tablets.
+    graphdef: the model in inference mode (`nnx.graphdef(model)` after `model.eval()`).
+    task: one of `metrics.TASKS`.
+    num_panels: how many examples to return.
+
+  Returns:
+    `(sums, examples)`: `metrics.batch_metrics`'s sums, and the first `num_panels` inputs,
+    labels, outputs and sampler extras (`PANEL_EXTRAS`; detection adds the decoded boxes).
+  """
+  model = nnx.merge(graphdef, state.params, state.model_state)
+  outputs, extras = model(batch["image"])
+  groups = ({"phone": ~batch["tablet"], "tablet": batch["tablet"]} if "tablet" in batch
+            else None)
+  labels = metrics_lib.targets(batch, task)
+  sums = metrics_lib.batch_metrics(outputs, labels, batch["mask"], task=task, groups=groups)
+  examples = {"image": batch["image"], "label": labels, "output": outputs,
+              **{k: v for k, v in extras.items() if k in PANEL_EXTRAS}}
+  if task == "detection":
+    stride = batch["image"].shape[1] / outputs.shape[1]
+    examples["detections"] = dense_metrics.decode_detections(outputs, stride=stride)
+  examples = jax.tree.map(lambda x: x[:num_panels], examples)
+  return sums, examples

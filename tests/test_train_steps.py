@@ -1,0 +1,176 @@
+"""The train and eval steps alone, on a toy model, against losses and updates written in NumPy.
+
+The toy model has the trainer's model interface (`model(images, blur_key=None) -> (outputs,
+extras)`): logits = Linear(mean colour + blur shift) with a BatchNorm on the mean colour, where
+the blur shift is `uniform(blur_key)` (0 without a key), so that the step's key is visible in the
+loss. Expected values come from NumPy: softmax cross-entropy, its gradient for a linear layer,
+plain SGD, BatchNorm's running mean.
+"""
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+from saliency_jax import train
+from saliency_jax.train import steps
+
+NUM_CLASSES = 3
+LEARNING_RATE = 0.5
+MOMENTUM = 0.9  # BatchNorm's.
+
+
+class Toy(nnx.Module):
+
+  def __init__(self, rngs):
+    self.norm = nnx.BatchNorm(3, momentum=MOMENTUM, use_bias=False, use_scale=False, rngs=rngs)
+    self.linear = nnx.Linear(3, NUM_CLASSES, rngs=rngs)
+
+  def __call__(self, images, blur_key=None):
+    colour = jnp.mean(images.astype(jnp.float32) / 255.0, axis=(1, 2))
+    features = self.norm(colour)
+    if blur_key is not None:
+      features = features + jax.random.uniform(blur_key)
+    return self.linear(features), {"sampled": images[:, :2, :2], "grid": colour,
+                                   "other": colour}
+
+
+def _split(train_mode=True):
+  model = Toy(nnx.Rngs(0))
+  model.train() if train_mode else model.eval()
+  return nnx.split(model, nnx.Param, ...)
+
+
+def _batch(mask=(True, True, True, True), labels=(0, 1, 2, 1)):
+  rng = np.random.default_rng(0)
+  size = len(labels)
+  return {"image": rng.integers(0, 256, (size, 4, 4, 3), dtype=np.uint8),
+          "label": np.asarray(labels, np.int32), "mask": np.asarray(mask)}
+
+
+def _reference_step(params, batch, *, shift):
+  """NumPy: features, mean cross-entropy over unmasked examples, its gradient, SGD."""
+  colour = batch["image"].astype(np.float64).mean(axis=(1, 2)) / 255.0
+  mean, var = colour.mean(0), colour.var(0)  # Statistics of the whole batch, padding included.
+  features = (colour - mean) / np.sqrt(var + 1e-5) + shift
+  kernel = np.asarray(params["linear"]["kernel"][...], np.float64)
+  bias = np.asarray(params["linear"]["bias"][...], np.float64)
+  logits = features @ kernel + bias
+  probs = np.exp(logits - logits.max(1, keepdims=True))
+  probs /= probs.sum(1, keepdims=True)
+  onehot = np.eye(NUM_CLASSES)[batch["label"]]
+  weights = batch["mask"].astype(np.float64)
+  losses = -np.log((probs * onehot).sum(1))
+  loss = (weights * losses).sum() / max(weights.sum(), 1.0)
+  dlogits = weights[:, None] * (probs - onehot) / max(weights.sum(), 1.0)
+  grads = {"kernel": features.T @ dlogits, "bias": dlogits.sum(0)}
+  new = {name: value - LEARNING_RATE * grads[name] for name, value in
+         (("kernel", kernel), ("bias", bias))}
+  grad_norm = np.sqrt(sum((g ** 2).sum() for g in grads.values()))
+  return loss, grad_norm, new, (1 - MOMENTUM) * mean
+
+
+def _step(train_mode_graph, params, model_state, *, seed=0, blur=False, jit=True):
+  tx = optax.sgd(LEARNING_RATE)
+  state = steps.initial_state(params, model_state, tx, seed=seed)
+  step = functools.partial(steps.train_step, graphdef=train_mode_graph, tx=tx,
+                           task="classification", blur=blur)
+  return state, (jax.jit(step) if jit else step)
+
+
+def test_train_step_is_one_sgd_step_on_the_masked_mean_loss():
+  graphdef, params, model_state = _split()
+  # The last example is padding with the "wrong" label: it must count for nothing in the loss.
+  batch = _batch(mask=(True, True, True, False), labels=(0, 1, 2, 0))
+  state, step = _step(graphdef, params, model_state)
+  new_state, metrics = step(state, batch)
+  loss, grad_norm, new, running_mean = _reference_step(params, batch, shift=0.0)
+
+  assert int(new_state.step) == 1
+  np.testing.assert_allclose(metrics["loss"], loss, rtol=1e-5)
+  np.testing.assert_allclose(metrics["grad_norm"], grad_norm, rtol=1e-4)
+  np.testing.assert_allclose(new_state.params["linear"]["kernel"][...], new["kernel"],
+                             rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(new_state.params["linear"]["bias"][...], new["bias"],
+                             rtol=1e-5, atol=1e-6)
+  param_norm = np.sqrt(sum(np.sum(np.square(x)) for x in jax.tree.leaves(new_state.params)))
+  np.testing.assert_allclose(metrics["param_norm"], param_norm, rtol=1e-5)
+  # BatchNorm's running mean moved once, by the batch mean (the model state is carried).
+  np.testing.assert_allclose(new_state.model_state["norm"]["mean"][...], running_mean,
+                             rtol=1e-5, atol=1e-7)
+  # The training sums: 3 counted examples; the loss sum is the mean times the count.
+  assert float(metrics["sum_count"]) == 3
+  np.testing.assert_allclose(metrics["sum_loss"], 3 * loss, rtol=1e-5)
+  assert 0 <= float(metrics["sum_top1"]) <= float(metrics["sum_top5"]) == 3
+
+
+def test_blur_uses_the_key_of_the_step_and_no_key_without_it():
+  graphdef, params, model_state = _split()
+  batch = _batch()
+  state, step = _step(graphdef, params, model_state, seed=7, blur=True)
+  state = state.replace(step=jnp.int32(5))
+  _, metrics = step(state, batch)
+  # `initial_state` keeps fold_in(key(seed), 1) and the step folds in its own number.
+  key = jax.random.fold_in(jax.random.fold_in(jax.random.key(7), 1), 5)
+  loss, *_ = _reference_step(params, batch, shift=float(jax.random.uniform(key)))
+  np.testing.assert_allclose(metrics["loss"], loss, rtol=1e-5)
+
+  _, plain = _step(graphdef, params, model_state, seed=7, blur=False)
+  _, metrics = plain(state, batch)
+  np.testing.assert_allclose(metrics["loss"], _reference_step(params, batch, shift=0.0)[0],
+                             rtol=1e-5)
+
+
+def test_train_step_jit_equals_eager_and_an_all_padding_batch_changes_nothing():
+  graphdef, params, model_state = _split()
+  batch = _batch()
+  state, jitted = _step(graphdef, params, model_state)
+  _, eager = _step(graphdef, params, model_state, jit=False)
+  for a, b in zip(jax.tree.leaves(jitted(state, batch)), jax.tree.leaves(eager(state, batch))):
+    # XLA fuses the compiled step differently: float32 rounding of O(1) values.
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+  # Every example padding: zero loss and gradient, so SGD leaves the parameters as they were.
+  empty = _batch(mask=(False,) * 4)
+  new_state, metrics = jitted(state, empty)
+  assert float(metrics["loss"]) == 0 and float(metrics["grad_norm"]) == 0
+  for a, b in zip(jax.tree.leaves(new_state.params), jax.tree.leaves(params)):
+    np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("num_panels", [1, 3])
+def test_eval_step_sums_and_panel_examples(num_panels):
+  graphdef, params, model_state = _split(train_mode=False)
+  batch = _batch(mask=(True, True, False, True))
+  state = steps.initial_state(params, model_state, optax.sgd(LEARNING_RATE), seed=0)
+  sums, examples = jax.jit(functools.partial(
+      steps.eval_step, graphdef=graphdef, task="classification", num_panels=num_panels))(
+          state, batch)
+
+  # Inference mode: BatchNorm normalises with its running statistics (0 and 1 at the start).
+  colour = batch["image"].astype(np.float64).mean(axis=(1, 2)) / 255.0
+  features = colour / np.sqrt(1 + 1e-5)
+  logits = (features @ np.asarray(params["linear"]["kernel"][...])
+            + np.asarray(params["linear"]["bias"][...]))
+  log_probs = logits - np.log(np.exp(logits).sum(1, keepdims=True))
+  counted = batch["mask"]
+  assert float(sums["count"]) == 3
+  np.testing.assert_allclose(
+      sums["loss"], -log_probs[counted, batch["label"][counted]].sum(), rtol=1e-5)
+  correct = np.argmax(logits, 1) == batch["label"]
+  assert float(sums["top1"]) == np.sum(correct & counted)
+  assert float(sums["top5"]) == 3  # Three classes: always in the top five.
+
+  # The first examples, with the panels' extras only.
+  assert sorted(examples) == ["grid", "image", "label", "output", "sampled"]
+  assert all(len(value) == num_panels for value in examples.values())
+  np.testing.assert_array_equal(examples["image"], batch["image"][:num_panels])
+  np.testing.assert_allclose(examples["output"], logits[:num_panels], rtol=1e-5, atol=1e-6)
+
+
+def test_the_package_exports_the_steps():
+  assert train.train_step is steps.train_step and train.eval_step is steps.eval_step
+  assert train.TrainState is steps.TrainState
