@@ -192,3 +192,16 @@ def test_the_loader_delivers_the_sources_targets_and_pads_evaluation():
   np.testing.assert_allclose(boxes, expected)
   with pytest.raises(ValueError, match="eval_image_size: expected 0 or image_size"):
     data.dataset_info({**config, "eval_image_size": 256})
+
+
+def test_void_mask_values_are_accepted_and_other_out_of_range_values_refused():
+  record = {"mask": np.zeros((8, 8), np.uint8), "boxes": np.zeros((1, 4), np.float32),
+            "labels": np.full((1,), -1, np.int32), "small": np.zeros((1,), bool)}
+  record["mask"][0, :] = dense_records.VOID
+  record["mask"][1, :] = 3
+  out = dense_records.targets(record, size=8, num_classes=3, index=0)
+  np.testing.assert_array_equal(out["segmentation"], record["mask"])
+  record["mask"][2, 2] = 4
+  with pytest.raises(ValueError, match=r"dense record 0: expected mask values in \[0, 3\] "
+                                       r"\(0 = background, k \+ 1 = class k\) or 255 \(void\)"):
+    dense_records.targets(record, size=8, num_classes=3, index=0)

@@ -61,8 +61,11 @@ def test_forward_and_gradients_match_torch(shape, align_corners, padding_mode):
   np.testing.assert_allclose(out, ref_out, atol=2e-6)
   np.testing.assert_allclose(image_grad, ref_image_grad, atol=2e-5)
   np.testing.assert_allclose(grid_grad, ref_grid_grad, atol=2e-4, rtol=1e-5)
-  # The grid gradient alone (the image not differentiated) is the same numbers.
-  np.testing.assert_array_equal(jax.grad(loss, argnums=1)(image, grid), grid_grad)
+  # The grid gradient alone (the image not differentiated) is the same numbers, to the float32
+  # rounding of two programs compiled apart (the tests compile at -O0, which contracts
+  # multiply-adds differently).
+  np.testing.assert_allclose(jax.grad(loss, argnums=1)(image, grid), grid_grad, rtol=2e-6,
+                             atol=1e-6)
 
 
 @pytest.mark.parametrize("align_corners,padding_mode", CONVENTIONS)

@@ -205,3 +205,45 @@ def test_segmentation_losses_against_a_numpy_reference():
                                segmentation_loss="class_balanced"), balanced, rtol=1e-5)
   with pytest.raises(ValueError, match=r"kind must be one of \('pixel', 'class_balanced'\)"):
     dense_metrics.segmentation_loss(logits, targets, kind="focal")
+
+
+def test_void_pixels_count_for_nothing_in_the_losses_and_the_metrics():
+  # The reference: the same NumPy formulas over the labelled pixels only. Void (255) covers a
+  # block of background, a corner of an object and, in the second image, everything.
+  rng = np.random.default_rng(8)
+  size, classes = 12, 3
+  logits = rng.normal(size=(2, size, size, classes + 1)).astype(np.float32)
+  labels = np.zeros((2, size, size), np.uint8)
+  labels[0, 2:6, 2:6] = 2
+  labels[0, 8:11, 1:4] = 1
+  labels[0, 0:3, 7:12] = dense_metrics.IGNORE
+  labels[0, 2, 2] = dense_metrics.IGNORE
+  labels[1] = dense_metrics.IGNORE
+  known = labels != dense_metrics.IGNORE
+  shifted = logits - logits.max(-1, keepdims=True)
+  log_p = shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
+  safe = np.where(known, labels, 0).astype(np.int64)
+  ce = -np.take_along_axis(log_p, safe[..., None], -1)[..., 0]
+  targets = {"segmentation": jnp.asarray(labels)}
+  pixel = dense_metrics.segmentation_loss(logits, targets)
+  np.testing.assert_allclose(pixel, [ce[0][known[0]].mean(), 0.0], rtol=1e-5)
+  balanced = np.mean([ce[0][known[0] & (labels[0] == c)].mean() for c in (0, 1, 2)])
+  np.testing.assert_allclose(
+      dense_metrics.segmentation_loss(logits, targets, kind="class_balanced"),
+      [balanced, 0.0], rtol=1e-5)
+
+  # Metrics of the first image: IoUs and accuracy over its labelled pixels only.
+  boxes, object_labels, small = [(2, 2, 6, 6), (1, 8, 4, 11)], [1, 0], [True, False]
+  target = _targets(size, boxes, object_labels, small, segmentation=labels[0])
+  sums = metrics.batch_metrics(jnp.asarray(logits[:1]), target, jnp.ones(1, bool),
+                               task="segmentation")
+  means = metrics.summarize(jax.device_get(sums))
+  predicted = logits[0].argmax(-1)
+  assert means["pixel_accuracy"] == pytest.approx(np.mean(predicted[known[0]] ==
+                                                          labels[0][known[0]]))
+  expected = _reference_ious(predicted, labels[0], known[0], range(classes + 1))
+  assert means["miou"] == pytest.approx(np.mean(list(expected.values())), abs=1e-9)
+  in_small = np.zeros((size, size), bool)
+  in_small[2:6, 2:6] = True
+  expected = _reference_ious(predicted, labels[0], known[0] & in_small, range(1, classes + 1))
+  assert means["miou_small"] == pytest.approx(np.mean(list(expected.values())), abs=1e-9)

@@ -80,6 +80,8 @@ def test_dense_tiles_bring_the_prediction_into_the_warped_frame():
   # (eight colours, then they cycle: label 9 is drawn as label 1).
   assert panels.label_colors(np.array([9])).tolist() == colours[0, 1:2].tolist()
   assert len({tuple(c) for c in colours.reshape(-1, 3)}) == 4
+  # Void (255) is grey, whatever the cycle would give.
+  assert panels.label_colors(np.array([255])).tolist() == [[128, 128, 128]]
   tiles = panels.dense_tiles(prediction, prediction, identity, source_size=16, tile=32,
                              boxes={"target": np.array([[0, 0, 8, 16]])})
   assert [title for title, _ in tiles] == ["predicted, warped", "predicted", "target"]

@@ -4,8 +4,10 @@
 trainer uses; `dataset_info` tells it the task and sizes, `default_data_config` lists every field.
 The sources (synthetic zoom task, CUB-200, iNaturalist 2017, image folders, GazeCapture) and
 the augmentations can also be used on their own; `DenseScenes` (`data.name="dense_scenes"`) is the
-procedural segmentation and detection source (masks and boxes) of the dense model, and
-`training_boxes` what its fixed saliency prior is estimated from. Preparing the tfds datasets:
+procedural segmentation and detection source (masks and boxes) of the dense model, Cityscapes
+(`data.name="cityscapes"`) and PASCAL VOC 2012 (`"voc2012"`) its real datasets (this project's
+tfds builders over the manual downloads), and `training_boxes` what its fixed saliency prior is
+estimated from. Preparing the tfds datasets:
 `python -m saliency_jax.data.prepare --help`.
 """
 

@@ -18,12 +18,15 @@ from saliency_jax import schema
 # The zoom-task suite's families (`saliency_jax.data.zoom_tasks`), named here so that validating
 # a config imports no renderer.
 ZOOM_TASKS = ("zoom_glyph", "zoom_orientation", "zoom_count", "zoom_marker")
-# The procedural dense task (`saliency_jax.data.dense_scenes`): masks and boxes, no label.
-DENSE_DATASETS = ("dense_scenes",)
+# The real dense datasets (`cityscapes`, `voc`; prepared by this project's tfds builders):
+# photographs of any size, resized whole to image_size with their masks and boxes.
+DENSE_REAL = ("cityscapes", "voc2012")
+# The dense datasets: masks and boxes, no label; `dense_scenes` is procedural.
+DENSE_DATASETS = ("dense_scenes", *DENSE_REAL)
 DATASETS = ("synthetic", "cub", "inaturalist2017", "image_folder", "gazecapture", *ZOOM_TASKS,
             *DENSE_DATASETS)
 # The datasets whose images are framed already: resized whole, never cropped or flipped.
-PROCEDURAL = ("synthetic", *ZOOM_TASKS, *DENSE_DATASETS)
+PROCEDURAL = ("synthetic", *ZOOM_TASKS, "dense_scenes")
 
 
 def default_data_config() -> ml_collections.ConfigDict:
@@ -39,22 +42,26 @@ def default_data_config() -> ml_collections.ConfigDict:
       `eval_image_size` (the authors: 800 with a 700 crop); 0 means `eval_image_size` (no margin).
     eval_split: split used for evaluation; "" picks the dataset's usual one ("test" for CUB
       and GazeCapture, "validation" for iNaturalist, "val" for image folders).
-    data_dir: tfds data directory (cub, inaturalist2017; "" = tfds's default), the root of the
-      image folder (image_folder), or of the extracted GazeCapture dataset (gazecapture).
-    manual_dir: where the iNaturalist 2017 archives were downloaded (used when preparing);
-      "" = `<data_dir>/downloads/manual`.
+    data_dir: tfds data directory (cub, inaturalist2017, cityscapes, voc2012; "" = tfds's
+      default), the root of the image folder (image_folder), or of the extracted GazeCapture
+      dataset (gazecapture).
+    manual_dir: where the iNaturalist 2017, Cityscapes or VOC 2012 files were downloaded (used
+      when preparing); "" = `<data_dir>/downloads/manual`.
     num_workers: input worker processes per host; 0 prepares batches in threads of this process.
     prefetch: batches prepared ahead per worker (or threads, with num_workers = 0).
     min_crop_area: smallest area fraction of the training random-resized crop (torchvision 0.08).
-    hflip: random horizontal flips in training (natural-image datasets only).
+    hflip: random horizontal flips in training (natural-image datasets only; the real dense
+      datasets flip their masks and boxes with the image).
+    max_boxes: rows of boxes per record of the real dense datasets (cityscapes, voc2012); 0 =
+      the dataset's default (128, 64); an image with more objects keeps its largest.
     gaze_input: GazeCapture input, "face" (the face crop) or "frame" (the whole camera frame).
     synthetic: the knobs of `saliency_jax.data.synthetic.SyntheticZoom`; `image_size` 0 means
       `image_size` above; train and eval images come from independent streams of `seed`.
     zoom: the knobs of the zoom-task suite (`saliency_jax.data.zoom_tasks.ZoomTask`, the
       families `ZOOM_TASKS`); `image_size` 0 means `image_size` above.
     dense: the knobs of `saliency_jax.data.dense_scenes.DenseScenes` (`dense_scenes`), rendered
-      at `image_size`, which must then be the evaluation size too (masks and boxes are never
-      resized).
+      at `image_size`. Every dense dataset delivers both splits at `image_size`, which must then
+      be the evaluation size too (the real ones resize the whole photograph to it).
   """
   config = ml_collections.ConfigDict({
       "name": "synthetic",
@@ -68,6 +75,7 @@ def default_data_config() -> ml_collections.ConfigDict:
       "prefetch": 2,
       "min_crop_area": 0.08,
       "hflip": True,
+      "max_boxes": 0,
       "gaze_input": "face",
       "synthetic": {
           "num_classes": 6,
@@ -126,6 +134,7 @@ CHECKS = (
     schema.Check("num_workers", lambda c: c.num_workers >= 0, ">= 0"),
     schema.Check("prefetch", lambda c: c.prefetch >= 1, ">= 1"),
     schema.Check("min_crop_area", lambda c: 0 < c.min_crop_area <= 1, "in (0, 1]"),
+    schema.Check("max_boxes", lambda c: c.max_boxes >= 0, "0 (the dataset's default) or >= 1"),
     schema.Check("gaze_input", lambda c: c.gaze_input in ("face", "frame"), "'face' or 'frame'"),
     schema.Check("eval_split",
                  lambda c: c.name not in PROCEDURAL or c.eval_split in ("", "eval", "train"),
@@ -135,7 +144,7 @@ CHECKS = (
                  lambda c: c.name not in DENSE_DATASETS
                  or _eval_image_size(c) == c.image_size == _eval_resize(c),
                  lambda c: f"0 or image_size ({c.image_size}) for {c.name}, with eval_resize 0 "
-                           f"or the same: its masks and boxes are rendered at image_size"),
+                           f"or the same: dense datasets deliver both splits at image_size"),
     *(schema.Check(f"synthetic.{key}", lambda c, key=key: c.synthetic[key] >= 1, ">= 1")
       for key in ("num_classes", "train_size", "eval_size", "object_size", "frame_width",
                   "detail_period")),

@@ -3,14 +3,18 @@
 A *source* is a random-access sequence (`len`, `[index]`) of records
 `{"image": <encoded bytes | file path | array | PIL image>, "label": <int | float32 [2]>}`
 (dense sources: `"mask"`, `"boxes"`, `"labels"` and `"small"` instead of `"label"`; see
-`saliency_jax.data.dense_scenes`), picklable so that grain can hand it to worker processes. The loader decodes and preprocesses
-the records; how is decided here by `preprocessing`:
+`saliency_jax.data.dense_records`), picklable so that grain can hand it to worker processes. The
+loader decodes and preprocesses the records; how is decided here by `preprocessing`:
 - "crop": natural photographs; training takes a random-resized crop and a flip, evaluation
   resizes the shorter side to `eval_resize` and takes the centre crop.
 - "resize": inputs that are framed already (synthetic and zoom-suite images, GazeCapture faces
   and frames):
   both splits resize the whole image to the square high-resolution size, nothing is cropped or
   flipped (a flip would also mirror the gaze target or the synthetic textures' class).
+- "dense": the real dense datasets (Cityscapes, VOC 2012): both splits resize the whole
+  photograph to the square `image_size` (the aspect ratio is not kept), the mask by nearest
+  neighbour and the boxes scaled; training flips image, mask and boxes together if `hflip`
+  (`transforms.dense_transform`).
 """
 
 from __future__ import annotations
@@ -39,10 +43,12 @@ DEFAULT_EVAL_SPLITS = {
     "image_folder": "val",
     "gazecapture": "test",
     **{name: "eval" for name in config_lib.ZOOM_TASKS},
-    **{name: "eval" for name in config_lib.DENSE_DATASETS},
+    "dense_scenes": "eval",
+    **{name: "validation" for name in config_lib.DENSE_REAL},
 }
 TRAIN_SPLITS = {"cub": "train", "inaturalist2017": "train", "image_folder": "train",
-                "gazecapture": "train", **{name: "train" for name in config_lib.PROCEDURAL}}
+                "gazecapture": "train", **{name: "train" for name in config_lib.PROCEDURAL},
+                **{name: "train" for name in config_lib.DENSE_REAL}}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,7 +70,9 @@ class DatasetInfo:
 
 
 def preprocessing(cfg: dict[str, Any]) -> str:
-  """"crop" or "resize" (see the module docstring)."""
+  """"crop", "resize" or "dense" (see the module docstring)."""
+  if cfg["name"] in config_lib.DENSE_REAL:
+    return "dense"
   return "resize" if cfg["name"] in ("gazecapture", *config_lib.PROCEDURAL) else "crop"
 
 
@@ -118,6 +126,14 @@ def make_source(cfg: dict[str, Any], split: str):
         split=dataset_split, image_size=cfg["image_size"], num_classes=dense["num_classes"],
         max_small=dense["max_small"], max_large=dense["max_large"],
         min_objects=dense["min_objects"], num_clutter=dense["num_clutter"], seed=dense["seed"])
+  if name == "cityscapes":
+    from saliency_jax.data import cityscapes  # pylint: disable=g-import-not-at-top
+    return cityscapes.cityscapes_source(dataset_split, data_dir=cfg["data_dir"],
+                                        max_boxes=cfg["max_boxes"] or cityscapes.MAX_BOXES)
+  if name == "voc2012":
+    from saliency_jax.data import voc  # pylint: disable=g-import-not-at-top
+    return voc.voc_source(dataset_split, data_dir=cfg["data_dir"],
+                          max_boxes=cfg["max_boxes"] or voc.MAX_BOXES)
   if name == "cub":
     from saliency_jax.data import cub  # pylint: disable=g-import-not-at-top
     return cub.cub_source(dataset_split, data_dir=cfg["data_dir"])
@@ -177,7 +193,9 @@ def training_boxes(data_config: Any, *, limit: int) -> tuple[np.ndarray, np.ndar
   """The object boxes of the first `limit` training records of a dense dataset.
 
   What a fixed saliency prior is estimated from (the KDE of FOVEA and LZU). A source with an
-  `objects(index)` method (`DenseScenes`) gives them without decoding its images.
+  `objects(index)` method (`DenseScenes`) gives them without decoding its images. Boxes of raw
+  records (the real datasets') are normalised by their own image's width and height, which is
+  where they land in the square delivered image too.
 
   Returns:
     `(boxes [N, M, 4], valid [N, M])`: `(x0, y0, x1, y1)` normalised to [-1, 1] over the image
@@ -193,6 +211,9 @@ def training_boxes(data_config: Any, *, limit: int) -> tuple[np.ndarray, np.ndar
   source = make_source(cfg, "train")
   read = getattr(source, "objects", source.__getitem__)
   records = [read(i) for i in range(min(limit, len(source)))]
-  boxes = np.stack([np.asarray(r["boxes"], np.float32) for r in records])
+  size = cfg["image_size"]
+  boxes = np.stack([np.asarray(r["boxes"], np.float32)
+                    / np.array([r.get("width", size), r.get("height", size)] * 2, np.float32)
+                    for r in records])
   valid = np.stack([np.asarray(r["labels"]) >= 0 for r in records])
-  return boxes / cfg["image_size"] * 2 - 1, valid
+  return boxes * 2 - 1, valid

@@ -2,13 +2,21 @@
 
 A dense record is `{"image", "mask", "boxes", "labels", "small"}`:
 - `image`: as any record (see `datasets`), `[S, S, 3]` once preprocessed;
-- `mask` uint8 `[S, S]`: 0 for background, `k + 1` on the pixels of class `k`;
+- `mask` uint8 `[S, S]`: 0 for background, `k + 1` on the pixels of class `k`, `VOID` on pixels
+  that count for nothing (the loss and the metrics leave them out);
 - `boxes` float32 `[M, 4]`: `(x0, y0, x1, y1)` in pixel edges of the image (an object covering
   columns `x0 .. x1 - 1`), the order of the ops' `warp_boxes`;
 - `labels` int32 `[M]`: each box's class, -1 on padding rows (which must come last);
 - `small` bool `[M]`: the objects that count as small in the metrics.
 `M` is fixed per source, so that batches stack. In a batch the mask is called "segmentation"
 ("mask" is the padding flag of every batch).
+
+Sources of real photographs (`cityscapes`, `voc2012`; see `dense_tfds`) give *raw* records
+instead: `image` and `mask` encoded at the photograph's own size, `mask` holding `VOID` on
+unlabelled pixels, `boxes` in that image's pixels, no `small`, plus its `width` and `height`.
+`transforms.dense_transform` makes dense records of them: both resized to the square `S`
+(nearest neighbour for the mask, boxes scaled and clipped), `VOID` kept, and `small` set to a
+box area below `SMALL_AREA` pixels of the delivered image.
 
 `targets` checks a record before it reaches a batch: a wrong shape, a class id out of range or a
 box outside the image or inside out raises a `ValueError` that names the record, instead of a
@@ -22,6 +30,13 @@ from typing import Any
 import numpy as np
 
 FIELDS = ("segmentation", "boxes", "labels", "small")
+# Void pixels (unlabelled regions, VOC's object boundaries): left out of the loss and the
+# metrics (`train.dense_metrics.IGNORE`).
+VOID = 255
+# An object is small when its box covers fewer pixels of the delivered image than this: COCO's
+# small objects, the metrics' `SMALL_SIDE` ** 2. The dense scenes agree: their small objects
+# (12-24 px sides) are under it, their large ones (at least 43 x 64 px) over it.
+SMALL_AREA = 32 * 32
 
 
 def targets(record: dict[str, Any], *, size: int, num_classes: int,
@@ -44,9 +59,11 @@ def targets(record: dict[str, Any], *, size: int, num_classes: int,
   if mask.shape != (size, size):
     raise ValueError(f"{where}: expected a mask of shape {(size, size)}, the image's; got "
                      f"{mask.shape}.")
-  if mask.max(initial=0) > num_classes or mask.min(initial=0) < 0:
+  labelled = mask[mask != VOID]
+  if labelled.max(initial=0) > num_classes or labelled.min(initial=0) < 0:
     raise ValueError(f"{where}: expected mask values in [0, {num_classes}] (0 = background, "
-                     f"k + 1 = class k); got values in [{mask.min()}, {mask.max()}].")
+                     f"k + 1 = class k) or {VOID} (void); got values in "
+                     f"[{labelled.min()}, {labelled.max()}] besides void.")
   boxes = np.asarray(record["boxes"], np.float32)
   labels = np.asarray(record["labels"])
   small = np.asarray(record["small"])

@@ -60,7 +60,7 @@ class Examples:
 
   Attributes:
     source: random-access records (see `datasets`).
-    kind: "crop" or "resize" (see `datasets.preprocessing`).
+    kind: "crop", "resize" or "dense" (see `datasets.preprocessing`).
     size: high-resolution side delivered.
     resize: shorter side before the evaluation centre crop.
     min_crop_area: smallest area fraction of the training crop.
@@ -103,6 +103,14 @@ class Examples:
       return {}
     return {"tablet": np.bool_(record.get("tablet", False))}
 
+  def _decode(self, record: dict[str, Any], rng: np.random.Generator | None
+              ) -> tuple[np.ndarray, dict[str, Any]]:
+    """The preprocessed image and the record its targets come from."""
+    if self.kind == "dense":  # Masks and boxes follow the image's resize and flip.
+      record = transforms.dense_transform(record, size=self.size, rng=rng, flip=self.hflip)
+      return record["image"], record
+    return self._image(record["image"], rng), record
+
   def _image(self, data: Any, rng: np.random.Generator | None) -> np.ndarray:
     if self.kind == "resize":
       return transforms.resize_transform(data, size=self.size)
@@ -117,8 +125,7 @@ class Examples:
     for attempt in range(_MAX_SUBSTITUTES):
       index = (int(record_index) + attempt) % count
       try:
-        record = self.source[index]
-        image = self._image(record["image"], rng)
+        image, record = self._decode(self.source[index], rng)
       except transforms.BadImageError as error:
         _LOG.warning("Skipping unreadable training record %d: %s", index, error)
         continue
@@ -133,8 +140,7 @@ class Examples:
     if position >= len(self.source):
       return self._padding(skipped=0)
     try:
-      record = self.source[int(position)]
-      image = self._image(record["image"], None)
+      image, record = self._decode(self.source[int(position)], None)
     except transforms.BadImageError as error:
       _LOG.warning("Masking out unreadable evaluation record %d: %s", position, error)
       return self._padding(skipped=1)

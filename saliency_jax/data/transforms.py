@@ -1,7 +1,8 @@
 """Image decoding and the authors' augmentations, on the host, in NumPy and PIL.
 
 Everything here runs inside the input workers, so it imports neither JAX nor TensorFlow.
-Images leave this module as uint8 `[S, S, 3]` RGB arrays (height, width, channel).
+Images leave this module as uint8 `[S, S, 3]` RGB arrays (height, width, channel); the real dense
+datasets' masks and boxes go through `dense_transform` with their image.
 
 Decoding is forgiving where a conversion is well defined and strict where it is not: grayscale,
 palette, RGBA/LA (composited on white), CMYK and 16-bit images are converted to 8-bit RGB; files
@@ -25,6 +26,8 @@ import struct
 
 import numpy as np
 from PIL import Image
+
+from saliency_jax.data import dense_records
 
 # Shorter than this many pixels on a side is not an image but a corrupt header.
 _MIN_SIDE = 1
@@ -310,3 +313,88 @@ def resize_transform(data, *, size: int) -> np.ndarray:
   if decoded.size == (size, size):
     return np.asarray(decoded)
   return np.asarray(_resize_box(decoded, (0, 0, width, height), size, full_size=(width, height)))
+
+
+def decode_mask(data: bytes | str | os.PathLike | np.ndarray) -> np.ndarray:
+  """Decodes a one-channel class mask (grayscale or palette indices) to uint8 `[H, W]`.
+
+  Palette PNGs (VOC's SegmentationClass) give their indices, not their colours.
+
+  Raises:
+    BadImageError: if the data is not a one-channel 8-bit image.
+  """
+  if isinstance(data, np.ndarray):
+    mask = data[..., 0] if data.ndim == 3 and data.shape[-1] == 1 else data
+  else:
+    image = open_image(data)
+    try:
+      image.load()
+    except _DECODE_ERRORS as error:
+      raise BadImageError(f"cannot decode mask: {error}") from error
+    if image.mode not in ("L", "P"):
+      raise BadImageError(f"expected a one-channel mask (mode L or P), got mode {image.mode}.")
+    mask = np.asarray(image)
+  if mask.ndim != 2 or mask.dtype != np.uint8:
+    raise BadImageError(f"expected a uint8 mask [H, W], got {mask.dtype} {mask.shape}.")
+  return mask
+
+
+def nearest_rows(source: int, size: int) -> np.ndarray:
+  """The source row (or column) each of `size` output rows reads in a nearest-neighbour resize:
+  the one holding the output pixel's centre, `floor((i + 0.5) * source / size)`."""
+  return np.minimum(((np.arange(size) + 0.5) * source / size).astype(np.int64), source - 1)
+
+
+def dense_transform(record: dict, *, size: int, rng: np.random.Generator | None = None,
+                    flip: bool = False) -> dict[str, np.ndarray]:
+  """A raw dense record (see `dense_records`) resized to `size x size`, flipped in training.
+
+  The whole image is resized (bilinear, the aspect ratio is not kept: a 2:1 Cityscapes frame
+  is squeezed horizontally by 2), the mask by nearest neighbour (`nearest_rows`, void pixels
+  `dense_records.VOID` kept), the boxes scaled by the same factors and clipped
+  to the image; `small` marks the boxes under `dense_records.SMALL_AREA` pixels after scaling.
+  With `flip` and a generator, one draw `rng.random() < 0.5` flips image, mask and boxes.
+
+  Args:
+    record: `{"image", "mask", "boxes", "labels"}`: the image and mask as `open_image` and
+      `decode_mask` take them, of the same size; boxes in that image's pixel edges.
+    size: the delivered side.
+    rng: the example's generator in training; None in evaluation (never flipped).
+    flip: whether training flips horizontally with probability 1/2.
+
+  Returns:
+    `{"image": uint8 [size, size, 3], "mask": uint8 [size, size], "boxes": float32 [M, 4],
+    "labels": int32 [M], "small": bool [M]}`, padding rows (label -1) zero and not small.
+
+  Raises:
+    BadImageError: if the image or the mask cannot be decoded, or their sizes differ.
+  """
+  image = open_image(record["image"])
+  width, height = image.size
+  mask = decode_mask(record["mask"])
+  if mask.shape != (height, width):
+    raise BadImageError(f"expected a mask of the image's size {height}x{width}, got "
+                        f"{mask.shape[0]}x{mask.shape[1]}.")
+  shrink = max(1.0, min(width, height) / size)
+  decoded = load_rgb(image, min_size=(width / shrink, height / shrink))
+  if decoded.size == (size, size):
+    out = np.asarray(decoded)
+  else:
+    out = np.asarray(_resize_box(decoded, (0, 0, width, height), size,
+                                 full_size=(width, height)))
+  mask = mask[nearest_rows(height, size)[:, None], nearest_rows(width, size)[None, :]]
+  mask = mask.astype(np.uint8)
+  labels = np.asarray(record["labels"]).astype(np.int32).reshape(-1)
+  valid = labels >= 0
+  scale = np.array([size / width, size / height] * 2, np.float32)
+  boxes = np.clip(np.asarray(record["boxes"], np.float32).reshape(-1, 4) * scale, 0, size)
+  boxes[:, 2:] = np.maximum(boxes[:, 2:], boxes[:, :2])
+  boxes[~valid] = 0.0
+  area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+  small = valid & (area < dense_records.SMALL_AREA)
+  if flip and rng is not None and rng.random() < 0.5:
+    out, mask = out[:, ::-1], mask[:, ::-1]
+    boxes = np.where(valid[:, None], np.stack(
+        [size - boxes[:, 2], boxes[:, 1], size - boxes[:, 0], boxes[:, 3]], axis=1), 0.0)
+  return {"image": np.ascontiguousarray(out), "mask": np.ascontiguousarray(mask),
+          "boxes": boxes.astype(np.float32), "labels": labels, "small": small}

@@ -1,14 +1,15 @@
 """Losses and metrics of the dense tasks, in the source image's frame.
 
 Targets are the batch fields of `saliency_jax.data.dense_records`: "segmentation" uint8
-`[B, S, S]` (0 background, k + 1 class k), "boxes" float32 `[B, M, 4]` `(x0, y0, x1, y1)` in
+`[B, S, S]` (0 background, k + 1 class k, `IGNORE` on void pixels), "boxes" float32 `[B, M, 4]` `(x0, y0, x1, y1)` in
 pixel edges, "labels" int32 `[B, M]` (-1 padding) and "small" bool `[B, M]`. The model's outputs
 are at stride `s = S / h` of the source (`saliency_jax.models.dense.ZoomUnzoom`), output cell
 `(i, j)` covering source pixels `[i s, (i + 1) s) x [j s, (j + 1) s)`.
 
 Segmentation: the `[B, h, w, K + 1]` logits are upsampled bilinearly to `S x S` (half-pixel
 centres, the cells' layout), and both the loss (pixel cross-entropy, the mean per image) and the
-metrics are taken at full resolution. The metrics sum intersections and unions per class over
+metrics are taken at full resolution, over the pixels that are not `IGNORE` (the real datasets'
+void: unlabelled regions, VOC's object boundaries), which count for nothing in either. The metrics sum intersections and unions per class over
 the dataset: "miou" over background and the K classes on all pixels (the VOC and Cityscapes
 definition), "miou_small" and "miou_large" over the K classes on the pixels inside the boxes of
 the small or the large objects only, so that an error on a small object is not drowned by the
@@ -49,6 +50,9 @@ SCORE_BINS = 100
 IOU_THRESHOLD = 0.5
 # COCO's small objects: area below 32^2 pixels (an unmatched detection's size class).
 SMALL_SIDE = 32.0
+# The void pixels' value in "segmentation": `dense_records.VOID`, named again for the same reason
+# as `TARGETS`.
+IGNORE = 255
 REGIONS = ("all", "small", "large")
 # The sums `summarize` turns into metrics (the trainer's own means skip them).
 SUM_NAMES = ("pixels", "correct", "det_tp", "det_fp", "det_gt")
@@ -81,31 +85,42 @@ def _in_boxes(boxes: jax.Array, keep: jax.Array, size: tuple[int, int]) -> jax.A
 
 def segmentation_loss(logits: jax.Array, targets: Mapping[str, jax.Array], *,
                       kind: str = "pixel") -> jax.Array:
-  """`[B]` pixel cross-entropy of each image at full resolution.
+  """`[B]` pixel cross-entropy of each image at full resolution, `IGNORE` pixels left out.
 
   `kind`: "pixel", the mean over the image's pixels; "class_balanced", the mean over the classes
   present in the image (background included) of each class's mean over its pixels, so that a
-  small object weighs as much as the background it sits on.
+  small object weighs as much as the background it sits on. An image with no labelled pixel has
+  loss 0.
   """
-  labels = targets["segmentation"].astype(jnp.int32)
+  labels, known = _labels(targets)
   up = _upsample(logits, labels.shape[1:3])
   losses = optax.softmax_cross_entropy_with_integer_labels(up, labels)
   if kind == "pixel":
-    return jnp.mean(losses, axis=(1, 2))
+    return (jnp.sum(jnp.where(known, losses, 0.0), axis=(1, 2))
+            / jnp.maximum(jnp.sum(known, axis=(1, 2)), 1).astype(losses.dtype))
   if kind != "class_balanced":
     raise ValueError(f"kind must be one of {dense.SEGMENTATION_LOSSES}; got {kind!r}.")
-  onehot = jax.nn.one_hot(labels, up.shape[-1], dtype=losses.dtype)
+  onehot = jax.nn.one_hot(labels, up.shape[-1], dtype=losses.dtype) * known[..., None]
   counts = jnp.sum(onehot, axis=(1, 2))
   per_class = jnp.einsum("bhw,bhwk->bk", losses, onehot) / jnp.maximum(counts, 1.0)
   present = counts > 0
-  return jnp.sum(jnp.where(present, per_class, 0.0), axis=-1) / jnp.sum(present, axis=-1)
+  return (jnp.sum(jnp.where(present, per_class, 0.0), axis=-1)
+          / jnp.maximum(jnp.sum(present, axis=-1), 1))
+
+
+def _labels(targets: Mapping[str, jax.Array]) -> tuple[jax.Array, jax.Array]:
+  """int32 class maps with `IGNORE` read as background, and bool: the pixels not `IGNORE`."""
+  labels = targets["segmentation"].astype(jnp.int32)
+  known = labels != IGNORE
+  return jnp.where(known, labels, 0), known
 
 
 def pixel_sums(logits: jax.Array, targets: Mapping[str, jax.Array],
                weights: jax.Array) -> dict[str, jax.Array]:
   """"pixels" and "correct": the pixel accuracy's counts over the images of nonzero weight."""
-  labels = targets["segmentation"].astype(jnp.int32)
-  return _pixel_sums(_predict(logits, labels.shape[1:3]), labels, weights[:, None, None] > 0)
+  labels, known = _labels(targets)
+  return _pixel_sums(_predict(logits, labels.shape[1:3]), labels,
+                     (weights[:, None, None] > 0) & known)
 
 
 def _predict(logits, size):
@@ -120,11 +135,11 @@ def _pixel_sums(predicted, labels, valid):
 def segmentation_sums(logits: jax.Array, targets: Mapping[str, jax.Array],
                       weights: jax.Array) -> dict[str, jax.Array]:
   """`pixel_sums`, and intersections and unions per class and region (see the module doc)."""
-  labels = targets["segmentation"].astype(jnp.int32)
+  labels, known = _labels(targets)
   size = labels.shape[1:3]
   classes = logits.shape[-1]
   predicted = _predict(logits, size)
-  valid = weights[:, None, None] > 0
+  valid = (weights[:, None, None] > 0) & known
   real = targets["labels"] >= 0
   regions = {"all": valid,
              "small": valid & _in_boxes(targets["boxes"], real & targets["small"], size),

@@ -28,6 +28,7 @@ _GRID_COLOR = (0, 255, 128)
 _CLASS_COLORS = np.array([[0, 0, 0], [230, 25, 75], [60, 180, 75], [0, 130, 200],
                           [245, 130, 48], [145, 30, 180], [70, 240, 240], [240, 50, 230],
                           [210, 245, 60]], np.uint8)
+_VOID_COLOR = (128, 128, 128)
 _BOX_COLORS = {"target": (0, 255, 0), "detected": (255, 0, 0)}
 _TITLE_HEIGHT = 16
 
@@ -139,9 +140,11 @@ def make_panel(image: np.ndarray, sampled: np.ndarray, *, saliency: np.ndarray |
 
 
 def label_colors(labels: np.ndarray) -> np.ndarray:
-  """`[h, w]` class maps (0 background, k + 1 class k) -> `[h, w, 3]` uint8 colours."""
+  """`[h, w]` class maps (0 background, k + 1 class k) -> `[h, w, 3]` uint8 colours; void
+  (`dense_metrics.IGNORE`) grey."""
   labels = np.asarray(labels, np.int64)
-  return _CLASS_COLORS[np.where(labels > 0, (labels - 1) % (len(_CLASS_COLORS) - 1) + 1, 0)]
+  colors = _CLASS_COLORS[np.where(labels > 0, (labels - 1) % (len(_CLASS_COLORS) - 1) + 1, 0)]
+  return np.where((labels == dense_metrics.IGNORE)[..., None], np.uint8(_VOID_COLOR), colors)
 
 
 def to_warped_frame(source_map: np.ndarray, grid: np.ndarray, source_size: int) -> np.ndarray:
@@ -241,7 +244,8 @@ def _dense_panel(output: np.ndarray, label: Mapping[str, np.ndarray], grid: np.n
             f"predicted (stride {source_size // output.shape[0]}) | target")
   k = dense_metrics.num_classes(output, task)
   heat = colorize(1 / (1 + np.exp(-output[..., :k].max(-1))))
-  target = colorize(label["segmentation"] > 0)
+  segmentation = label["segmentation"]
+  target = colorize((segmentation > 0) & (segmentation != dense_metrics.IGNORE))
   boxes, scores, _ = detections
   kept = boxes[scores >= _PANEL_SCORE]
   tiles = dense_tiles(heat, target, grid, source_size=source_size,
