@@ -2,12 +2,14 @@
 
 Eight host CPU devices are forced before JAX is imported so that sharding tests run on a real
 8-device mesh; single-device tests simply use the first device. XLA compiles without LLVM
-optimisation (see below).
+optimisation, into one compilation cache per session (see below).
 """
 import fcntl
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
@@ -22,11 +24,25 @@ if "--xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", "
 if "--xla_backend_optimization_level" not in os.environ["XLA_FLAGS"]:
   os.environ["XLA_FLAGS"] += " --xla_backend_optimization_level=0"
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# One persistent compilation cache for the session's processes (pytest-xdist workers inherit
+# the controller's environment): many tests build the same tiny models, and a program compiled
+# by one is then read from disk by the others. Results are the same with or without it. A cache
+# directory the caller set is used as it is, and kept.
+_SESSION_CACHE = None
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+  _SESSION_CACHE = tempfile.mkdtemp(prefix="saliency_jax_tests_jax_cache_")
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = _SESSION_CACHE
 # TensorFlow (used by tfds when preparing data) must not print or grab accelerators in tests.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def pytest_unconfigure(config):
+  del config
+  if _SESSION_CACHE is not None:  # Only the process that created it (the controller).
+    shutil.rmtree(_SESSION_CACHE, ignore_errors=True)
 
 
 class TrainProgram:

@@ -147,11 +147,13 @@ def test_one_step_matches_pytorch(built, model_name):
     torch_update = (torch_after[torch_name] - torch_before[torch_name]).transpose(layout)
     jax_update = _get(jax_after, jax_path) - _get(jax_before, jax_path)
     assert np.abs(torch_update).max() > 0, torch_name
-    # Relative to the update's size, so a wrong learning-rate multiplier (10x apart) shows. The
-    # saliency gradients pass through bilinear taps of a random image, where float32 rounding
-    # of the grid can move a tap: their updates agree to ~2e-3, the task network's to ~1e-5.
+    # Relative to the update's size, so a wrong learning-rate multiplier (10x apart: an error
+    # of 0.9 or more) shows. The saliency gradients pass through bilinear taps of a random
+    # image, where float32 rounding of the grid can move a tap: their updates agree to ~2e-3
+    # (2.5e-2 for the head when XLA compiles without optimisation, as the tests do), the task
+    # network's to ~1e-5.
     error = np.linalg.norm(jax_update - torch_update) / np.linalg.norm(torch_update)
-    assert error < 1e-2, (torch_name, error)
+    assert error < (5e-2 if torch_name.startswith("saliency") else 1e-2), (torch_name, error)
 
 
 def test_benchmark_runs_and_reports(built, tmp_path):

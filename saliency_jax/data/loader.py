@@ -15,7 +15,9 @@ next batch: it is tiny, JSON-serialisable, and a restored loader yields exactly 
 uninterrupted one would, whatever `num_workers` and `prefetch` are, before and after. (Global
 batch `k` does not depend on the number of hosts either, nor does which device gets which
 of its examples: N processes of D devices each train on exactly what one process of N x D
-devices trains on.)
+devices trains on.) So the loader keeps this index rather than grain's own iterator checkpoints
+(or orbax's grain handler), whose state describes the worker processes and cannot be restored
+with another `num_workers` or process count.
 
 The batches are computed ahead in background worker processes (`num_workers > 0`, grain's
 `mp_prefetch`) or threads of this process (`num_workers == 0`), and each host's part is placed

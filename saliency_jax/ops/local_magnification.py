@@ -137,7 +137,10 @@ def _blend_weight(grid, max_magnification):
   a = det - trace + 1.0
   b = trace - 2.0 * det
   c = det - floor
-  return jnp.max(_largest_root_in_unit(a, b, c), axis=(1, 2))
+  roots = _largest_root_in_unit(a, b, c).reshape(grid.shape[0], -1)
+  # Gathered at the argmax, not reduced by `max`: see `warping._tight_box` (a reduction's
+  # gradient compares the roots with their maximum again, which rounding can make unequal).
+  return jnp.take_along_axis(roots, jnp.argmax(roots, axis=1)[:, None], axis=1)[:, 0]
 
 
 @jax.jit

@@ -92,7 +92,12 @@ def _tight_box(points, n, k):
   """`points [B, n * k, 2]` (k boundary points per box) -> `[B, n, 4]` their bounding boxes."""
   b = points.shape[0]
   points = points.reshape(b, n, k, 2)
-  low, high = jnp.min(points, axis=2), jnp.max(points, axis=2)
+  # The extremes are gathered at their arg-extremes rather than reduced: the gradient of a
+  # reduction finds the extreme by comparing the points with it again, and where XLA computes
+  # the two in separate fusions, rounded apart, nothing compares equal and the gradient is 0/0.
+  def pick(index):
+    return jnp.take_along_axis(points, index[:, :, None], axis=2)[:, :, 0]
+  low, high = pick(jnp.argmin(points, axis=2)), pick(jnp.argmax(points, axis=2))
   return jnp.concatenate([low, high], axis=-1)
 
 
