@@ -109,6 +109,16 @@ def test_bad_values_name_the_field(field, value, message):
     validate_config(config)
 
 
+def test_an_axis_aligned_grid_is_refused_for_models_without_an_attraction_grid():
+  config = base_config()
+  config.model.axis_aligned = True
+  validate_config(config)  # The sampler has one.
+  config.model.name = "stn_affine"
+  with pytest.raises(ConfigError, match=r"config.model.axis_aligned: expected False for "
+                                        r"stn_affine: only the attraction grid"):
+    validate_config(config)
+
+
 def test_the_samplers_numerics_default_to_the_ops_defaults():
   # One home for each default: the ops' signatures hold the authors' values.
   model = base_config().model

@@ -10,14 +10,15 @@ from saliency_jax.models import dense, resnet, saliency_network
 SIZE, TASK, STRIDE, CLASSES, GRID = 128, 64, 8, 3, 11
 
 
-def _model(*, saliency=False, prior=None, head="segmentation", antialias=True, seed=0):
+def _model(*, saliency=False, prior=None, head="segmentation", antialias=True, seed=0,
+           axis_aligned=False):
   rngs = nnx.Rngs(seed)
   backbone = resnet.build_resnet("resnet_tiny", num_classes=None, rngs=rngs)
   net = (saliency_network.SaliencyNetwork(backbone="resnet_tiny", depth=6, grid_size=GRID,
                                           rngs=rngs) if saliency else None)
   model = dense.ZoomUnzoom(backbone, net, prior=prior, num_classes=CLASSES, head=head,
                            task_size=TASK, low_res_size=32, out_stride=STRIDE, head_width=16,
-                           antialias=antialias, rngs=rngs)
+                           antialias=antialias, axis_aligned=axis_aligned, rngs=rngs)
   model.eval()
   return model
 
@@ -116,6 +117,27 @@ def test_gradients_reach_the_saliency_network_through_the_unwarp(images):
   assert np.isfinite(np.asarray(head_kernel)).all()
   assert float(jnp.abs(head_kernel).max()) > 0
   assert float(jnp.abs(backbone_kernel).max()) > 0
+
+
+def test_an_axis_aligned_warp_is_unwarped_by_the_fast_path_as_by_the_general_one(images,
+                                                                                monkeypatch):
+  model = _model(saliency=True, axis_aligned=True)
+  # A saliency head that is not uniform, so that the warp is not the identity.
+  head = model.saliency_net.head
+  head.kernel.value = jax.random.normal(jax.random.key(3), head.kernel.value.shape)
+  fast, extras = model(images)
+  grid = np.asarray(extras["grid"])
+  # Axis-aligned: x depends on the column only, y on the row only; and not the identity.
+  np.testing.assert_allclose(grid[..., 0], grid[:, :1, :, 0].repeat(TASK, 1), atol=1e-6)
+  np.testing.assert_allclose(grid[..., 1], grid[:, :, :1, 1].repeat(TASK, 2), atol=1e-6)
+  assert np.abs(grid[0, 0, :, 0] - np.linspace(-1, 1, TASK)).max() > 0.02
+
+  general_unwarp = dense.ops.unwarp
+  monkeypatch.setattr(dense.ops, "unwarp", lambda *args, axis_aligned, **kwargs: general_unwarp(
+      *args, axis_aligned=False, **kwargs))
+  general, _ = model(images)
+  # The general inverse is a Newton solve to float32 rounding: the same outputs.
+  np.testing.assert_allclose(general, fast, rtol=1e-3, atol=1e-3)
 
 
 def test_jit_gives_what_eager_gives(images):

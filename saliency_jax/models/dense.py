@@ -53,6 +53,8 @@ class ZoomUnzoom(nnx.Module):
     out_stride: stride of the outputs on the source image.
     head_width: channels of the fused map.
     temperature, fwhm, padding, antialias, max_magnification: as `ops.saliency_sample`.
+    axis_aligned: the attraction grid's axis-aligned form (`ops.attraction_grid`), which
+      `ops.unwarp` then inverts by its exact fast path.
     rngs: `nnx.Rngs` with a "params" stream.
   """
 
@@ -62,7 +64,7 @@ class ZoomUnzoom(nnx.Module):
                low_res_size: int = 64, out_stride: int = 8, head_width: int = 64,
                temperature: float = 1.0, fwhm: float = 13.0, padding: int = 30,
                antialias: bool = True, max_magnification: float | None = None,
-               rngs: nnx.Rngs):
+               axis_aligned: bool = False, rngs: nnx.Rngs):
     if head not in HEADS:
       raise ValueError(f"head must be one of {HEADS}; got {head!r}.")
     if num_classes < 1:
@@ -87,6 +89,7 @@ class ZoomUnzoom(nnx.Module):
     self.task_size, self.low_res_size, self.out_stride = task_size, low_res_size, out_stride
     self.temperature, self.fwhm, self.padding = temperature, fwhm, padding
     self.antialias, self.max_magnification = antialias, max_magnification
+    self.axis_aligned = bool(axis_aligned)
     self.lateral = nnx.List([
         layers.conv(channels[name], head_width, 1, use_bias=True, rngs=rngs) for name in stages])
     self.fuse = layers.conv(head_width, head_width, 3, padding=1, use_bias=True, rngs=rngs)
@@ -170,7 +173,8 @@ class ZoomUnzoom(nnx.Module):
       grid = jnp.broadcast_to(identity, (images.shape[0],) + identity.shape)
     else:
       grid = ops.attraction_grid(saliency, size, fwhm=self.fwhm, padding=self.padding,
-                                 max_magnification=self.max_magnification)
+                                 max_magnification=self.max_magnification,
+                                 axis_aligned=self.axis_aligned)
       extras["saliency"] = saliency
     sampled = ops.grid_sample(images, grid, align_corners=True, antialias=self.antialias)
     sampled = sampled * task.unit_scale(images)
@@ -182,7 +186,8 @@ class ZoomUnzoom(nnx.Module):
       # upsampled to the outputs' frame: deep stages have few pixels, and reading them at
       # every output pixel would only interpolate.
       unwarped, covered_here = ops.unwarp([features[name] for name in names], grid, frame,
-                                          source_shape=(height, width))
+                                          source_shape=(height, width),
+                                          axis_aligned=self.axis_aligned)
       for name, stage in zip(names, unwarped):
         projected = self.lateral[self.stages.index(name)](stage)
         if frame != out_shape:
@@ -193,7 +198,8 @@ class ZoomUnzoom(nnx.Module):
         covered = covered_here
     if covered is None:  # No stage as fine as the outputs: coverage at the outputs' pixels.
       blank = jnp.zeros((images.shape[0], 1, 1, 1), jnp.float32)
-      covered = ops.unwarp(blank, grid, out_shape, source_shape=(height, width))[1]
+      covered = ops.unwarp(blank, grid, out_shape, source_shape=(height, width),
+                           axis_aligned=self.axis_aligned)[1]
     outputs = self.out(nnx.relu(self.fuse(nnx.relu(fused))))
     extras.update(grid=grid, sampled=sampled, covered=covered)
     return outputs, extras

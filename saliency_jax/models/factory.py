@@ -64,6 +64,9 @@ def build_model(model_config: Mapping[str, Any], *, num_outputs: int, rngs: nnx.
     max_magnification: the sampler's cap on its local magnification relative to uniform
       sampling, 0 for none [0.0].
     antialias: the sampler averages each sample's footprint where its warp compresses [False].
+    axis_aligned: the attraction grid's axis-aligned form (LZU's and FOVEA's: x from the
+      saliency's column marginal, y from its row marginal), which the dense model's unwarp
+      inverts exactly and fast; sampler and dense model only [False].
     saliency_head_init: "torch" (PyTorch's default, the authors') or "zero" (the sampler starts
       at the identity grid, i.e. as uniform downsampling) ["torch"].
     output_activation: None or "sigmoid" (gaze) [None].
@@ -75,7 +78,8 @@ def build_model(model_config: Mapping[str, Any], *, num_outputs: int, rngs: nnx.
     deformable_convs: how many of the task network's last convolutions are deformable in the
       "deformable" baseline (the paper: 3) [3].
     The dense model "zoom_unzoom" (`dense.ZoomUnzoom`, a ResNet `task_net`; `grid_size`,
-    `fwhm`, `padding`, `temperature`, `max_magnification`, `antialias` and the saliency
+    `fwhm`, `padding`, `temperature`, `max_magnification`, `antialias`, `axis_aligned` and the
+    saliency
     network's fields as above):
     dense_head: "segmentation" or "detection" ["segmentation"].
     segmentation_loss: the segmentation head's training loss: "pixel" (mean pixel
@@ -121,7 +125,7 @@ def build_model(model_config: Mapping[str, Any], *, num_outputs: int, rngs: nnx.
     return sampler.SaliencySampler(
         task_net, _saliency_net(c, rngs), fwhm=c["fwhm"], padding=c["padding"],
         temperature=c["temperature"], max_magnification=c["max_magnification"] or None,
-        antialias=c["antialias"], **warping)
+        antialias=c["antialias"], axis_aligned=c["axis_aligned"], **warping)
   if name in ("uniform", "deformable"):
     return baselines.UniformSampler(task_net, **common)
   if name == "stn_affine":
@@ -165,4 +169,5 @@ def _build_dense(c: Mapping[str, Any], *, num_classes: int, rngs: nnx.Rngs,
       stages=tuple(c["dense_stages"]), task_size=c["task_size"],
       low_res_size=c["low_res_size"], out_stride=c["out_stride"], head_width=c["head_width"],
       temperature=c["temperature"], fwhm=c["fwhm"], padding=c["padding"],
-      antialias=c["antialias"], max_magnification=c["max_magnification"] or None, rngs=rngs)
+      antialias=c["antialias"], max_magnification=c["max_magnification"] or None,
+      axis_aligned=c["axis_aligned"], rngs=rngs)

@@ -64,6 +64,7 @@ DEFAULTS = {
     "align_corners": bool(_op_default(ops.saliency_sample, "align_corners")),
     "max_magnification": 0.0,
     "antialias": bool(_op_default(ops.saliency_sample, "antialias")),
+    "axis_aligned": bool(_op_default(ops.attraction_grid, "axis_aligned")),
     "saliency_head_init": "torch",
     "output_activation": None,
     "blur_min": 64,
@@ -130,6 +131,10 @@ CHECKS = (
                  lambda c: c.max_magnification == 0 or (math.isfinite(c.max_magnification)
                                                         and c.max_magnification >= 1),
                  "0 (no cap) or a finite number >= 1"),
+    schema.Check("axis_aligned",
+                 lambda c: not c.axis_aligned or c.name in ("saliency_sampler", "zoom_unzoom"),
+                 lambda c: f"False for {c.name}: only the attraction grid of saliency_sampler and "
+                           f"zoom_unzoom has an axis-aligned form"),
     schema.Check("saliency_head_init", lambda c: c.saliency_head_init in SALIENCY_HEAD_INITS,
                  f"one of {SALIENCY_HEAD_INITS}"),
     schema.Check("dropout_rate", lambda c: 0 <= c.dropout_rate <= 1, "a number in [0, 1]"),

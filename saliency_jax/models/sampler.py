@@ -45,6 +45,7 @@ class SaliencySampler(task.TaskModel):
       relative to uniform sampling (`ops.attraction_grid`'s `max_magnification`).
     antialias: True: each sample averages the image over its footprint where the warp
       compresses (`ops.grid_sample`'s `antialias`), so that the squeezed regions do not alias.
+    axis_aligned: the attraction grid's axis-aligned form (`ops.attraction_grid`'s).
 
   Attributes:
     task_net, saliency_net: the two networks (`saliency_net.backbone`, `saliency_net.head`).
@@ -57,7 +58,8 @@ class SaliencySampler(task.TaskModel):
                align_corners: bool = _SAMPLE["align_corners"].default,
                blur_min: int | None = None, output_activation: str | None = None,
                max_magnification: float | None = _GRID["max_magnification"].default,
-               antialias: bool = _SAMPLE["antialias"].default):
+               antialias: bool = _SAMPLE["antialias"].default,
+               axis_aligned: bool = _GRID["axis_aligned"].default):
     super().__init__(task_net, task_size=task_size, blur_min=blur_min,
                      output_activation=output_activation)
     if temperature <= 0:
@@ -73,6 +75,7 @@ class SaliencySampler(task.TaskModel):
                        f"{max_magnification!r}.")
     self.max_magnification = None if max_magnification is None else float(max_magnification)
     self.antialias = bool(antialias)
+    self.axis_aligned = bool(axis_aligned)
 
   def saliency_logits(self, images: jax.Array) -> jax.Array:
     """`[B, H, W, 3]` images -> `[B, g, g]` saliency logits (before the softmax)."""
@@ -97,6 +100,7 @@ class SaliencySampler(task.TaskModel):
     sampled, grid, saliency = ops.saliency_sample(
         images, logits, (self.task_size, self.task_size), temperature=self.temperature,
         align_corners=self.align_corners, antialias=self.antialias, fwhm=self.fwhm,
-        padding=self.padding, max_magnification=self.max_magnification)
+        padding=self.padding, max_magnification=self.max_magnification,
+        axis_aligned=self.axis_aligned)
     return self.run_task_net(sampled * task.unit_scale(images), blur_key,
                              {"grid": grid, "saliency": saliency})

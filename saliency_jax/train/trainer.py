@@ -454,6 +454,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       uniform.model.saliency = "none"
     else:
       uniform.model.name = "uniform"
+      uniform.model.axis_aligned = False  # A field of the sampler's grid only.
     uniform.compare_with_uniform = False
     uniform.pretrained.saliency_backbone = ""  # The baseline has no saliency network.
     config_lib.validate_config(uniform)
