@@ -34,7 +34,6 @@ an extraction lacking files stops the preparation before it writes anything.
 from __future__ import annotations
 
 import io
-import logging
 import os
 import re
 
@@ -46,7 +45,6 @@ from saliency_jax.data import dense_records
 from saliency_jax.data import dense_tfds
 from saliency_jax.data import manual_files
 
-_LOG = logging.getLogger("saliency_jax.data")
 TFDS_NAME = "cityscapes_dense"
 HOMEPAGE = "https://www.cityscapes-dataset.com"
 IMAGES_ARCHIVE, IMAGES_FOLDER = "leftImg8bit_trainvaltest.zip", "leftImg8bit"
@@ -226,16 +224,9 @@ class CityscapesDense(tfds.core.GeneratorBasedBuilder):
 
 def prepare(data_dir: str, manual_dir: str) -> None:
   """Checks the manual directory, then writes the array_record files (no TensorFlow needed)."""
-  data_dir = data_dir or os.path.expanduser(os.path.join("~", "tensorflow_datasets"))
-  manual_dir = manual_dir or os.path.join(data_dir, "downloads", "manual")
-  found = check_manual_dir(manual_dir)  # Fails with the fix before tfds creates anything.
-  for split, listed in found.items():
-    if len(listed) != OFFICIAL_COUNTS[split]:
-      _LOG.warning("Cityscapes: %d %s images, the official split has %d.", len(listed), split,
-                   OFFICIAL_COUNTS[split])
-  builder = CityscapesDense(data_dir=data_dir, file_format="array_record")
-  builder.download_and_prepare(
-      download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+  dense_tfds.prepare(CityscapesDense, data_dir=data_dir, manual_dir=manual_dir,
+                     check_manual_dir=check_manual_dir, official_counts=OFFICIAL_COUNTS,
+                     title="Cityscapes")
 
 
 def cityscapes_source(split: str, *, data_dir: str,

@@ -21,12 +21,16 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import logging
+import os
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
 from saliency_jax.data import tfds_source
+
+_LOG = logging.getLogger("saliency_jax.data")
 
 
 def features(image_format: str):
@@ -41,6 +45,31 @@ def features(image_format: str):
       "height": tfds.features.Scalar(dtype=np.int32),
       "image/filename": tfds.features.Text(),
   })
+
+
+def prepare(builder_class, *, data_dir: str, manual_dir: str, check_manual_dir,
+            official_counts: dict[str, int], title: str) -> None:
+  """Checks a manual directory, then writes a builder's array_record files (no TensorFlow).
+
+  Args:
+    builder_class: the project's tfds builder.
+    data_dir: the tfds data directory ("" for tfds's default).
+    manual_dir: the downloads ("" for `<data_dir>/downloads/manual`).
+    check_manual_dir: `manual_dir -> {split: examples}`, raising before anything is written.
+    official_counts: each split's official size (a different count is only warned about).
+    title: the dataset's name in the warnings.
+  """
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  data_dir = data_dir or os.path.expanduser(os.path.join("~", "tensorflow_datasets"))
+  manual_dir = manual_dir or os.path.join(data_dir, "downloads", "manual")
+  found = check_manual_dir(manual_dir)  # Fails with the fix before tfds creates anything.
+  for split, listed in found.items():
+    if len(listed) != official_counts[split]:
+      _LOG.warning("%s: %d %s images, the official split has %d.", title, len(listed), split,
+                   official_counts[split])
+  builder = builder_class(data_dir=data_dir, file_format="array_record")
+  builder.download_and_prepare(
+      download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
 
 
 def encode_mask(mask: np.ndarray) -> bytes:

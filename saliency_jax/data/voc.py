@@ -28,7 +28,6 @@ before it writes anything.
 from __future__ import annotations
 
 import io
-import logging
 import os
 from xml.etree import ElementTree
 
@@ -40,7 +39,6 @@ from saliency_jax.data import dense_records
 from saliency_jax.data import dense_tfds
 from saliency_jax.data import manual_files
 
-_LOG = logging.getLogger("saliency_jax.data")
 TFDS_NAME = "voc2012_dense"
 HOMEPAGE = "http://host.robots.ox.ac.uk/pascal/VOC/voc2012/"
 ARCHIVE = "VOCtrainval_11-May-2012.tar"
@@ -194,16 +192,9 @@ class Voc2012Dense(tfds.core.GeneratorBasedBuilder):
 
 def prepare(data_dir: str, manual_dir: str) -> None:
   """Checks the manual directory, then writes the array_record files (no TensorFlow needed)."""
-  data_dir = data_dir or os.path.expanduser(os.path.join("~", "tensorflow_datasets"))
-  manual_dir = manual_dir or os.path.join(data_dir, "downloads", "manual")
-  found = check_manual_dir(manual_dir)  # Fails with the fix before tfds creates anything.
-  for split, listed in found.items():
-    if len(listed) != OFFICIAL_COUNTS[split]:
-      _LOG.warning("VOC 2012: %d %s images, the official split has %d.", len(listed), split,
-                   OFFICIAL_COUNTS[split])
-  builder = Voc2012Dense(data_dir=data_dir, file_format="array_record")
-  builder.download_and_prepare(
-      download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+  dense_tfds.prepare(Voc2012Dense, data_dir=data_dir, manual_dir=manual_dir,
+                     check_manual_dir=check_manual_dir, official_counts=OFFICIAL_COUNTS,
+                     title="VOC 2012")
 
 
 def voc_source(split: str, *, data_dir: str,
