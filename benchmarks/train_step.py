@@ -196,33 +196,30 @@ def _backbone_channels(name: str, num_stages: int) -> int:
   return width * 2**(num_stages - 1) * expansion
 
 
-class TorchSaliencyModel(nn.Module):
+class TorchSaliencyModel(torch_models.SaliencySampler):
   """The saliency sampler model in PyTorch, NCHW; `forward(uint8 images) -> logits`.
 
-  Same computation as `saliency_jax.models.SaliencySampler` with the authors' numerics
-  (area-averaged view, truncated ResNet + ReLU + 1x1 head, bilinear upsampling to the grid,
-  softmax, separable Gaussian attraction, `grid_sample` with `align_corners=True`), the sampler
-  in float32 even under autocast: a bfloat16 grid would be off by pixels at 800x800.
+  The authors' layer (`tests/references/torch_models.SaliencySampler`: the area-averaged view,
+  truncated ResNet + ReLU + 1x1 head, logits upsampled to the grid) with the grid and the
+  sampling of the tuned PyTorch sampler (`torch_sampler.TunedSampler`: softmax, separable
+  Gaussian attraction, `grid_sample` with `align_corners=True`), as a PyTorch user who tuned it
+  would run it; the sampler in float32 even under autocast: a bfloat16 grid would be off by
+  pixels at 800x800.
   """
 
   def __init__(self, *, task_net: str, saliency_backbone: str, task_size: int,
                num_classes: int, device: str):
-    super().__init__()
-    self.task_net = torch_models.resnet(task_net, num_classes)
-    self.saliency_backbone = torch_models.truncated_resnet(
-        torch_models.resnet(saliency_backbone), SALIENCY_STAGES)
-    self.saliency_head = nn.Conv2d(_backbone_channels(saliency_backbone, SALIENCY_STAGES), 1, 1)
-    self.normalize = _ImageNetNormalize()
-    self.task_size = task_size
+    super().__init__(
+        torch_models.resnet(task_net, num_classes),
+        torch_models.truncated_resnet(torch_models.resnet(saliency_backbone), SALIENCY_STAGES),
+        _backbone_channels(saliency_backbone, SALIENCY_STAGES), task_size=task_size,
+        low_res_size=task_size, grid_size=GRID_SIZE, padding=PADDING, fwhm=FWHM)
     self.sampler = torch_sampler.TunedSampler((GRID_SIZE, GRID_SIZE), (task_size, task_size),
                                               fwhm=FWHM, padding=PADDING, device=device)
 
   def forward(self, images: torch.Tensor) -> torch.Tensor:
     x = images.float() / 255.0
-    view = F.adaptive_avg_pool2d(x, self.task_size)
-    logits = self.saliency_head(F.relu(self.saliency_backbone(self.normalize(view))))
-    logits = F.interpolate(logits, size=(GRID_SIZE, GRID_SIZE), mode="bilinear",
-                           align_corners=False)
+    logits = self.saliency_logits(x)
     with torch.autocast(x.device.type, enabled=False):
       sampled, _, _ = self.sampler(x, logits.float(), align_corners=True)
     return self.task_net(self.normalize(sampled))

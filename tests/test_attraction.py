@@ -147,11 +147,13 @@ def test_a_peak_magnifies_its_neighbourhood():
   assert local_density(grid, 200, 20) < uniform_density
 
 
-# Derandomised: the same 20 maps every run, so that CI is reproducible.
+# Derandomised: the same 20 maps every run, so that CI is reproducible. The map shapes come from
+# a few (the extremes, a thin map either way, an odd one), so that the op compiles a few times,
+# not once per example; the maps' values are what varies.
 @hypothesis.settings(max_examples=20, deadline=None, derandomize=True)
 @hypothesis.given(
     seed=st.integers(0, 2**31 - 1),
-    shape=st.tuples(st.integers(2, 31), st.integers(2, 31)),
+    shape=st.sampled_from([(2, 2), (2, 31), (31, 2), (5, 17), (31, 31)]),
     scale=st.floats(0.0, 8.0),
     method=st.sampled_from(["dense", "separable"]),
 )

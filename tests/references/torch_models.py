@@ -186,12 +186,16 @@ class SaliencySampler(nn.Module):
   def normalize(self, x):
     return (x - self.mean) / self.std
 
-  def saliency(self, x):
-    """`[B, 3, H, W]` in 0..1 -> `[B, g, g]` softmax saliency."""
+  def saliency_logits(self, x):
+    """`[B, 3, H, W]` in 0..1 -> `[B, 1, g, g]` saliency logits on the grid."""
     view = F.adaptive_avg_pool2d(x, self.low_res_size)
     logits = self.saliency_head(F.relu(self.saliency_backbone(self.normalize(view))))
-    logits = F.interpolate(logits, size=(self.grid_size, self.grid_size), mode="bilinear",
-                           align_corners=False)
+    return F.interpolate(logits, size=(self.grid_size, self.grid_size), mode="bilinear",
+                         align_corners=False)
+
+  def saliency(self, x):
+    """`[B, 3, H, W]` in 0..1 -> `[B, g, g]` softmax saliency."""
+    logits = self.saliency_logits(x)
     b = logits.shape[0]
     flat = F.softmax(logits.reshape(b, -1) / self.temperature, dim=-1)
     return flat.reshape(b, self.grid_size, self.grid_size)
