@@ -26,7 +26,7 @@ import numpy as np
 
 from saliency_jax.data import config as config_lib
 
-TASKS = {
+DATASET_TASKS = {
     "synthetic": "classification",
     "cub": "classification",
     "inaturalist2017": "classification",
@@ -185,7 +185,7 @@ def dataset_info(data_config: Any) -> DatasetInfo:
   cfg = config_lib.parse_data_config(data_config)
   train = make_source(cfg, "train")
   evaluation = make_source(cfg, "eval")
-  return DatasetInfo(task=TASKS[cfg["name"]], num_outputs=_num_outputs(cfg, train),
+  return DatasetInfo(task=DATASET_TASKS[cfg["name"]], num_outputs=_num_outputs(cfg, train),
                      train_size=len(train), eval_size=len(evaluation))
 
 
@@ -205,7 +205,7 @@ def training_boxes(data_config: Any, *, limit: int) -> tuple[np.ndarray, np.ndar
     ValueError: if the dataset is not a dense one.
   """
   cfg = config_lib.parse_data_config(data_config)
-  if TASKS[cfg["name"]] != "dense":
+  if DATASET_TASKS[cfg["name"]] != "dense":
     raise ValueError(f"data.name: a box prior needs a dense dataset "
                      f"{config_lib.DENSE_DATASETS}; got {cfg['name']!r}.")
   source = make_source(cfg, "train")

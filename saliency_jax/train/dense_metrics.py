@@ -39,7 +39,7 @@ import optax
 
 from saliency_jax.models import dense
 
-TASKS = ("segmentation", "detection")
+DENSE_TASKS = ("segmentation", "detection")
 # The targets' batch fields: `dense_records.FIELDS`, named again so that the metrics load
 # without the input pipelines (tfds, grain).
 TARGETS = ("segmentation", "boxes", "labels", "small")

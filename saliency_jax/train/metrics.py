@@ -18,20 +18,20 @@ import optax
 
 from saliency_jax.train import dense_metrics
 
-TASKS = ("classification", "regression", *dense_metrics.TASKS)
+TASKS = ("classification", "regression", *dense_metrics.DENSE_TASKS)
 
 
 def _check_task(task: str, labels: Any) -> None:
   if task not in TASKS:
     raise ValueError(f"task: expected one of {TASKS}, got {task!r}.")
-  if (task in dense_metrics.TASKS) != isinstance(labels, Mapping):
+  if (task in dense_metrics.DENSE_TASKS) != isinstance(labels, Mapping):
     raise ValueError(f"labels: expected the dense targets (a mapping, see `targets`) for "
                      f"{task!r} and an array otherwise; got {type(labels).__name__}.")
 
 
 def targets(batch: Mapping[str, jax.Array], task: str) -> Any:
   """What `per_example_loss` compares the outputs with: "label", or the dense targets."""
-  if task in dense_metrics.TASKS:
+  if task in dense_metrics.DENSE_TASKS:
     return {name: batch[name] for name in dense_metrics.TARGETS}
   return batch["label"]
 
@@ -104,7 +104,7 @@ def training_sums(outputs: jax.Array, labels: Any, losses: jax.Array, mask: jax.
   sums = {"count": jnp.sum(weights), "loss": jnp.sum(weights * losses)}
   if task == "segmentation":
     sums.update(dense_metrics.pixel_sums(outputs, labels, weights))
-  elif task not in dense_metrics.TASKS:
+  elif task not in dense_metrics.DENSE_TASKS:
     sums.update(_example_sums(outputs, labels, weights, task=task))
   return sums
 
