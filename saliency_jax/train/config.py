@@ -95,6 +95,7 @@ def base_config() -> ml_collections.ConfigDict:
   config.keep_checkpoints = 3
   config.panel_every_steps = 0  # 0: as often as evaluations; panels are also drawn at the end.
   config.num_panels = 4
+  # The progress line; False leaves the run's other lines (start, evaluations) alone.
   config.progress_bar = True
 
   # The demo trains the uniform-downsampling baseline after the main model, same everything else.

@@ -49,18 +49,22 @@ class ProgressBar:
     total_steps: the step at which training ends.
     start_step: the step training starts (or resumes) from.
     batch_size: global examples per step, for images/s.
-    enabled: False makes every method a no-op.
+    enabled: False makes every method a no-op (processes other than 0).
+    show_progress: False leaves the progress lines out; `message` lines are still written.
     stream: where to write (stdout by default).
+    label: the run's name at the start of each progress line.
   """
 
   def __init__(self, *, total_steps: int, start_step: int, batch_size: int, enabled: bool = True,
-               stream: TextIO | None = None, label: str = "train"):
+               show_progress: bool = True, stream: TextIO | None = None,
+               label: str = "train"):
     self.total_steps = total_steps
     self.batch_size = batch_size
     self.enabled = enabled
+    self.show_progress = enabled and show_progress
     self.label = label
     self.stream = stream or sys.stdout
-    self._inplace = enabled and self.stream.isatty()
+    self._inplace = self.show_progress and self.stream.isatty()
     self._start_time = time.perf_counter()
     self._anchor: tuple[int, float] | None = None  # (step, time) of the first update.
     self._last = (start_step, self._start_time)
@@ -78,7 +82,7 @@ class ProgressBar:
       anchor_step, anchor_time = self._anchor
       per_step = (now - anchor_time) / max(step - anchor_step, 1)
       left = _clock(per_step * (self.total_steps - step))
-    if self.enabled:
+    if self.show_progress:
       width = len(str(self.total_steps))
       fraction = step / max(self.total_steps, 1)
       bar = "#" * int(20 * fraction) + "." * (20 - int(20 * fraction))

@@ -269,8 +269,8 @@ def _train(config: ml_collections.ConfigDict, workdir: str, *, label: str, mesh:
   start = int(state.step)
 
   progress = reporting.ProgressBar(total_steps=length.total_steps, start_step=start,
-                                     batch_size=config.batch_size,
-                                     enabled=is_chief and config.progress_bar, label=label)
+                                     batch_size=config.batch_size, enabled=is_chief,
+                                     show_progress=config.progress_bar, label=label)
   writer = reporting.MetricWriter(os.path.join(workdir, "tensorboard"), enabled=is_chief)
   panel_dir = os.path.join(workdir, "panels")
   for note in restored.skipped if restored is not None else ():
