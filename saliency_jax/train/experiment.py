@@ -62,13 +62,8 @@ class Experiment:
         self.initial_state)
 
 
-def _data_api():
-  from saliency_jax import data  # Late: tfds and grain load only when training.
-  return data
-
-
 def _models_api():
-  from saliency_jax import models
+  from saliency_jax import models  # Late: importing the trainer package loads no model.
   return models
 
 
