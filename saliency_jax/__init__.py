@@ -12,6 +12,7 @@ from saliency_jax.ops import control_lattice
 from saliency_jax.ops import bilinear_resize
 from saliency_jax.ops import grid_sample
 from saliency_jax.ops import invert_grid
+from saliency_jax.ops import detail_saliency
 from saliency_jax.ops import kde_saliency
 from saliency_jax.ops import magnification
 from saliency_jax.ops import saliency_sample
@@ -33,6 +34,7 @@ __all__ = [
     "bilinear_resize",
     "grid_sample",
     "invert_grid",
+    "detail_saliency",
     "kde_saliency",
     "magnification",
     "saliency_sample",

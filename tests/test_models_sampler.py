@@ -288,6 +288,24 @@ def test_zero_head_starts_at_uniform_saliency(images):
     np.testing.assert_allclose(extras["grid"], expected, atol=atol)
 
 
+def test_detail_prior_with_a_zero_head_is_the_detail_map(images):
+  """With the detail prior the map is the product of the network's and `ops.detail_saliency`'s;
+  a zero head leaves the prior alone, which the ops test against NumPy variances."""
+  model = models.build_model({**CONFIG, "saliency_head_init": "zero", "detail_prior": True},
+                             num_outputs=5, rngs=_rngs())
+  model.eval()
+  _, extras = _forward(model, images)
+  g = CONFIG["grid_size"]
+  prior = ops.detail_saliency(images, (TASK, TASK), (g, g)) / CONFIG["temperature"]
+  np.testing.assert_allclose(extras["saliency"], jax.nn.softmax(prior.reshape(len(images), -1),
+                                                                axis=-1).reshape(prior.shape),
+                             rtol=1e-5)
+  assert float(jnp.max(extras["saliency"])) > 2 / g**2  # Not the uniform map.
+  with pytest.raises(ValueError, match="detail_prior"):
+    models.build_model({**CONFIG, "name": "stn_affine", "detail_prior": True}, num_outputs=5,
+                       rngs=_rngs())
+
+
 def test_magnification_cap_and_antialias_reach_the_ops(images):
   """The layer's sample equals `ops.saliency_sample` given the same options and its logits."""
   config = {**CONFIG, "max_magnification": 2.0, "antialias": True, "temperature": 0.05}

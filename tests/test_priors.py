@@ -1,4 +1,5 @@
-"""kde_saliency against a NumPy evaluation of the Gaussian mixture, box by box."""
+"""The saliency priors: kde_saliency against a NumPy evaluation of the Gaussian mixture, box by
+box; detail_saliency against NumPy variances over adaptive-pooling windows, pixel by pixel."""
 
 import jax
 import jax.numpy as jnp
@@ -83,3 +84,80 @@ def test_bad_input():
     sj.kde_saliency(boxes, (5, 5))
   out = np.asarray(jax.jit(lambda b: sj.kde_saliency(b, (5, 5)))(boxes))
   assert np.all(np.isfinite(out[0])) and np.all(np.isnan(out[1]))
+
+
+def _windows(size, out):
+  """adaptive_avg_pool's windows (PyTorch's definition): [floor(o in / out), ceil((o + 1) in / out))."""
+  return [(o * size // out, -(-(o + 1) * size // out)) for o in range(out)]
+
+
+def _numpy_detail(images, task, grid, uniform_weight=0.5):
+  """Variance of each task pixel's window (channels summed), pooled to the grid, as a density."""
+  pixels = images.astype(np.float64) / (255.0 if images.dtype == np.uint8 else 1.0)
+  b, h, w, _ = pixels.shape
+  lost = np.zeros((b, task[0], task[1]))
+  for i, (r0, r1) in enumerate(_windows(h, task[0])):
+    for j, (c0, c1) in enumerate(_windows(w, task[1])):
+      lost[:, i, j] = pixels[:, r0:r1, c0:c1].var(axis=(1, 2)).sum(-1)
+  pooled = np.zeros((b,) + tuple(grid))
+  for i, (r0, r1) in enumerate(_windows(task[0], grid[0])):
+    for j, (c0, c1) in enumerate(_windows(task[1], grid[1])):
+      pooled[:, i, j] = lost[:, r0:r1, c0:c1].mean(axis=(1, 2))
+  relative = pooled / pooled.mean(axis=(1, 2), keepdims=True)
+  return np.log(((1 - uniform_weight) * relative + uniform_weight) / 4)
+
+
+def test_detail_matches_numpy_variances():
+  rng = np.random.default_rng(0)
+  images = rng.integers(0, 256, (2, 30, 26, 3), dtype=np.uint8)
+  images[0, :, :13] = 90  # Half of one image without detail.
+  for task, grid in (((10, 13), (5, 5)), ((7, 6), (3, 4))):  # Even and overlapping windows.
+    np.testing.assert_allclose(np.asarray(sj.detail_saliency(images, task, grid)),
+                               _numpy_detail(images, task, grid), rtol=1e-4, atol=1e-4)
+  floats = images.astype(np.float32) / 255.0
+  np.testing.assert_allclose(np.asarray(sj.detail_saliency(floats, (10, 13), (5, 5),
+                                                           uniform_weight=0.2)),
+                             _numpy_detail(floats, (10, 13), (5, 5), 0.2), rtol=1e-4, atol=1e-4)
+
+
+def test_detail_finds_fine_texture_not_smooth_edges():
+  # A smooth ramp and one sharp-edged flat square carry little detail below a 4x4 block; a
+  # checkerboard of 1-pixel cells carries the most.
+  image = np.tile(np.linspace(0.2, 0.8, 64, dtype=np.float32)[None, :, None], (64, 1, 3))
+  image[42:55, 10:23] = 0.1  # Edges across blocks: some variance in the blocks they cross.
+  image[0:16, 32:48] = (np.indices((16, 16)).sum(0) % 2)[..., None]
+  density = np.exp(np.asarray(sj.detail_saliency(image[None], (16, 16), (4, 4))))[0]
+  assert np.unravel_index(np.argmax(density), density.shape) == (0, 2)
+  assert density[0, 2] > 5 * np.median(density)
+
+
+def test_detail_is_uniform_without_detail_and_has_no_gradient():
+  flat = np.full((2, 32, 32, 3), 0.4, np.float32)
+  np.testing.assert_allclose(np.asarray(sj.detail_saliency(flat, (8, 8), (4, 4))),
+                             np.log(0.25), rtol=1e-6)
+  # At the task size itself nothing is lost: every block is one pixel.
+  noise = np.random.default_rng(1).uniform(size=(1, 8, 8, 3)).astype(np.float32)
+  np.testing.assert_allclose(np.asarray(sj.detail_saliency(noise, (8, 8), (4, 4))), np.log(0.25),
+                             rtol=1e-6)
+  np.testing.assert_allclose(np.asarray(sj.detail_saliency(noise, (4, 4), (4, 4),
+                                                           uniform_weight=1.0)), np.log(0.25),
+                             rtol=1e-6)
+  noise = jnp.asarray(noise)
+  np.testing.assert_allclose(np.asarray(jax.jit(sj.detail_saliency, static_argnums=(1, 2))(
+      noise, (4, 4), (2, 2))), np.asarray(sj.detail_saliency(noise, (4, 4), (2, 2))), rtol=1e-6)
+  grads = jax.grad(lambda x: jnp.sum(sj.detail_saliency(x, (4, 4), (2, 2)) ** 2))(noise)
+  assert np.all(np.asarray(grads) == 0)
+
+
+def test_detail_bad_input():
+  images = np.zeros((1, 16, 16, 3), np.uint8)
+  with pytest.raises(ValueError, match="task_shape must be at most"):
+    sj.detail_saliency(images, (32, 8), (4, 4))
+  with pytest.raises(ValueError, match="uniform_weight"):
+    sj.detail_saliency(images, (8, 8), (4, 4), uniform_weight=0.0)
+  with pytest.raises(ValueError, match="uint8"):
+    sj.detail_saliency(images.astype(np.int32), (8, 8), (4, 4))
+  with pytest.raises(ValueError, match="images must have shape"):
+    sj.detail_saliency(images[0], (8, 8), (4, 4))
+  with pytest.raises(ValueError, match="grid_shape"):
+    sj.detail_saliency(images, (8, 8), (0, 4))

@@ -66,6 +66,7 @@ DEFAULTS = {
     "antialias": bool(_op_default(ops.saliency_sample, "antialias")),
     "axis_aligned": bool(_op_default(ops.attraction_grid, "axis_aligned")),
     "saliency_head_init": "torch",
+    "detail_prior": False,
     "output_activation": None,
     "blur_min": 64,
     "dropout_rate": 0.5,
@@ -135,6 +136,8 @@ CHECKS = (
                  lambda c: not c.axis_aligned or c.name in ("saliency_sampler", "zoom_unzoom"),
                  lambda c: f"False for {c.name}: only the attraction grid of saliency_sampler and "
                            f"zoom_unzoom has an axis-aligned form"),
+    schema.Check("detail_prior", lambda c: not c.detail_prior or c.name == "saliency_sampler",
+                 lambda c: f"False for {c.name}: only saliency_sampler has a detail prior"),
     schema.Check("saliency_head_init", lambda c: c.saliency_head_init in SALIENCY_HEAD_INITS,
                  f"one of {SALIENCY_HEAD_INITS}"),
     schema.Check("dropout_rate", lambda c: 0 <= c.dropout_rate <= 1, "a number in [0, 1]"),

@@ -46,6 +46,10 @@ class SaliencySampler(task.TaskModel):
     antialias: True: each sample averages the image over its footprint where the warp
       compresses (`ops.grid_sample`'s `antialias`), so that the squeezed regions do not alias.
     axis_aligned: the attraction grid's axis-aligned form (`ops.attraction_grid`'s).
+    detail_prior: True: the saliency network's logits are added to `ops.detail_saliency`'s (the
+      detail that uniform downsampling to the task size would lose, measured on the
+      full-resolution image): the map is the product of the two, so the sampler starts zoomed
+      on fine detail and the network learns which of it matters.
 
   Attributes:
     task_net, saliency_net: the two networks (`saliency_net.backbone`, `saliency_net.head`).
@@ -59,7 +63,8 @@ class SaliencySampler(task.TaskModel):
                blur_min: int | None = None, output_activation: str | None = None,
                max_magnification: float | None = _GRID["max_magnification"].default,
                antialias: bool = _SAMPLE["antialias"].default,
-               axis_aligned: bool = _GRID["axis_aligned"].default):
+               axis_aligned: bool = _GRID["axis_aligned"].default,
+               detail_prior: bool = False):
     super().__init__(task_net, task_size=task_size, blur_min=blur_min,
                      output_activation=output_activation)
     if temperature <= 0:
@@ -76,11 +81,16 @@ class SaliencySampler(task.TaskModel):
     self.max_magnification = None if max_magnification is None else float(max_magnification)
     self.antialias = bool(antialias)
     self.axis_aligned = bool(axis_aligned)
+    self.detail_prior = bool(detail_prior)
 
   def saliency_logits(self, images: jax.Array) -> jax.Array:
     """`[B, H, W, 3]` images -> `[B, g, g]` saliency logits (before the softmax)."""
     view = task.area_view(images, self.low_res_size)
-    return self.saliency_net(task.imagenet_normalize(view))[..., 0]
+    logits = self.saliency_net(task.imagenet_normalize(view))[..., 0]
+    if self.detail_prior:
+      logits = logits + ops.detail_saliency(images, (self.task_size, self.task_size),
+                                            logits.shape[1:])
+    return logits
 
   def __call__(self, images: jax.Array, *,
                blur_key: jax.Array | None = None) -> tuple[jax.Array, dict[str, jax.Array]]:

@@ -7,6 +7,7 @@ from saliency_jax.ops.local_magnification import magnification
 from saliency_jax.ops.parametric import affine_grid
 from saliency_jax.ops.parametric import control_lattice
 from saliency_jax.ops.parametric import tps_grid
+from saliency_jax.ops.priors import detail_saliency
 from saliency_jax.ops.priors import kde_saliency
 from saliency_jax.ops.resize import area_resize
 from saliency_jax.ops.resize import bilinear_resize
@@ -23,6 +24,7 @@ __all__ = [
     "area_resize",
     "attraction_grid",
     "control_lattice",
+    "detail_saliency",
     "bilinear_resize",
     "grid_sample",
     "invert_grid",

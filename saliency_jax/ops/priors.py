@@ -1,4 +1,12 @@
-"""Fixed saliency priors from bounding boxes: a kernel density estimate (FOVEA, LZU).
+"""Fixed saliency priors: from bounding boxes (a kernel density estimate, FOVEA, LZU) and from
+the detail that uniform downsampling would lose.
+
+Both return log-density logits on the saliency map's cells (the density of `[-1, 1]^2`, so that
+the uniform map is `log(1 / 4)` everywhere), mixed with the uniform density by `uniform_weight`
+so that they are finite everywhere; they are ready for `softmax_saliency` / `saliency_sample`, or
+to be added to a saliency network's logits (the product of the two maps, renormalised).
+
+The box prior (`kde_saliency`).
 
 FOVEA ("FOVEA: Foveated Image Magnification for Autonomous Navigation", ICCV 2021) and LZU warp
 with a fixed saliency built from boxes, per image (the previous frame's detections) or over a
@@ -10,6 +18,15 @@ with the uniform density on `[-1, 1]^2` by `uniform_weight`, so that it is posit
 and an image without boxes gets the uniform prior (the identity grid). The result is returned as
 log-density logits, ready for `softmax_saliency` / `saliency_sample`; the softmax of the logits
 is the density normalised over the map's cells.
+
+The detail prior (`detail_saliency`). Uniform downsampling to a task input of `task_shape` replaces
+each block of source pixels by its mean, losing the block's variance: the detail finer than the
+task input's pixels, which a sampler exists to keep. The prior's density at a cell is that lost
+variance (summed over the channels, images in 0..1) averaged over the cell's share of the image,
+relative to its mean over the image. It needs no training and no labels, sees the full-resolution
+image (the detail it measures is invisible in the low-resolution view), and is 0 for the
+uniform map on an image without fine detail; it says where detail is, not which detail matters,
+so a saliency network's logits refine it.
 
 Coordinates: boxes are `(x0, y0, x1, y1)` in normalised `[-1, 1]` image coordinates; saliency cell
 `(i, j)` of a `(gh, gw)` map sits at `(-1 + 2 j / (gw - 1), -1 + 2 i / (gh - 1))`, the position
@@ -23,6 +40,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from saliency_jax.ops import resize
 from saliency_jax.ops import validation
 
 
@@ -114,3 +132,62 @@ def kde_saliency(
     validation.check_finite(box_values[valid_values], "boxes")
   return _kde(boxes, valid, grid_shape, jnp.float32(bandwidth), jnp.float32(box_scale),
               jnp.float32(uniform_weight))
+
+
+def _lost_variance(images, task_shape, grid_shape):
+  """`[B, gh, gw]`: the within-block variance that area downsampling to `task_shape` averages
+  away, summed over the channels and averaged over each saliency cell's share of the image."""
+  unit = 1.0 / 255.0 if images.dtype == jnp.uint8 else 1.0
+  pixels = images.astype(jnp.float32) * unit
+  mean = resize.area_resize(pixels, task_shape)
+  variance = jnp.maximum(resize.area_resize(pixels * pixels, task_shape) - mean * mean, 0.0)
+  return resize.area_resize(jnp.sum(variance, axis=-1, keepdims=True), grid_shape)[..., 0]
+
+
+@functools.partial(jax.jit, static_argnames=("task_shape", "grid_shape"))
+def _detail(images, task_shape, grid_shape, uniform_weight):
+  lost = _lost_variance(images, task_shape, grid_shape)
+  mean = jnp.mean(lost, axis=(1, 2), keepdims=True)
+  # An image with no detail at all (mean 0) gets the uniform prior.
+  relative = jnp.where(mean > 0, lost / jnp.where(mean > 0, mean, 1.0), 1.0)
+  return jnp.log(((1.0 - uniform_weight) * relative + uniform_weight) / 4.0)
+
+
+def detail_saliency(
+    images: jax.Array,
+    task_shape: Sequence[int],
+    grid_shape: Sequence[int],
+    *,
+    uniform_weight: float = 0.5,
+) -> jax.Array:
+  """Saliency logits from the detail that uniform downsampling would lose (module docstring).
+
+  Args:
+    images: `[B, H, W, C]` uint8 (0..255) or floating (0..1) full-resolution images.
+    task_shape: `(h, w)` of the task input the images would be uniformly downsampled to (by area
+      averaging); at most `(H, W)`.
+    grid_shape: `(gh, gw)` of the saliency map.
+    uniform_weight: the share of the uniform density in the mixture, in (0, 1]; 1 gives the
+      uniform map.
+
+  Returns:
+    `[B, gh, gw]` float32 log-density logits, constant over the batch's gradients (the prior
+    depends on the images only). An image without detail (a constant colour, or already at
+    `task_shape`) gets the uniform map.
+
+  Raises:
+    ValueError: on bad shapes or options.
+  """
+  images = validation.check_image(images, "images")
+  if images.dtype != jnp.uint8 and not jnp.issubdtype(images.dtype, jnp.floating):
+    raise ValueError(f"images must be uint8 (0..255) or floating (0..1); got dtype "
+                     f"{images.dtype}.")
+  task_shape = validation.check_shape(task_shape, "task_shape")
+  grid_shape = validation.check_shape(grid_shape, "grid_shape")
+  if task_shape[0] > images.shape[1] or task_shape[1] > images.shape[2]:
+    raise ValueError(f"task_shape must be at most the images' (height, width) "
+                     f"{tuple(images.shape[1:3])}; got {task_shape}.")
+  if not 0 < uniform_weight <= 1:
+    raise ValueError(f"uniform_weight must be in (0, 1]; got {uniform_weight!r}.")
+  return jax.lax.stop_gradient(_detail(images, task_shape, grid_shape,
+                                       jnp.float32(uniform_weight)))

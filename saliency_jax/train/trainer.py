@@ -454,7 +454,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       uniform.model.saliency = "none"
     else:
       uniform.model.name = "uniform"
-      uniform.model.axis_aligned = False  # A field of the sampler's grid only.
+      # Fields of the sampler's saliency and grid only.
+      uniform.model.axis_aligned = False
+      uniform.model.detail_prior = False
     uniform.compare_with_uniform = False
     uniform.pretrained.saliency_backbone = ""  # The baseline has no saliency network.
     config_lib.validate_config(uniform)
