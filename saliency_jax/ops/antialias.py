@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from saliency_jax.ops import attraction
+from saliency_jax.ops import fusion
 from saliency_jax.ops import local_magnification
 from saliency_jax.ops import taps
 
@@ -168,8 +168,8 @@ def _footprint_level(x0, y0, levels):
 
 
 def _written(a, b):
-  """`a, b [B, h, w]` materialised (see `attraction._materialised`)."""
-  both = attraction._materialised(jnp.stack([a, b], axis=-1))
+  """`a, b [B, h, w]` materialised (see `fusion.materialised`)."""
+  both = fusion.materialised(jnp.stack([a, b], axis=-1))
   return both[..., 0], both[..., 1]
 
 

@@ -41,6 +41,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from saliency_jax.ops import fusion
 from saliency_jax.ops import local_magnification
 from saliency_jax.ops import resize
 from saliency_jax.ops import sharding
@@ -203,7 +204,7 @@ def _attraction_grid(saliency, out_shape, fwhm, padding, pad_mode, method, upsam
     fine = resize.interpolate_planes(coarse, out_shape)
   grid = jnp.stack([fine[:b], fine[b:]], axis=-1)
   # The matrix products already end XLA's fusion; the two-tap rows would fuse into the sampler.
-  return grid if upsampling == "matrices" else _materialised(grid)
+  return grid if upsampling == "matrices" else fusion.materialised(grid)
 
 
 def _axis_attraction(marginal, out_size, fwhm, padding, pad_mode):
@@ -233,34 +234,6 @@ def _axis_aligned_grid(saliency, out_shape, fwhm, padding, pad_mode):
   y = _axis_attraction(jnp.sum(saliency, axis=2), h, fwhm, padding, pad_mode)
   return jnp.stack([jnp.broadcast_to(x[:, None, :], (b, h, w)),
                     jnp.broadcast_to(y[:, :, None], (b, h, w))], axis=-1)
-
-
-@jax.custom_jvp
-def _materialised(grid: jax.Array) -> jax.Array:
-  """`grid [B, h, w, 2]`, written out by a loop of its own rather than inside its consumers.
-
-  XLA:CPU fuses cheap elementwise producers into their consumers, and the sampler's loop reads
-  every grid value once per channel and tap: with the upsampling fused there, the sampler's
-  forward measured ~1.7x slower than with the grid written once. XLA does not fuse a gather into a
-  consumer that rereads its elements, so an identity gather of whole rows (a plain copy loop, into
-  which the upsampling fuses) ends the fusion here. `jax.lax.optimization_barrier` would not:
-  XLA:CPU removes it before fusing. The gradient is the identity's (differentiating the gather
-  would transpose it into a scatter-add).
-  """
-  b, h, w, _ = grid.shape
-  # Batched over the images, so that a sharded batch stays sharded, and in the grid's own layout.
-  rows = jax.lax.broadcasted_iota(jnp.int32, (b, h, 1), 1)
-  dims = jax.lax.GatherDimensionNumbers(
-      offset_dims=(2,), collapsed_slice_dims=(1,), start_index_map=(1,),
-      operand_batching_dims=(0,), start_indices_batching_dims=(0,))
-  out = jax.lax.gather(grid.reshape(b, h, w * 2), rows, dims, slice_sizes=(1, 1, w * 2),
-                       mode=jax.lax.GatherScatterMode.PROMISE_IN_BOUNDS)
-  return out.reshape(grid.shape)
-
-
-@_materialised.defjvp
-def _materialised_jvp(primals, tangents):
-  return _materialised(primals[0]), tangents[0]
 
 
 def attraction_grid(
@@ -342,5 +315,5 @@ def attraction_grid(
   if max_magnification is not None:
     grid = local_magnification.cap(grid, max_magnification)
   if axis_aligned or max_magnification is not None:
-    grid = _materialised(grid)
+    grid = fusion.materialised(grid)
   return grid

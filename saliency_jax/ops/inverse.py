@@ -63,7 +63,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from saliency_jax.ops import attraction
+from saliency_jax.ops import fusion
 from saliency_jax.ops import sampling
 from saliency_jax.ops import validation
 
@@ -359,9 +359,9 @@ def _written(x, y):
 
   XLA:CPU fuses cheap producers into every consumer; the iterates feed several gathers and the
   Newton update, so without this each stage's work was repeated in the next (measured several
-  times slower). `attraction._materialised` is an identity gather that ends the fusion.
+  times slower). `fusion.materialised` ends the fusion.
   """
-  both = attraction._materialised(jnp.stack([x, y], axis=-1))
+  both = fusion.materialised(jnp.stack([x, y], axis=-1))
   return both[..., 0], both[..., 1]
 
 
@@ -433,7 +433,7 @@ def _profiles(grid):
   profile_x, profile_y = jnp.mean(grid[..., 0], axis=1), jnp.mean(grid[..., 1], axis=2)
   n = max(h, w)
   pad = lambda p: jnp.pad(p, ((0, 0), (0, n - p.shape[-1])))
-  both = attraction._materialised(jnp.stack([pad(profile_x), pad(profile_y)], axis=-1)[:, None])
+  both = fusion.materialised(jnp.stack([pad(profile_x), pad(profile_y)], axis=-1)[:, None])
   return both[:, 0, :w, 0], both[:, 0, :h, 1]
 
 
