@@ -92,7 +92,8 @@ def main(argv: list[str]) -> None:
   except OSError as error:  # A missing file; or, once training, a full disk writing logs.
     # The trainer notes what was saved only where a checkpoint exists.
     notes = " ".join(getattr(error, "__notes__", ()))
-    sys.exit(f"train.py: {error}." + (f" {notes}" if notes else ""))
+    text = str(error) if str(error).endswith(".") else f"{error}."  # OS messages lack the stop.
+    sys.exit(f"train.py: {text}" + (f" {notes}" if notes else ""))
 
 
 if __name__ == "__main__":

@@ -74,3 +74,12 @@ def test_default_console_shows_no_library_info_and_keeps_warnings(tmp_path):
           if (match := ABSL_LINE.match(line)) and match[1] == "I"]
   assert any("checkpoint" in line.lower() for line in info), again.stderr[-2000:]
   assert "Traceback" not in again.stderr
+
+  # A missing image folder: one sentence naming the folder, nothing created.
+  missing = _train(tmp_path / "never", tmp_path / "nowhere")
+  assert missing.returncode != 0 and "Traceback" not in missing.stderr
+  assert missing.stderr.strip().splitlines()[-1] == (
+      f"train.py: image_folder: no folder {str(tmp_path / 'nowhere' / 'train')!r}. Set "
+      f"data.data_dir to a folder holding train/ and val/, each with one sub-folder of images "
+      f"per class."), missing.stderr[-2000:]
+  assert not os.path.exists(tmp_path / "never")

@@ -25,6 +25,7 @@ from saliency_jax.models import blur
 from saliency_jax.models import convert
 from saliency_jax.models import resnet
 from saliency_jax.models import saliency_network
+from saliency_jax.models import sampler as sampler_lib
 
 TASK = 64
 CONFIG = {"name": "saliency_sampler", "task_net": "resnet_tiny", "task_size": TASK,
@@ -304,6 +305,38 @@ def test_detail_prior_with_a_zero_head_is_the_detail_map(images):
   with pytest.raises(ValueError, match="detail_prior"):
     models.build_model({**CONFIG, "name": "stn_affine", "detail_prior": True}, num_outputs=5,
                        rngs=_rngs())
+
+
+def test_exploration_bump_in_training_only(images):
+  """Training mode adds, per example, a Gaussian bump of height `explore` (standard deviation
+  `EXPLORE_WIDTH` cells, written out here) on a cell drawn from the map; eval mode adds none."""
+  g = CONFIG["grid_size"]
+  model = models.build_model({**CONFIG, "saliency_head_init": "zero", "explore": 4.0},
+                             num_outputs=5, rngs=_rngs())
+  model.eval()
+  np.testing.assert_array_equal(model.saliency_logits(images), 0.0)
+  model.train()
+  draws = [np.asarray(model.saliency_logits(images)) for _ in range(3)]
+  rows, cols = np.indices((g, g))
+  for bump in draws:
+    for example in bump:
+      i, j = np.unravel_index(np.argmax(example), example.shape)
+      expected = 4.0 * np.exp(-((rows - i) ** 2 + (cols - j) ** 2)
+                              / (2 * sampler_lib.EXPLORE_WIDTH**2))
+      np.testing.assert_allclose(example, expected, rtol=1e-5, atol=1e-6)
+  # The stream advances: three draws of two examples are not all on one cell.
+  assert len({np.argmax(example) for bump in draws for example in bump}) > 1
+  # Cells are drawn from the map: a map that is all on one cell puts every bump there.
+  corner = jnp.zeros((g, g)).at[3, 5].set(60.0)
+  model.saliency_net = lambda view: jnp.broadcast_to(corner[None, :, :, None],
+                                                     (view.shape[0], g, g, 1))
+  for example in np.asarray(model.saliency_logits(images)):
+    assert np.unravel_index(np.argmax(example - np.asarray(corner)), (g, g)) == (3, 5)
+  with pytest.raises(ValueError, match="explore"):
+    models.build_model({**CONFIG, "name": "stn_affine", "explore": 1.0}, num_outputs=5,
+                       rngs=_rngs())
+  with pytest.raises(ValueError, match="explore"):
+    models.build_model({**CONFIG, "explore": -1.0}, num_outputs=5, rngs=_rngs())
 
 
 def test_magnification_cap_and_antialias_reach_the_ops(images):

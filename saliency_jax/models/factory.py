@@ -71,6 +71,8 @@ def build_model(model_config: Mapping[str, Any], *, num_outputs: int, rngs: nnx.
       at the identity grid, i.e. as uniform downsampling) ["torch"].
     detail_prior: the sampler's saliency is the product of its network's map and
       `ops.detail_saliency` (the detail uniform downsampling would lose); sampler only [False].
+    explore: height of the sampler's exploration bump in training mode (`SaliencySampler`);
+      0 for none; sampler only [0.0].
     output_activation: None or "sigmoid" (gaze) [None].
     blur_min: smallest blur size of the warm-up at task size 224, scaled proportionally to
       `task_size` [64].
@@ -128,7 +130,7 @@ def build_model(model_config: Mapping[str, Any], *, num_outputs: int, rngs: nnx.
         task_net, _saliency_net(c, rngs), fwhm=c["fwhm"], padding=c["padding"],
         temperature=c["temperature"], max_magnification=c["max_magnification"] or None,
         antialias=c["antialias"], axis_aligned=c["axis_aligned"],
-        detail_prior=c["detail_prior"], **warping)
+        detail_prior=c["detail_prior"], explore=c["explore"], rngs=rngs, **warping)
   if name in ("uniform", "deformable"):
     return baselines.UniformSampler(task_net, **common)
   if name == "stn_affine":

@@ -67,6 +67,7 @@ DEFAULTS = {
     "axis_aligned": bool(_op_default(ops.attraction_grid, "axis_aligned")),
     "saliency_head_init": "torch",
     "detail_prior": False,
+    "explore": 0.0,
     "output_activation": None,
     "blur_min": 64,
     "dropout_rate": 0.5,
@@ -138,6 +139,10 @@ CHECKS = (
                            f"zoom_unzoom has an axis-aligned form"),
     schema.Check("detail_prior", lambda c: not c.detail_prior or c.name == "saliency_sampler",
                  lambda c: f"False for {c.name}: only saliency_sampler has a detail prior"),
+    schema.Check("explore", lambda c: math.isfinite(c.explore) and c.explore >= 0
+                 and (c.explore == 0 or c.name == "saliency_sampler"),
+                 lambda c: ("0 for " + c.name + ": only saliency_sampler explores"
+                            if c.explore > 0 else "a finite number >= 0")),
     schema.Check("saliency_head_init", lambda c: c.saliency_head_init in SALIENCY_HEAD_INITS,
                  f"one of {SALIENCY_HEAD_INITS}"),
     schema.Check("dropout_rate", lambda c: 0 <= c.dropout_rate <= 1, "a number in [0, 1]"),

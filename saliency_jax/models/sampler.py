@@ -15,10 +15,15 @@ Value conventions: see `saliency_jax.models.task`.
 import inspect
 
 import jax
+import jax.numpy as jnp
 from flax import nnx
 
 from saliency_jax import ops
 from saliency_jax.models import task
+
+# The exploration bump's standard deviation, in saliency cells: about a small object's extent on
+# the 31x31 grid (the zoom suite's oracle warp, benchmarks/zoom_oracle.py, uses the same).
+EXPLORE_WIDTH = 1.5
 
 # The authors' numerics are the ops' defaults; the layer's are the same, written once there.
 _GRID = inspect.signature(ops.attraction_grid).parameters
@@ -50,6 +55,13 @@ class SaliencySampler(task.TaskModel):
       detail that uniform downsampling to the task size would lose, measured on the
       full-resolution image): the map is the product of the two, so the sampler starts zoomed
       on fine detail and the network learns which of it matters.
+    explore: in training mode (`model.train()`), each example's logits get a Gaussian bump of
+      this height (standard deviation `EXPLORE_WIDTH` cells) on a cell drawn from its saliency
+      map, so that the task network also sees zoomed views of places the map does not yet favour
+      and the warp's gradient can tell whether they help; 0 (the default) for none. Evaluation
+      (`model.eval()`) never explores.
+    rngs: `nnx.Rngs` with a "params" stream, from which the exploration's stream is forked;
+      needed only when `explore > 0`.
 
   Attributes:
     task_net, saliency_net: the two networks (`saliency_net.backbone`, `saliency_net.head`).
@@ -64,7 +76,8 @@ class SaliencySampler(task.TaskModel):
                max_magnification: float | None = _GRID["max_magnification"].default,
                antialias: bool = _SAMPLE["antialias"].default,
                axis_aligned: bool = _GRID["axis_aligned"].default,
-               detail_prior: bool = False):
+               detail_prior: bool = False, explore: float = 0.0,
+               rngs: nnx.Rngs | None = None):
     super().__init__(task_net, task_size=task_size, blur_min=blur_min,
                      output_activation=output_activation)
     if temperature <= 0:
@@ -82,6 +95,14 @@ class SaliencySampler(task.TaskModel):
     self.antialias = bool(antialias)
     self.axis_aligned = bool(axis_aligned)
     self.detail_prior = bool(detail_prior)
+    if not explore >= 0:
+      raise ValueError(f"explore must be a number >= 0; got {explore!r}.")
+    if explore > 0 and rngs is None:
+      raise ValueError("explore > 0 needs rngs=, the stream its draws come from; got None.")
+    self.explore = float(explore)
+    # Only an exploring layer holds a stream, so that other checkpoints keep their state.
+    self.explore_rngs = rngs["params"].fork() if explore > 0 else nnx.data(None)
+    self.deterministic = False  # nnx's train() / eval() set it.
 
   def saliency_logits(self, images: jax.Array) -> jax.Array:
     """`[B, H, W, 3]` images -> `[B, g, g]` saliency logits (before the softmax)."""
@@ -90,7 +111,18 @@ class SaliencySampler(task.TaskModel):
     if self.detail_prior:
       logits = logits + ops.detail_saliency(images, (self.task_size, self.task_size),
                                             logits.shape[1:])
+    if self.explore > 0 and not self.deterministic:
+      logits = logits + self._exploration_bump(logits)
     return logits
+
+  def _exploration_bump(self, logits: jax.Array) -> jax.Array:
+    """`[B, g, g]`: per example, a bump of height `explore` on a cell drawn from its map."""
+    b, gh, gw = logits.shape
+    flat = jax.lax.stop_gradient(logits).reshape(b, gh * gw) / self.temperature
+    cell = jax.random.categorical(self.explore_rngs(), flat, axis=-1)
+    rows = jnp.arange(gh, dtype=jnp.float32)[None, :, None] - (cell // gw)[:, None, None]
+    cols = jnp.arange(gw, dtype=jnp.float32)[None, None, :] - (cell % gw)[:, None, None]
+    return self.explore * jnp.exp(-(rows**2 + cols**2) / (2.0 * EXPLORE_WIDTH**2))
 
   def __call__(self, images: jax.Array, *,
                blur_key: jax.Array | None = None) -> tuple[jax.Array, dict[str, jax.Array]]:

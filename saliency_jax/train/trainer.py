@@ -457,6 +457,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       # Fields of the sampler's saliency and grid only.
       uniform.model.axis_aligned = False
       uniform.model.detail_prior = False
+      uniform.model.explore = 0.0
     uniform.compare_with_uniform = False
     uniform.pretrained.saliency_backbone = ""  # The baseline has no saliency network.
     config_lib.validate_config(uniform)
