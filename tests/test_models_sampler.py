@@ -339,6 +339,34 @@ def test_exploration_bump_in_training_only(images):
     models.build_model({**CONFIG, "explore": -1.0}, num_outputs=5, rngs=_rngs())
 
 
+def test_glimpses_pool_the_views_in_training_and_one_view_in_eval(images):
+  """Training: K views, each bumped at a drawn cell; the outputs are the log of the views' mean
+  class probabilities; each cell's log probability is the map's. Eval: the single view."""
+  g, k = CONFIG["grid_size"], 3
+  model = models.build_model({**CONFIG, "explore": 4.0, "glimpses": k}, num_outputs=5,
+                             rngs=_rngs())
+  model.train()
+  outputs, extras = model(images)
+  views = np.asarray(extras["glimpse_outputs"])
+  assert views.shape == (k, len(images), 5) and outputs.shape == (len(images), 5)
+  log_softmax = np.asarray(jax.nn.log_softmax(views, axis=-1), np.float64)
+  np.testing.assert_allclose(outputs, np.log(np.exp(log_softmax).mean(0)), rtol=1e-5, atol=1e-5)
+  assert extras["sampled"].shape == (len(images), TASK, TASK, 3)
+  # Each view's log probability is the map's log softmax (logits / temperature) at some cell.
+  logits = np.asarray(model._map_logits(images), np.float64).reshape(len(images), -1)
+  log_map = logits / CONFIG["temperature"]
+  log_map -= np.log(np.exp(log_map - log_map.max(1, keepdims=True)).sum(1, keepdims=True)) + (
+      log_map.max(1, keepdims=True))
+  for view in np.asarray(extras["glimpse_log_prob"]):
+    for example, value in enumerate(view):
+      assert np.min(np.abs(log_map[example] - value)) < 1e-4
+  model.eval()
+  single, extras = model(images)
+  assert single.shape == (len(images), 5) and "glimpse_outputs" not in extras
+  with pytest.raises(ValueError, match="glimpses"):
+    models.build_model({**CONFIG, "glimpses": 2}, num_outputs=5, rngs=_rngs())
+
+
 def test_magnification_cap_and_antialias_reach_the_ops(images):
   """The layer's sample equals `ops.saliency_sample` given the same options and its logits."""
   config = {**CONFIG, "max_magnification": 2.0, "antialias": True, "temperature": 0.05}

@@ -174,3 +174,28 @@ def test_eval_step_sums_and_panel_examples(num_panels):
 def test_the_package_exports_the_steps():
   assert train.train_step is steps.train_step and train.eval_step is steps.eval_step
   assert train.TrainState is steps.TrainState
+
+
+def test_glimpse_credit_is_reinforce_with_the_mean_view_as_baseline():
+  """NumPy: view losses l_kb (cross-entropy), advantages l_kb - mean_k l_kb, the term
+  mean_k advantage * log p, and its gradient advantage / K with respect to log p (the views'
+  outputs are constants of the term)."""
+  rng = np.random.default_rng(0)
+  k, b = 3, 4
+  outputs = rng.normal(size=(k, b, NUM_CLASSES)).astype(np.float32)
+  log_prob = np.log(rng.uniform(0.01, 1.0, (k, b))).astype(np.float32)
+  labels = np.asarray([0, 2, 1, 1], np.int32)
+  shifted = outputs - outputs.max(-1, keepdims=True)
+  log_softmax = shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
+  losses = -np.take_along_axis(log_softmax, labels[None, :, None].repeat(k, 0), -1)[..., 0]
+  advantage = losses - losses.mean(0, keepdims=True)
+
+  def term(outputs, log_prob):
+    extras = {"glimpse_outputs": outputs, "glimpse_log_prob": log_prob}
+    return jnp.sum(steps.glimpse_credit(extras, jnp.asarray(labels), task="classification"))
+
+  np.testing.assert_allclose(term(outputs, log_prob), (advantage * log_prob).mean(0).sum(),
+                             rtol=1e-5)
+  d_outputs, d_log_prob = jax.grad(term, argnums=(0, 1))(outputs, log_prob)
+  np.testing.assert_array_equal(d_outputs, 0.0)
+  np.testing.assert_allclose(d_log_prob, advantage / k, rtol=1e-5, atol=1e-7)

@@ -73,6 +73,8 @@ def build_model(model_config: Mapping[str, Any], *, num_outputs: int, rngs: nnx.
       `ops.detail_saliency` (the detail uniform downsampling would lose); sampler only [False].
     explore: height of the sampler's exploration bump in training mode (`SaliencySampler`);
       0 for none; sampler only [0.0].
+    glimpses: views per example in training mode (`SaliencySampler`): > 1 needs explore > 0
+      and logits outputs; sampler only [1].
     output_activation: None or "sigmoid" (gaze) [None].
     blur_min: smallest blur size of the warm-up at task size 224, scaled proportionally to
       `task_size` [64].
@@ -130,7 +132,8 @@ def build_model(model_config: Mapping[str, Any], *, num_outputs: int, rngs: nnx.
         task_net, _saliency_net(c, rngs), fwhm=c["fwhm"], padding=c["padding"],
         temperature=c["temperature"], max_magnification=c["max_magnification"] or None,
         antialias=c["antialias"], axis_aligned=c["axis_aligned"],
-        detail_prior=c["detail_prior"], explore=c["explore"], rngs=rngs, **warping)
+        detail_prior=c["detail_prior"], explore=c["explore"], glimpses=c["glimpses"],
+        rngs=rngs, **warping)
   if name in ("uniform", "deformable"):
     return baselines.UniformSampler(task_net, **common)
   if name == "stn_affine":

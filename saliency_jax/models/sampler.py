@@ -60,6 +60,14 @@ class SaliencySampler(task.TaskModel):
       map, so that the task network also sees zoomed views of places the map does not yet favour
       and the warp's gradient can tell whether they help; 0 (the default) for none. Evaluation
       (`model.eval()`) never explores.
+    glimpses: 1 (the paper's single view), or K > 1 (with `explore > 0`, classification only):
+      in training mode each example is seen through K views, each with an exploration bump on
+      its own cell drawn from the map; the outputs are the log of the views' mean class
+      probabilities (multiple-instance pooling: the view that reads the class best carries the
+      example), and the extras "glimpse_outputs" `[K, B, C]` and "glimpse_log_prob" `[K, B]`
+      (each drawn cell's log probability under the map, differentiable) let the train step
+      move the map towards the cells whose views lose least (`train.steps`). Evaluation uses
+      the single view of the map.
     rngs: `nnx.Rngs` with a "params" stream, from which the exploration's stream is forked;
       needed only when `explore > 0`.
 
@@ -76,7 +84,7 @@ class SaliencySampler(task.TaskModel):
                max_magnification: float | None = _GRID["max_magnification"].default,
                antialias: bool = _SAMPLE["antialias"].default,
                axis_aligned: bool = _GRID["axis_aligned"].default,
-               detail_prior: bool = False, explore: float = 0.0,
+               detail_prior: bool = False, explore: float = 0.0, glimpses: int = 1,
                rngs: nnx.Rngs | None = None):
     super().__init__(task_net, task_size=task_size, blur_min=blur_min,
                      output_activation=output_activation)
@@ -100,29 +108,75 @@ class SaliencySampler(task.TaskModel):
     if explore > 0 and rngs is None:
       raise ValueError("explore > 0 needs rngs=, the stream its draws come from; got None.")
     self.explore = float(explore)
+    if not (isinstance(glimpses, int) and glimpses >= 1):
+      raise ValueError(f"glimpses must be an int >= 1; got {glimpses!r}.")
+    if glimpses > 1 and (explore <= 0 or output_activation is not None):
+      raise ValueError(f"glimpses > 1 needs explore > 0 (the views' bumps) and logits outputs "
+                       f"(output_activation None); got explore {explore!r} and "
+                       f"output_activation {output_activation!r}.")
+    self.glimpses = glimpses
     # Only an exploring layer holds a stream, so that other checkpoints keep their state.
     self.explore_rngs = rngs["params"].fork() if explore > 0 else nnx.data(None)
     self.deterministic = False  # nnx's train() / eval() set it.
 
   def saliency_logits(self, images: jax.Array) -> jax.Array:
-    """`[B, H, W, 3]` images -> `[B, g, g]` saliency logits (before the softmax)."""
+    """`[B, H, W, 3]` images -> `[B, g, g]` saliency logits (before the softmax), with the
+    exploration bump of a single view in training mode."""
+    logits = self._map_logits(images)
+    if self.explore > 0 and self.glimpses == 1 and not self.deterministic:
+      cell = self._draw(logits, (logits.shape[0],))
+      logits = logits + self._bump(cell, logits.shape[1:])
+    return logits
+
+  def _map_logits(self, images: jax.Array) -> jax.Array:
     view = task.area_view(images, self.low_res_size)
     logits = self.saliency_net(task.imagenet_normalize(view))[..., 0]
     if self.detail_prior:
       logits = logits + ops.detail_saliency(images, (self.task_size, self.task_size),
                                             logits.shape[1:])
-    if self.explore > 0 and not self.deterministic:
-      logits = logits + self._exploration_bump(logits)
     return logits
 
-  def _exploration_bump(self, logits: jax.Array) -> jax.Array:
-    """`[B, g, g]`: per example, a bump of height `explore` on a cell drawn from its map."""
-    b, gh, gw = logits.shape
-    flat = jax.lax.stop_gradient(logits).reshape(b, gh * gw) / self.temperature
-    cell = jax.random.categorical(self.explore_rngs(), flat, axis=-1)
-    rows = jnp.arange(gh, dtype=jnp.float32)[None, :, None] - (cell // gw)[:, None, None]
-    cols = jnp.arange(gw, dtype=jnp.float32)[None, None, :] - (cell % gw)[:, None, None]
+  def _log_map(self, logits: jax.Array) -> jax.Array:
+    """`[B, g * g]` log probabilities of the map's cells (the softmax the grid is made from)."""
+    return jax.nn.log_softmax(logits.reshape(logits.shape[0], -1) / self.temperature, axis=-1)
+
+  def _draw(self, logits: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+    """Cells (flat indices) drawn from each example's map: `shape` ending in the batch."""
+    return jax.random.categorical(self.explore_rngs(),
+                                  jax.lax.stop_gradient(self._log_map(logits)), shape=shape)
+
+  def _bump(self, cell: jax.Array, grid_shape: tuple[int, int]) -> jax.Array:
+    """`cell.shape + grid_shape`: a bump of height `explore` on each (flat) cell."""
+    gh, gw = grid_shape
+    rows = jnp.arange(gh, dtype=jnp.float32)[:, None] - (cell // gw)[..., None, None]
+    cols = jnp.arange(gw, dtype=jnp.float32)[None, :] - (cell % gw)[..., None, None]
     return self.explore * jnp.exp(-(rows**2 + cols**2) / (2.0 * EXPLORE_WIDTH**2))
+
+  def _sample(self, images: jax.Array, logits: jax.Array):
+    return ops.saliency_sample(
+        images, logits, (self.task_size, self.task_size), temperature=self.temperature,
+        align_corners=self.align_corners, antialias=self.antialias, fwhm=self.fwhm,
+        padding=self.padding, max_magnification=self.max_magnification,
+        axis_aligned=self.axis_aligned)
+
+  def _glimpse_call(self, images, blur_key):
+    """Training with `glimpses` views per example (see the class docstring)."""
+    logits = self._map_logits(images)
+    b, k = logits.shape[0], self.glimpses
+    cells = self._draw(logits, (k, b))
+    views = (logits[None] + self._bump(cells, logits.shape[1:])).reshape((k * b,) + logits.shape[1:])
+    repeated = jnp.broadcast_to(images[None], (k,) + images.shape).reshape(
+        (k * b,) + images.shape[1:])
+    sampled, grid, saliency = self._sample(repeated, views)
+    outputs, extras = self.run_task_net(sampled * task.unit_scale(images), blur_key,
+                                        {"grid": grid, "saliency": saliency})
+    per_view = jax.nn.log_softmax(outputs.reshape(k, b, -1), axis=-1)
+    pooled = jax.nn.logsumexp(per_view, axis=0) - jnp.log(float(k))
+    log_prob = jnp.take_along_axis(self._log_map(logits), cells.T, axis=-1).T
+    # The panels' extras: the first view of each example.
+    extras = {name: value[:b] for name, value in extras.items()}
+    return pooled, {**extras, "glimpse_outputs": outputs.reshape(k, b, -1),
+                    "glimpse_log_prob": log_prob}
 
   def __call__(self, images: jax.Array, *,
                blur_key: jax.Array | None = None) -> tuple[jax.Array, dict[str, jax.Array]]:
@@ -138,11 +192,9 @@ class SaliencySampler(task.TaskModel):
       (the softmax map, summing to 1).
     """
     task.check_images(images, min_size=self.task_size)
+    if self.glimpses > 1 and not self.deterministic:
+      return self._glimpse_call(images, blur_key)
     logits = self.saliency_logits(images)
-    sampled, grid, saliency = ops.saliency_sample(
-        images, logits, (self.task_size, self.task_size), temperature=self.temperature,
-        align_corners=self.align_corners, antialias=self.antialias, fwhm=self.fwhm,
-        padding=self.padding, max_magnification=self.max_magnification,
-        axis_aligned=self.axis_aligned)
+    sampled, grid, saliency = self._sample(images, logits)
     return self.run_task_net(sampled * task.unit_scale(images), blur_key,
                              {"grid": grid, "saliency": saliency})

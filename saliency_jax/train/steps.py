@@ -1,7 +1,11 @@
 """The train and eval steps: pure functions of `(state, batch)`, jitted once per run.
 
 A model here is an NNX module called as `model(images, blur_key=None) -> (outputs, extras)`
-(every model of `saliency_jax.models`); the steps receive it split (`nnx.split`) into a graph
+(every model of `saliency_jax.models`). A sampler with several glimpses (`SaliencySampler`'s
+`glimpses`) also returns, in training mode, each view's outputs and the log probability of the
+cell its view was drawn at; the train step adds the score-function (REINFORCE) term that moves
+the map towards the cells whose views lose less than the example's mean view (`glimpse_credit`).
+The steps receive the model split (`nnx.split`) into a graph
 definition, which `experiment.build_experiment` binds with `functools.partial` before jitting,
 and the arrays, which travel in the `TrainState`. Batches are the loader's: "image" uint8
 `[B, H, W, 3]`, the targets (`metrics.targets`) and "mask" bool `[B]`, False on padding
@@ -50,6 +54,24 @@ def initial_state(params: nnx.State, model_state: nnx.State,
                     opt_state=tx.init(params), rng=rng)
 
 
+def glimpse_credit(extras: Mapping[str, jax.Array], labels: Any, *, task: str) -> jax.Array:
+  """`[B]` the score-function term of several glimpses: `mean_k (l_k - mean_j l_j) log p(c_k)`.
+
+  `l_k` is view k's loss (constant here), `p(c_k)` the map's probability of the cell view k was
+  drawn at: its gradient is an unbiased estimate of the gradient of the expected view loss with
+  respect to the map (REINFORCE, with the example's mean view loss as the baseline), so cells
+  whose views lose less than the others gain probability and the rest lose it.
+  """
+  outputs = jax.lax.stop_gradient(extras["glimpse_outputs"])
+  k, b = outputs.shape[:2]
+  view_labels = jax.tree.map(lambda y: jnp.broadcast_to(y[None], (k,) + y.shape).reshape(
+      (k * b,) + y.shape[1:]), labels)
+  view_losses = metrics_lib.per_example_loss(outputs.reshape((k * b,) + outputs.shape[2:]),
+                                             view_labels, task=task).reshape(k, b)
+  advantage = view_losses - jnp.mean(view_losses, axis=0, keepdims=True)
+  return jnp.mean(advantage * extras["glimpse_log_prob"], axis=0)
+
+
 def train_step(state: TrainState, batch: Mapping[str, jax.Array], blur: bool, *,
                graphdef: nnx.GraphDef, tx: optax.GradientTransformation, task: str,
                segmentation_loss: str = "pixel") -> tuple[TrainState, dict[str, jax.Array]]:
@@ -67,7 +89,7 @@ def train_step(state: TrainState, batch: Mapping[str, jax.Array], blur: bool, *,
 
   Returns:
     The state after the step, and `{"loss", "grad_norm", "param_norm", "sum_<metric>"...}`:
-    the mean loss, the gradient's and the new parameters' global norms, and the batch's
+    the mean loss (with the glimpses' term, if any), the gradient's and the new parameters' global norms, and the batch's
     training sums (`metrics.training_sums`).
   """
   key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
@@ -77,10 +99,13 @@ def train_step(state: TrainState, batch: Mapping[str, jax.Array], blur: bool, *,
   def loss_fn(params):
     # Copies: the step's Variables must belong to this trace for BatchNorm to update them.
     model = nnx.merge(graphdef, params, state.model_state, copy=True)
-    outputs, _ = model(batch["image"], blur_key=key if blur else None)
+    outputs, extras = model(batch["image"], blur_key=key if blur else None)
     losses = metrics_lib.per_example_loss(outputs, labels, task=task,
                                           segmentation_loss=segmentation_loss)
-    loss = jnp.sum(weights * losses) / jnp.maximum(jnp.sum(weights), 1.0)
+    total = losses
+    if "glimpse_outputs" in extras:
+      total = total + glimpse_credit(extras, labels, task=task)
+    loss = jnp.sum(weights * total) / jnp.maximum(jnp.sum(weights), 1.0)
     return loss, (outputs, losses, nnx.state(model, nnx.Not(nnx.Param)))
 
   (loss, (outputs, losses, model_state)), grads = jax.value_and_grad(

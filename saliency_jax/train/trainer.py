@@ -458,6 +458,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       uniform.model.axis_aligned = False
       uniform.model.detail_prior = False
       uniform.model.explore = 0.0
+      uniform.model.glimpses = 1
     uniform.compare_with_uniform = False
     uniform.pretrained.saliency_backbone = ""  # The baseline has no saliency network.
     config_lib.validate_config(uniform)
