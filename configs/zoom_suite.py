@@ -14,8 +14,12 @@ Measured so far (2026-12-02, 2-core CPU; README, "The zoom-task suite";
 benchmarks/results/zoom_suite_cpu.json): zoom_glyph at 128 and 64 (600 steps) and
 zoom_orientation at 64 and 128 (1,500 steps): the sampler and uniform both at chance. Behind an
 oracle warp on the target's box the same task network reads the glyph at 64 (48.6 %,
-benchmarks/zoom_oracle.py): the sampler does not learn to look. The zero head is chosen by
-construction (graceful degradation), not yet by measurement against the authors' initialisation.
+benchmarks/zoom_oracle.py): the sampler does not learn to look. 2026-12-04: uniform at 256 (a
+readable glyph) is at chance too, with or without distractor tiles, so at 600 steps the family
+measures whether the task network finds a target covering 1 % of the image, not resolution; the
+detail prior, exploration and glimpses (model fields, off here) did not help. The zero head is
+chosen by construction (graceful degradation), not yet by measurement against the authors'
+initialisation.
 """
 from configs import default
 
