@@ -131,6 +131,21 @@ def test_no_class_leak_at_low_resolution(family_examples):
   assert accuracy < 1 / classes + 0.15, accuracy
 
 
+@pytest.mark.parametrize("family", zoom_tasks.FAMILIES)
+def test_repeats_tile_the_class(family):
+  """With `repeats` r the frame holds r x r tiles, each of which the decoder reads as the label."""
+  source, plain = ZoomTask(family, 6, repeats=2), ZoomTask(family, 1)
+  t, f = source.tile_side, source.frame_width
+  for example in (source[i] for i in range(len(source))):
+    top, left, bottom, right = example["box"]
+    assert bottom - top == right - left == source.object_side == 2 * t + 2 * f
+    for row in range(2):
+      for col in range(2):
+        y, x = top + row * t, left + col * t  # The sub-tile framed as a plain target would be.
+        sub = {"image": example["image"], "box": np.array([y, x, y + t + 2 * f, x + t + 2 * f])}
+        assert decode(sub, plain) == example["label"]
+
+
 def test_deterministic_per_seed_split_and_index():
   a, b = ZoomTask("zoom_count", 10), ZoomTask("zoom_count", 10)
   np.testing.assert_array_equal(a[3]["image"], b[3]["image"])
@@ -155,6 +170,8 @@ def test_glyphs_are_distinct_and_of_equal_ink():
     ({"cell_size": 0}, r"zoom.cell_size: expected >= 1, got 0"),
     ({"image_size": 40}, r"zoom.image_size: expected >= the framed tile's side \+ 4 \(52\)"),
     ({"num_clutter": -1}, r"zoom.num_clutter: expected >= 0, got -1"),
+    ({"repeats": 0}, r"zoom.repeats: expected >= 1, got 0"),
+    ({"repeats": 16}, r"zoom.image_size: expected >= the framed tile's side \+ 4 \(532\)"),
 ])
 def test_bad_arguments(kwargs, message):
   with pytest.raises(ValueError, match=message):

@@ -95,6 +95,7 @@ def default_data_config() -> ml_collections.ConfigDict:
           "image_size": 0,
           "cell_size": 3,
           "frame_width": 8,
+          "repeats": 1,
           "num_distractors": 3,
           "num_clutter": 6,
           "seed": 0,
@@ -153,7 +154,7 @@ CHECKS = (
     *(schema.Check(f"synthetic.{key}", lambda c, key=key: c.synthetic[key] >= 0, ">= 0")
       for key in ("num_distractors", "num_clutter", "seed")),
     *(schema.Check(f"zoom.{key}", lambda c, key=key: c.zoom[key] >= 1, ">= 1")
-      for key in ("train_size", "eval_size", "cell_size", "frame_width")),
+      for key in ("train_size", "eval_size", "cell_size", "frame_width", "repeats")),
     *(schema.Check(f"zoom.{key}", lambda c, key=key: c.zoom[key] >= 0,
                    "0 (= image_size) or a size in pixels" if key == "image_size" else ">= 0")
       for key in ("image_size", "num_distractors", "num_clutter", "seed")),

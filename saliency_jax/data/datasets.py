@@ -113,7 +113,8 @@ def make_source(cfg: dict[str, Any], split: str):
     return zoom_tasks.ZoomTask(
         family=name, size=zoom["train_size"] if dataset_split == "train" else zoom["eval_size"],
         split=dataset_split, image_size=zoom["image_size"], cell_size=zoom["cell_size"],
-        frame_width=zoom["frame_width"], num_distractors=zoom["num_distractors"],
+        frame_width=zoom["frame_width"], repeats=zoom["repeats"],
+        num_distractors=zoom["num_distractors"],
         num_clutter=zoom["num_clutter"], seed=zoom["seed"])
   if name == "dense_scenes":
     from saliency_jax.data import dense_scenes  # pylint: disable=g-import-not-at-top

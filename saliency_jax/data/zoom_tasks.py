@@ -78,6 +78,9 @@ class ZoomTask:
     cell_size: side of one cell of the class's detail, in pixels; the tile is
       `6 cell_size + 14` pixels.
     frame_width: width of the coloured frame around each tile, in pixels.
+    repeats: each tile is `repeats x repeats` copies of the class's tile (each drawn afresh:
+      its own paper and placement of the same class), so that the target covers `repeats^2`
+      times more of the image with detail as fine.
     num_distractors: tiles in other frame colours (at most as many as fit).
     num_clutter: plain rectangles in other colours.
     seed: generation seed; with `split` and the index it fixes every pixel.
@@ -89,6 +92,7 @@ class ZoomTask:
   image_size: int = 512
   cell_size: int = 3
   frame_width: int = 8
+  repeats: int = 1
   num_distractors: int = 3
   num_clutter: int = 6
   seed: int = 0
@@ -101,6 +105,7 @@ class ZoomTask:
     check("split", self.split in SPLITS, f"one of {SPLITS}")
     check("cell_size", self.cell_size >= 1, ">= 1")
     check("frame_width", self.frame_width >= 1, ">= 1")
+    check("repeats", self.repeats >= 1, ">= 1")
     check("image_size", self.image_size >= self.object_side + 4,
           f">= the framed tile's side + 4 ({self.object_side + 4})")
     check("num_distractors", self.num_distractors >= 0, ">= 0")
@@ -119,8 +124,8 @@ class ZoomTask:
 
   @property
   def object_side(self) -> int:
-    """Outer side of a framed tile in pixels."""
-    return self.tile_side + 2 * self.frame_width
+    """Outer side of a framed tile (of `repeats x repeats` tiles) in pixels."""
+    return self.repeats * self.tile_side + 2 * self.frame_width
 
   def _tile(self, label: int, rng: np.random.Generator) -> np.ndarray:
     """The `[T, T, 3]` uint8 tile that shows class `label`."""
@@ -162,7 +167,11 @@ class ZoomTask:
     y, x = corner
     side, f = self.object_side, self.frame_width
     image[y:y + side, x:x + side] = frame
-    image[y + f:y + side - f, x + f:x + side - f] = self._tile(label, rng)
+    t = self.tile_side
+    for row in range(self.repeats):
+      for col in range(self.repeats):
+        top, left = y + f + row * t, x + f + col * t
+        image[top:top + t, left:left + t] = self._tile(label, rng)
 
   def __getitem__(self, index: int) -> dict[str, np.ndarray | int]:
     """One example.
