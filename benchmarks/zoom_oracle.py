@@ -51,9 +51,11 @@ def oracle_logits(boxes: np.ndarray, image_size: int, amplitude: float) -> np.nd
   return (amplitude * np.exp(-cells2 / (2 * WIDTH ** 2))).astype(np.float32)
 
 
-def run(family: str, size: int, steps: int, seed: int, amplitude: float, eval_size: int) -> dict:
-  train = zoom_tasks.ZoomTask(family=family, size=20_000, split="train", seed=0)
-  evaluation = zoom_tasks.ZoomTask(family=family, size=eval_size, split="eval", seed=0)
+def run(family: str, size: int, steps: int, seed: int, amplitude: float, eval_size: int,
+        repeats: int = 1, distractors: int = 3) -> dict:
+  scene = {"repeats": repeats, "num_distractors": distractors, "seed": 0}
+  train = zoom_tasks.ZoomTask(family=family, size=20_000, split="train", **scene)
+  evaluation = zoom_tasks.ZoomTask(family=family, size=eval_size, split="eval", **scene)
 
   def batch(source, indices):
     examples = [source[int(i)] for i in indices]
@@ -101,6 +103,7 @@ def run(family: str, size: int, steps: int, seed: int, amplitude: float, eval_si
     images, labels, logits = batch(evaluation, range(first, min(first + 50, eval_size)))
     correct += int((predict(net, images, logits) == labels).sum())
   return {"family": family, "size": size, "steps": steps, "seed": seed, "amplitude": amplitude,
+          "repeats": repeats, "distractors": distractors,
           "top1": correct / eval_size, "final_loss": float(np.mean(losses[-100:])),
           "seconds": round(time.time() - start, 1)}
 
@@ -113,14 +116,19 @@ def main(argv=None):
   parser.add_argument("--seeds", default="0")
   parser.add_argument("--amplitude", type=float, default=6.0)
   parser.add_argument("--eval_size", type=int, default=500)
+  parser.add_argument("--repeats", type=int, default=1, help="data.zoom.repeats")
+  parser.add_argument("--distractors", type=int, default=3, help="data.zoom.num_distractors")
   parser.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results",
                                                     f"zoom_oracle_{jax.default_backend()}.json"))
   args = parser.parse_args(argv)
-  if args.steps < 1 or args.size < 8 or args.amplitude < 0 or args.eval_size < 1:
-    parser.error("--steps, --eval_size must be positive, --size at least 8, --amplitude >= 0.")
+  if (args.steps < 1 or args.size < 8 or args.amplitude < 0 or args.eval_size < 1
+      or args.repeats < 1 or args.distractors < 0):
+    parser.error("--steps, --eval_size, --repeats must be positive, --size at least 8, "
+                 "--amplitude and --distractors >= 0.")
   records = []
   for seed in (int(s) for s in args.seeds.split(",")):
-    records.append(run(args.family, args.size, args.steps, seed, args.amplitude, args.eval_size))
+    records.append(run(args.family, args.size, args.steps, seed, args.amplitude, args.eval_size,
+                       args.repeats, args.distractors))
     print(records[-1], flush=True)
   payload = {"runs": []}
   if os.path.exists(args.out):
