@@ -342,7 +342,7 @@ def test_exploration_bump_in_training_only(images):
 def test_glimpses_pool_the_views_in_training_and_one_view_in_eval(images):
   """Training: K views, each bumped at a drawn cell; the outputs are the log of the views' mean
   class probabilities; each cell's log probability is the map's. Eval: the single view."""
-  g, k = CONFIG["grid_size"], 3
+  k = 3
   model = models.build_model({**CONFIG, "explore": 4.0, "glimpses": k}, num_outputs=5,
                              rngs=_rngs())
   model.train()
