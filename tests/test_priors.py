@@ -87,7 +87,7 @@ def test_bad_input():
 
 
 def _windows(size, out):
-  """adaptive_avg_pool's windows (PyTorch's definition): [floor(o in / out), ceil((o + 1) in / out))."""
+  """adaptive_avg_pool's windows (PyTorch's): [floor(o in / out), ceil((o + 1) in / out))."""
   return [(o * size // out, -(-(o + 1) * size // out)) for o in range(out)]
 
 

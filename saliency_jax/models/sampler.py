@@ -164,7 +164,8 @@ class SaliencySampler(task.TaskModel):
     logits = self._map_logits(images)
     b, k = logits.shape[0], self.glimpses
     cells = self._draw(logits, (k, b))
-    views = (logits[None] + self._bump(cells, logits.shape[1:])).reshape((k * b,) + logits.shape[1:])
+    views = logits[None] + self._bump(cells, logits.shape[1:])
+    views = views.reshape((k * b,) + logits.shape[1:])
     repeated = jnp.broadcast_to(images[None], (k,) + images.shape).reshape(
         (k * b,) + images.shape[1:])
     sampled, grid, saliency = self._sample(repeated, views)
