@@ -140,8 +140,8 @@ def _lost_variance(images, task_shape, grid_shape):
   b, height, width, channels = images.shape
   th, tw = task_shape
   if images.dtype == jnp.uint8 and height % th == 0 and width % tw == 0:
-    # Equal blocks of a uint8 image: exact int32 sums of the values and their squares (no float
-    # copy of the full-resolution image; measured 7x faster than the float path).
+    # Equal blocks of a uint8 image: exact int32 sums of the values and their squares, so that
+    # no float copy of the full-resolution image is made (benchmarks/README.md).
     n = (height // th) * (width // tw)
     blocks = images.reshape(b, th, height // th, tw, width // tw, channels).astype(jnp.int32)
     total = jnp.sum(blocks, axis=(2, 4)).astype(jnp.float32)

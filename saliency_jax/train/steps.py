@@ -5,9 +5,9 @@ A model here is an NNX module called as `model(images, blur_key=None) -> (output
 `glimpses`) also returns, in training mode, each view's outputs and the log probability of the
 cell its view was drawn at; the train step adds the score-function (REINFORCE) term that moves
 the map towards the cells whose views lose less than the example's mean view (`glimpse_credit`).
-The steps receive the model split (`nnx.split`) into a graph
-definition, which `experiment.build_experiment` binds with `functools.partial` before jitting,
-and the arrays, which travel in the `TrainState`. Batches are the loader's: "image" uint8
+The steps receive the model split (`nnx.split`) into a graph definition, which
+`experiment.build_experiment` binds with `functools.partial` before jitting, and the arrays,
+which travel in the `TrainState`. Batches are the loader's: "image" uint8
 `[B, H, W, 3]`, the targets (`metrics.targets`) and "mask" bool `[B]`, False on padding
 examples, which count for nothing.
 """
