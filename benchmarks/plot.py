@@ -5,18 +5,24 @@
 One panel per results file found: the sampler benchmark (forward + backward of the layer, per
 case, ms; from `sampler_<backend>.json`) and the train-step benchmark (images/s per model and
 variant; from `train_step_<backend>.json`). Each panel's title names the backend, the date and the
-software versions recorded in its file.
+software versions recorded in its file. The zoom suite's results (`zoom_suite_cpu.json`), if
+present, go to their own `zoom_suite.png` beside it: top-1 per recipe, family, size and model.
 """
 
 import argparse
 import glob
 import json
 import os
+import statistics
+import sys
 
 import matplotlib
 
 matplotlib.use("Agg")  # No display: write files only.
 from matplotlib import pyplot as plt  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from saliency_jax.data import zoom_tasks  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
@@ -57,6 +63,30 @@ def plot_train_step(axis, results: dict) -> None:
                  f"{settings['task']} px, " + _subtitle(results["environment"]), fontsize=9)
 
 
+def plot_zoom_suite(axis, results: dict) -> None:
+  """Top-1 of every recipe (tag), family, task size and model: mean over seeds, +- std."""
+  labels, means, stds, marks = [], [], [], []
+  for tag, entry in results["tags"].items():
+    for family, by_size in entry["runs"].items():
+      for size, by_model in sorted(by_size.items(), key=lambda kv: -int(kv[0])):
+        for model, records in by_model.items():
+          top1 = [100 * r["top1"] for r in records]
+          steps = records[0]["steps"]
+          labels.append(f"{tag}: {family} {size}, {model}, {steps} steps, {len(top1)} seed(s)")
+          means.append(statistics.fmean(top1))
+          stds.append(statistics.stdev(top1) if len(top1) > 1 else 0.0)
+          marks.append(100 / zoom_tasks.NUM_CLASSES[family])
+  positions = list(range(len(labels)))
+  axis.barh(positions, means, xerr=stds, color="#4477aa", error_kw={"linewidth": 0.8})
+  axis.scatter(marks, positions, marker="|", color="black", s=40, zorder=3, label="chance")
+  axis.set_yticks(positions, labels, fontsize=6)
+  axis.invert_yaxis()
+  axis.set_xlim(0, 100)
+  axis.set_xlabel("top-1 % on held-out images, mean +- std over seeds (higher is better)")
+  axis.legend(fontsize=7, loc="lower right")
+  axis.set_title("zoom suite, " + _subtitle(results["environment"]), fontsize=9)
+
+
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--results", default=RESULTS, help="folder of the JSON results")
@@ -77,6 +107,18 @@ def main() -> None:
   figure.tight_layout()
   figure.savefig(args.output, dpi=110)
   print(f"wrote {args.output}")
+  suite = os.path.join(args.results, "zoom_suite_cpu.json")
+  if os.path.exists(suite):
+    with open(suite) as f:
+      results = json.load(f)
+    bars = sum(len(by_model) for entry in results["tags"].values()
+               for by_size in entry["runs"].values() for by_model in by_size.values())
+    figure, axis = plt.subplots(figsize=(9, 1.0 + 0.16 * bars))
+    plot_zoom_suite(axis, results)
+    figure.tight_layout()
+    output = os.path.join(os.path.dirname(args.output), "zoom_suite.png")
+    figure.savefig(output, dpi=110)
+    print(f"wrote {output}")
 
 
 if __name__ == "__main__":

@@ -80,3 +80,26 @@ def test_oracle_logits_magnify_the_target_tile():
   for b, box in enumerate(boxes):
     inside = ((y[b] >= box[0]) & (y[b] < box[2]) & (x[b] >= box[1]) & (x[b] < box[3])).sum()
     assert inside >= 4 * (48 / 8) ** 2, inside
+
+
+def test_suite_plot_draws_each_mean_with_its_spread_and_chance():
+  from matplotlib import container, pyplot as plt  # pylint: disable=g-import-not-at-top
+  from benchmarks import plot  # pylint: disable=g-import-not-at-top
+  record = lambda seed, top1: {"seed": seed, "top1": top1, "steps": 600}  # noqa: E731
+  results = {"environment": {"date": "today"}, "tags": {"a": {"runs": {
+      "zoom_glyph": {"64": {"uniform": [record(0, 0.1), record(1, 0.3)]},
+                     "128": {"saliency_sampler": [record(0, 0.5)]}},
+      "zoom_count": {"64": {"uniform": [record(0, 0.25)]}}}}}}
+  figure, axis = plt.subplots()
+  plot.plot_zoom_suite(axis, results)
+  # Sizes in decreasing order within a family; the std of 10 % and 30 % is 14.14 points.
+  assert [bar.get_width() for bar in axis.patches] == pytest.approx([50.0, 20.0, 25.0])
+  assert [label.get_text().split(",")[0] for label in axis.get_yticklabels()] == [
+      "a: zoom_glyph 128", "a: zoom_glyph 64", "a: zoom_count 64"]
+  chance = axis.collections[-1].get_offsets()[:, 0]
+  np.testing.assert_allclose(chance, [12.5, 12.5, 25.0])
+  bars = next(c for c in axis.containers if isinstance(c, container.ErrorbarContainer))
+  error_bars = bars.lines[2][0].get_segments()
+  np.testing.assert_allclose([s[1][0] - s[0][0] for s in error_bars], [0.0, 2 * 14.1421, 0.0],
+                             atol=1e-3)
+  plt.close(figure)
