@@ -97,6 +97,38 @@ def test_uniform_saliency_gives_the_identity_grid(method, scale):
                              atol=ATOL[method])
 
 
+def _output_positions(size, align_corners):
+  """The normalised positions of `size` output pixels that `torch.nn.functional.grid_sample`
+  reads at the source pixels of the same index: its documented pixel-centre conventions."""
+  k = np.arange(size)
+  return 2 * k / (size - 1) - 1 if align_corners else (2 * k + 1) / size - 1
+
+
+@pytest.mark.parametrize("axis_aligned", [False, True])
+@pytest.mark.parametrize("align_corners", [True, False])
+def test_exact_identity_for_each_sampling_convention(align_corners, axis_aligned):
+  """`align_corners=True|False`: a uniform map gives exactly that convention's identity (the
+  authors' upsampling clamps the border pixels instead), and any map gives the authors' grid
+  moved by the difference of the two identities: the displacement is upsampled linearly, so
+  that is the expected value, clipped to [-1, 1]."""
+  options = {"axis_aligned": axis_aligned}
+  uniform = np.ones((1, 31, 25), np.float32)
+  authors_identity = np.asarray(sj.attraction_grid(uniform, (70, 50), **options))
+  assert authors_identity[0, 0, 0, 0] == -1.0  # The clamped border pixel.
+  ys, xs = np.meshgrid(_output_positions(70, align_corners), _output_positions(50, align_corners),
+                       indexing="ij")
+  identity = np.stack([xs, ys], axis=-1)
+  exact = sj.attraction_grid(uniform, (70, 50), align_corners=align_corners, **options)
+  np.testing.assert_allclose(exact[0], identity, atol=1e-6)
+  saliency = random_saliency(np.random.default_rng(3), (2, 31, 25))
+  authors = np.asarray(sj.attraction_grid(saliency, (70, 50), **options))
+  np.testing.assert_allclose(
+      sj.attraction_grid(saliency, (70, 50), align_corners=align_corners, **options),
+      np.clip(authors - authors_identity + identity, -1, 1), atol=2e-6)
+  with pytest.raises(ValueError, match="align_corners must be True or False"):
+    sj.attraction_grid(uniform, (70, 50), align_corners="yes")
+
+
 def test_all_zero_map_is_the_identity_grid():
   zero = sj.attraction_grid(np.zeros((1, 31, 31), np.float32), (224, 224))
   uniform = sj.attraction_grid(np.ones((1, 31, 31), np.float32), (224, 224))
@@ -226,8 +258,9 @@ def test_bad_input_is_a_clear_error(saliency, kwargs, message):
     sj.attraction_grid(saliency, **kwargs)
 
 
+@pytest.mark.parametrize("align_corners", [None, False])
 @pytest.mark.parametrize("grid_shape,out_shape", [((31, 31), (224, 224)), ((7, 9), (20, 13))])
-def test_upsampling_from_two_taps_equals_the_matrices(grid_shape, out_shape):
+def test_upsampling_from_two_taps_equals_the_matrices(grid_shape, out_shape, align_corners):
   # The two per-backend ways of upsampling the grid (see attraction._UPSAMPLING): values and
   # gradients to the saliency.
   from saliency_jax.ops import attraction
@@ -237,7 +270,7 @@ def test_upsampling_from_two_taps_equals_the_matrices(grid_shape, out_shape):
   results = {}
   for upsampling in ("two_taps", "matrices"):
     grid, vjp = jax.vjp(lambda s, u=upsampling: attraction._attraction_grid(
-        s, out_shape, 13.0, grid_shape[0] - 1, "edge", "separable", u), saliency)
+        s, out_shape, 13.0, grid_shape[0] - 1, "edge", "separable", u, align_corners), saliency)
     results[upsampling] = grid, vjp(cotangent)[0]
   np.testing.assert_allclose(results["two_taps"][0], results["matrices"][0], atol=1e-6)
   np.testing.assert_allclose(results["two_taps"][1], results["matrices"][1], rtol=1e-4,

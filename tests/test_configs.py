@@ -82,6 +82,7 @@ def test_unknown_field_is_rejected():
     ("compute_dtype", "float16", "compute_dtype: expected one of"),
     ("optimizer.schedule", "linear", "optimizer.schedule"),
     ("optimizer.momentum", 1.5, "optimizer.momentum"),
+    ("optimizer.saliency_delay", 1.0, "optimizer.saliency_delay"),
     ("batch_size", 0, "batch_size"),
     ("keep_checkpoints", 0, "keep_checkpoints"),
     ("model.task_net", "vgg16", "config.model.*task_net"),

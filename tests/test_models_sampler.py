@@ -289,6 +289,21 @@ def test_zero_head_starts_at_uniform_saliency(images):
     np.testing.assert_allclose(extras["grid"], expected, atol=atol)
 
 
+def test_zero_head_with_the_exact_identity_starts_as_uniform_downsampling():
+  """With `exact_identity` (align_corners False, anti-aliased) the zero head's first view is the
+  uniform baseline's input: the area average of each 2x2 block (`ops.area_resize`), to the
+  uint8 pyramid's rounding (see tests/test_saliency_sample.py)."""
+  image = jnp.asarray(np.random.default_rng(1).integers(0, 256, (2, 2 * TASK, 2 * TASK, 3)),
+                      jnp.uint8)
+  model = models.build_model({**CONFIG, "saliency_head_init": "zero", "exact_identity": True,
+                              "align_corners": False, "antialias": True}, num_outputs=5,
+                             rngs=_rngs())
+  model.eval()
+  _, extras = _forward(model, image)
+  np.testing.assert_allclose(extras["sampled"], ops.area_resize(image, (TASK, TASK)) / 255.0,
+                             atol=0.6 / 255)
+
+
 def test_detail_prior_with_a_zero_head_is_the_detail_map(images):
   """With the detail prior the map is the product of the network's and `ops.detail_saliency`'s;
   a zero head leaves the prior alone, which the ops test against NumPy variances."""
@@ -313,25 +328,30 @@ def test_exploration_bump_in_training_only(images):
   g = CONFIG["grid_size"]
   model = models.build_model({**CONFIG, "saliency_head_init": "zero", "explore": 4.0},
                              num_outputs=5, rngs=_rngs())
+  rows, cols = np.indices((g, g))
+
+  def bump(i, j):
+    return 4.0 * np.exp(-((rows - i) ** 2 + (cols - j) ** 2) / (2 * sampler_lib.EXPLORE_WIDTH**2))
+
   model.eval()
   np.testing.assert_array_equal(model.saliency_logits(images), 0.0)
   model.train()
   draws = [np.asarray(model.saliency_logits(images)) for _ in range(3)]
-  rows, cols = np.indices((g, g))
-  for bump in draws:
-    for example in bump:
-      i, j = np.unravel_index(np.argmax(example), example.shape)
-      expected = 4.0 * np.exp(-((rows - i) ** 2 + (cols - j) ** 2)
-                              / (2 * sampler_lib.EXPLORE_WIDTH**2))
-      np.testing.assert_allclose(example, expected, rtol=1e-5, atol=1e-6)
+  for view in draws:
+    for example in view:
+      np.testing.assert_allclose(example, bump(*np.unravel_index(np.argmax(example), (g, g))),
+                                 rtol=1e-5, atol=1e-6)
   # The stream advances: three draws of two examples are not all on one cell.
-  assert len({np.argmax(example) for bump in draws for example in bump}) > 1
+  assert len({np.argmax(example) for view in draws for example in view}) > 1
   # Cells are drawn from the map: a map that is all on one cell puts every bump there.
   corner = jnp.zeros((g, g)).at[3, 5].set(60.0)
   model.saliency_net = lambda view: jnp.broadcast_to(corner[None, :, :, None],
                                                      (view.shape[0], g, g, 1))
   for example in np.asarray(model.saliency_logits(images)):
     assert np.unravel_index(np.argmax(example - np.asarray(corner)), (g, g)) == (3, 5)
+  model.eval()
+  np.testing.assert_array_equal(model.saliency_logits(images), np.broadcast_to(
+      corner, (len(images), g, g)))
   with pytest.raises(ValueError, match="explore"):
     models.build_model({**CONFIG, "name": "stn_affine", "explore": 1.0}, num_outputs=5,
                        rngs=_rngs())

@@ -20,7 +20,7 @@ def _opt_config(**overrides):
       "schedule": "step", "decay_epochs": 2.0, "decay_factor": 0.1, "warmup_epochs": 0.0,
       "restart_task_schedule_after_blur": True,
       "lr_multipliers": {"task": 1.0, "saliency_head": 0.01, "saliency_backbone": 0.001},
-      "grad_clip_norm": 0.0})
+      "grad_clip_norm": 0.0, "saliency_delay": 0.0})
   config.update(overrides)
   return config
 
@@ -63,14 +63,14 @@ def test_schedule_rejects_unknown_kind():
     optimizer.learning_rate_schedule(base=1.0, kind="linear", total_steps=10, steps_per_epoch=1)
 
 
-@pytest.mark.parametrize("nesterov", [False, True])
-def test_matches_torch_sgd_with_parameter_groups(nesterov):
+@pytest.mark.parametrize("nesterov, delay", [(False, 0.0), (True, 0.0), (False, 0.5)])
+def test_matches_torch_sgd_with_parameter_groups(nesterov, delay):
   rng = np.random.default_rng(0)
   shapes = {"task": (3, 4), "saliency_head": (5,), "saliency_backbone": (2, 2)}
   init = {k: rng.normal(size=s).astype(np.float32) for k, s in shapes.items()}
   grads = [{k: rng.normal(size=s).astype(np.float32) for k, s in shapes.items()}
            for _ in range(8)]
-  config = _opt_config(nesterov=nesterov)
+  config = _opt_config(nesterov=nesterov, saliency_delay=delay)
   total, blur = 8, 3
   schedules = optimizer.group_schedules(config, total_steps=total, steps_per_epoch=1.0,
                                         blur_steps=blur)
@@ -89,7 +89,10 @@ def test_matches_torch_sgd_with_parameter_groups(nesterov):
   def factor(step, restart):  # x0.1 every 2 steps, counted from `restart`.
     return 0.1 ** (max(step - restart, 0) // 2)
 
-  lambdas = [lambda s, r=(blur if k == "task" else 0): factor(s, r) for k in shapes]
+  # The saliency groups' rate is 0 for the first `delay` of the run (4 of 8 steps), momentum
+  # buffers filling meanwhile as in torch's SGD.
+  lambdas = [lambda s, r=(blur if k == "task" else 0), d=(0 if k == "task" else delay * total):
+             factor(s, r) * (s >= d) for k in shapes]
   scheduler = torch.optim.lr_scheduler.LambdaLR(sgd, lambdas)
   for g in grads:
     for k, t in tensors.items():

@@ -8,6 +8,7 @@ optimizer state, RNG and step.
 import errno
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -78,6 +79,27 @@ def test_sigkill_and_resume_gives_the_uninterrupted_result(train_program, tmp_pa
   # The loss curve survives the kill: the steps before it come from the checkpoint.
   assert [step for step, _ in uninterrupted["loss_curve"]] == list(range(2, STEPS + 1, 2))
   assert resumed_results["loss_curve"] == uninterrupted["loss_curve"]
+
+
+def test_an_exploring_sampler_resumes_to_the_uninterrupted_state(tmp_path):
+  """An exploring sampler's stream is a typed PRNG key in the model's state: it is checkpointed
+  as its raw data and restored as a key, so that a run cut after step 2 (its last checkpoint
+  removed) resumes there and ends with the uninterrupted run's state."""
+  config = tiny(load_config("default"), steps=3)
+  config.model.explore = 2.0
+  config.compare_with_uniform = False
+  train.train_and_evaluate(config, str(tmp_path / "whole"))
+  cut = tmp_path / "cut"
+  train.train_and_evaluate(config, str(cut))
+  shutil.rmtree(cut / "checkpoints" / "3")
+  os.remove(cut / "results.json")
+  train.train_and_evaluate(config, str(cut))
+  expected, got = final_state(tmp_path / "whole", 3), final_state(cut, 3)
+  paths = jax.tree_util.tree_flatten_with_path(expected)[0]
+  assert len(paths) == len(jax.tree.leaves(got)) > 10
+  assert any("explore_rngs" in jax.tree_util.keystr(path) for path, _ in paths)
+  for (path, a), b in zip(paths, jax.tree.leaves(got)):
+    np.testing.assert_array_equal(a, b, err_msg=jax.tree_util.keystr(path))
 
 
 def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):

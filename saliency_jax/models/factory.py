@@ -64,6 +64,8 @@ def build_model(model_config: Mapping[str, Any], *, num_outputs: int, rngs: nnx.
     max_magnification: the sampler's cap on its local magnification relative to uniform
       sampling, 0 for none [0.0].
     antialias: the sampler averages each sample's footprint where its warp compresses [False].
+    exact_identity: the sampler's grid at a uniform map is exactly the sampling convention's
+      identity, so that it then samples as uniform downsampling (`ops.saliency_sample`) [False].
     axis_aligned: the attraction grid's axis-aligned form (LZU's and FOVEA's: x from the
       saliency's column marginal, y from its row marginal), which the dense model's unwarp
       inverts exactly and fast; sampler and dense model only [False].
@@ -131,8 +133,9 @@ def build_model(model_config: Mapping[str, Any], *, num_outputs: int, rngs: nnx.
     return sampler.SaliencySampler(
         task_net, _saliency_net(c, rngs), fwhm=c["fwhm"], padding=c["padding"],
         temperature=c["temperature"], max_magnification=c["max_magnification"] or None,
-        antialias=c["antialias"], axis_aligned=c["axis_aligned"],
-        detail_prior=c["detail_prior"], explore=c["explore"], glimpses=c["glimpses"],
+        antialias=c["antialias"], exact_identity=c["exact_identity"],
+        axis_aligned=c["axis_aligned"], detail_prior=c["detail_prior"],
+        explore=c["explore"], glimpses=c["glimpses"],
         rngs=rngs, **warping)
   if name in ("uniform", "deformable"):
     return baselines.UniformSampler(task_net, **common)

@@ -64,6 +64,7 @@ DEFAULTS = {
     "align_corners": bool(_op_default(ops.saliency_sample, "align_corners")),
     "max_magnification": 0.0,
     "antialias": bool(_op_default(ops.saliency_sample, "antialias")),
+    "exact_identity": bool(_op_default(ops.saliency_sample, "exact_identity")),
     "axis_aligned": bool(_op_default(ops.attraction_grid, "axis_aligned")),
     "saliency_head_init": "torch",
     "detail_prior": False,

@@ -51,6 +51,9 @@ class SaliencySampler(task.TaskModel):
     antialias: True: each sample averages the image over its footprint where the warp
       compresses (`ops.grid_sample`'s `antialias`), so that the squeezed regions do not alias.
     axis_aligned: the attraction grid's axis-aligned form (`ops.attraction_grid`'s).
+    exact_identity: True: a uniform map samples exactly as uniform downsampling
+      (`ops.saliency_sample`'s `exact_identity`), so that a zero saliency head starts as the
+      uniform baseline; False: the authors' grid, which is only roughly the identity.
     detail_prior: True: the saliency network's logits are added to `ops.detail_saliency`'s (the
       detail that uniform downsampling to the task size would lose, measured on the
       full-resolution image): the map is the product of the two, so the sampler starts zoomed
@@ -59,7 +62,8 @@ class SaliencySampler(task.TaskModel):
       this height (standard deviation `EXPLORE_WIDTH` cells) on a cell drawn from its saliency
       map, so that the task network also sees zoomed views of places the map does not yet favour
       and the warp's gradient can tell whether they help; 0 (the default) for none. Evaluation
-      (`model.eval()`) never explores.
+      (`model.eval()`) never explores: the map alone (a bump on its most probable cell instead
+      read worse: README, the zoom suite).
     glimpses: 1 (the paper's single view), or K > 1 (with `explore > 0`, classification only):
       in training mode each example is seen through K views, each with an exploration bump on
       its own cell drawn from the map; the outputs are the log of the views' mean class
@@ -83,6 +87,7 @@ class SaliencySampler(task.TaskModel):
                blur_min: int | None = None, output_activation: str | None = None,
                max_magnification: float | None = _GRID["max_magnification"].default,
                antialias: bool = _SAMPLE["antialias"].default,
+               exact_identity: bool = _SAMPLE["exact_identity"].default,
                axis_aligned: bool = _GRID["axis_aligned"].default,
                detail_prior: bool = False, explore: float = 0.0, glimpses: int = 1,
                rngs: nnx.Rngs | None = None):
@@ -101,6 +106,7 @@ class SaliencySampler(task.TaskModel):
                        f"{max_magnification!r}.")
     self.max_magnification = None if max_magnification is None else float(max_magnification)
     self.antialias = bool(antialias)
+    self.exact_identity = bool(exact_identity)
     self.axis_aligned = bool(axis_aligned)
     self.detail_prior = bool(detail_prior)
     if not explore >= 0:
@@ -157,7 +163,7 @@ class SaliencySampler(task.TaskModel):
         images, logits, (self.task_size, self.task_size), temperature=self.temperature,
         align_corners=self.align_corners, antialias=self.antialias, fwhm=self.fwhm,
         padding=self.padding, max_magnification=self.max_magnification,
-        axis_aligned=self.axis_aligned)
+        axis_aligned=self.axis_aligned, exact_identity=self.exact_identity)
 
   def _glimpse_call(self, images, blur_key):
     """Training with `glimpses` views per example (see the class docstring)."""

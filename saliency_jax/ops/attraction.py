@@ -185,9 +185,47 @@ def _centre_of_mass_jvp(primals, tangents):
   return ratio, (d_num - ratio * d_den) / den
 
 
+def _output_identity(size: int, align_corners: bool) -> np.ndarray:
+  """`[size]` the normalised positions of `size` output pixels under `grid_sample`'s convention:
+  what a grid must hold to sample a uniform image exactly."""
+  if align_corners:
+    return np.linspace(-1.0, 1.0, size) if size > 1 else np.zeros(1)
+  return -1.0 + (2.0 * np.arange(size) + 1.0) / size
+
+
+def _upsampled(coarse, out_shape, upsampling, align_corners):
+  """`[N, gh, gw]` node positions (x or y planes) -> `[N, h, w]`, bilinear, half-pixel.
+
+  `align_corners` None: the authors' upsampling of the positions themselves. True or False: the
+  displacement from the nodes' uniform lattice is upsampled and added to the output pixels' own
+  positions under that convention (`_output_identity`), so a uniform map gives that identity
+  exactly; the x and y planes take their own axis's positions.
+  """
+  n, gh, gw = coarse.shape
+  if align_corners is not None:
+    half = n // 2  # All x planes, then all y planes.
+    nodes = np.concatenate([np.broadcast_to(np.linspace(-1.0, 1.0, gw)[None, :], (gh, gw))[None],
+                            np.broadcast_to(np.linspace(-1.0, 1.0, gh)[:, None], (gh, gw))[None]])
+    coarse = coarse - jnp.asarray(np.repeat(nodes, half, axis=0), coarse.dtype)
+  if upsampling == "matrices":
+    fine = resize.resize_planes(
+        coarse, resize.bilinear_matrix(gh, out_shape[0]), resize.bilinear_matrix(gw, out_shape[1]))
+  else:
+    fine = resize.interpolate_planes(coarse, out_shape)
+  if align_corners is None:
+    return fine
+  h, w = out_shape
+  identity = np.concatenate([
+      np.broadcast_to(_output_identity(w, align_corners)[None, :], (h, w))[None],
+      np.broadcast_to(_output_identity(h, align_corners)[:, None], (h, w))[None]])
+  identity = jnp.asarray(np.repeat(identity, n // 2, axis=0), fine.dtype)
+  return jnp.clip(fine + identity, -1.0, 1.0)
+
+
 @functools.partial(jax.jit, static_argnames=("out_shape", "fwhm", "padding", "pad_mode", "method",
-                                             "upsampling"))
-def _attraction_grid(saliency, out_shape, fwhm, padding, pad_mode, method, upsampling):
+                                             "upsampling", "align_corners"))
+def _attraction_grid(saliency, out_shape, fwhm, padding, pad_mode, method, upsampling,
+                     align_corners):
   saliency = _normalise(saliency.astype(jnp.float32))
   den, num_x, num_y = _MOMENTS[method](saliency, padding, fwhm, pad_mode)
   if method == "fft":
@@ -196,31 +234,34 @@ def _attraction_grid(saliency, out_shape, fwhm, padding, pad_mode, method, upsam
     den = jnp.maximum(den, _FLOOR)
   coarse = jnp.concatenate([_centre_of_mass(num_x, den), _centre_of_mass(num_y, den)])
   coarse = jnp.clip(2.0 * coarse - 1.0, -1.0, 1.0)  # [2B, gh, gw]: all x planes, then all y.
-  b, gh, gw = den.shape
-  if upsampling == "matrices":
-    fine = resize.resize_planes(
-        coarse, resize.bilinear_matrix(gh, out_shape[0]), resize.bilinear_matrix(gw, out_shape[1]))
-  else:
-    fine = resize.interpolate_planes(coarse, out_shape)
+  b = den.shape[0]
+  fine = _upsampled(coarse, out_shape, upsampling, align_corners)
   grid = jnp.stack([fine[:b], fine[b:]], axis=-1)
   # The matrix products already end XLA's fusion; the two-tap rows would fuse into the sampler.
   return grid if upsampling == "matrices" else fusion.materialised(grid)
 
 
-def _axis_attraction(marginal, out_size, fwhm, padding, pad_mode):
+def _axis_attraction(marginal, out_size, fwhm, padding, pad_mode, align_corners):
   """`[B, g]` marginal -> `[B, out_size]` coordinates in [-1, 1] along that axis."""
   size = marginal.shape[-1]
   matrices = jnp.asarray(_separable_matrices(size, padding, fwhm, pad_mode), jnp.float32)
   den = jnp.einsum("ai,bi->ba", matrices[0], marginal, precision=_HIGHEST)
   num = jnp.einsum("ai,bi->ba", matrices[1], marginal, precision=_HIGHEST)
   coarse = jnp.clip(2.0 * _centre_of_mass(num, den) - 1.0, -1.0, 1.0)
-  # The same half-pixel upsampling as the 2-D grid's.
+  # The same upsampling as the 2-D grid's (`_upsampled`).
+  if align_corners is not None:
+    coarse = coarse - jnp.asarray(np.linspace(-1.0, 1.0, size), jnp.float32)
   up = jnp.asarray(resize.bilinear_matrix(size, out_size), jnp.float32)
-  return jnp.einsum("oi,bi->bo", up, coarse, precision=_HIGHEST)
+  fine = jnp.einsum("oi,bi->bo", up, coarse, precision=_HIGHEST)
+  if align_corners is None:
+    return fine
+  return jnp.clip(fine + jnp.asarray(_output_identity(out_size, align_corners), jnp.float32),
+                  -1.0, 1.0)
 
 
-@functools.partial(jax.jit, static_argnames=("out_shape", "fwhm", "padding", "pad_mode"))
-def _axis_aligned_grid(saliency, out_shape, fwhm, padding, pad_mode):
+@functools.partial(jax.jit, static_argnames=("out_shape", "fwhm", "padding", "pad_mode",
+                                             "align_corners"))
+def _axis_aligned_grid(saliency, out_shape, fwhm, padding, pad_mode, align_corners):
   """The axis-aligned variant (LZU, FOVEA): `x` from the column marginal `sum_i S(i, j)`, `y`
   from the row marginal `sum_j S(i, j)`, each the 1-D attraction of Eqs. 2-3 with the same
   kernel, padding and coordinates. `x` depends only on the column and `y` only on the row, so
@@ -230,8 +271,8 @@ def _axis_aligned_grid(saliency, out_shape, fwhm, padding, pad_mode):
   saliency = _normalise(saliency.astype(jnp.float32))
   b = saliency.shape[0]
   h, w = out_shape
-  x = _axis_attraction(jnp.sum(saliency, axis=1), w, fwhm, padding, pad_mode)
-  y = _axis_attraction(jnp.sum(saliency, axis=2), h, fwhm, padding, pad_mode)
+  x = _axis_attraction(jnp.sum(saliency, axis=1), w, fwhm, padding, pad_mode, align_corners)
+  y = _axis_attraction(jnp.sum(saliency, axis=2), h, fwhm, padding, pad_mode, align_corners)
   return jnp.stack([jnp.broadcast_to(x[:, None, :], (b, h, w)),
                     jnp.broadcast_to(y[:, :, None], (b, h, w))], axis=-1)
 
@@ -246,6 +287,7 @@ def attraction_grid(
     method: str = "separable",
     axis_aligned: bool = False,
     max_magnification: float | None = None,
+    align_corners: bool | None = None,
 ) -> jax.Array:
   """The saliency sampler's sampling grid from a saliency map (Eqs. 2-3 of the paper).
 
@@ -269,6 +311,14 @@ def attraction_grid(
       magnification relative to uniform sampling (`magnification(grid, None)`): the grid is
       blended with the uniform grid by the smallest per-image weight that meets it (see
       `local_magnification.cap_magnification`), differentiably.
+    align_corners: None (the authors): the grid's nodes are upsampled with the half-pixel
+      convention, so that a uniform map gives the identity only roughly (about `h / (2 gh)`
+      border pixels clamped to the edge, the interior stretched by `gh / (gh - 1)`: at 2x
+      downsampling the samples drift across the source pixels and alias). True or False: the
+      grid for `grid_sample` with that convention, built as the output pixels' own positions
+      plus the upsampled displacement of the nodes, so that a uniform map gives exactly the
+      identity: the sampler at a uniform map is then uniform downsampling. (The cap still
+      blends towards the align_corners=True identity.)
 
   Returns:
     `[B, h, w, 2]` float32 grid of `(x, y)` sampling positions in `[-1, 1]`, for `grid_sample`.
@@ -304,14 +354,17 @@ def attraction_grid(
                      f"{value.min()}.")
   if max_magnification is not None:
     local_magnification.check_cap(max_magnification)
+  if align_corners is not None:
+    align_corners = validation.check_bool(align_corners, "align_corners")
   if axis_aligned:
     grid = sharding.batch_parallel(functools.partial(
         _axis_aligned_grid, out_shape=out_shape, fwhm=fwhm, padding=padding,
-        pad_mode=pad_mode))(saliency)
+        pad_mode=pad_mode, align_corners=align_corners))(saliency)
   else:
     grid = sharding.batch_parallel(functools.partial(
         _attraction_grid, out_shape=out_shape, fwhm=fwhm, padding=padding, pad_mode=pad_mode,
-        method=method, upsampling=_UPSAMPLING.get(jax.default_backend(), "two_taps")))(saliency)
+        method=method, upsampling=_UPSAMPLING.get(jax.default_backend(), "two_taps"),
+        align_corners=align_corners))(saliency)
   if max_magnification is not None:
     grid = local_magnification.cap(grid, max_magnification)
   if axis_aligned or max_magnification is not None:

@@ -80,6 +80,7 @@ def saliency_sample(
     padding_mode: str = "zeros",
     implementation: str = "xla",
     antialias: bool = False,
+    exact_identity: bool = False,
     **grid_options,
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
   """Resamples `image` so that salient regions get more of the output's pixels.
@@ -99,6 +100,9 @@ def saliency_sample(
     padding_mode: the `grid_sample` padding mode.
     implementation: the `grid_sample` implementation: "xla", "pallas" or "auto".
     antialias: `grid_sample`'s anti-aliasing (each output pixel averages its footprint).
+    exact_identity: True: the grid is `attraction_grid(..., align_corners=align_corners)`, so
+      that a uniform map samples exactly as uniform downsampling does (area averaging with
+      `antialias` at integer factors); False: the authors' upsampling of the grid.
     **grid_options: keyword options of `attraction_grid` (fwhm, padding, pad_mode, method,
       axis_aligned, max_magnification).
 
@@ -113,6 +117,8 @@ def saliency_sample(
   if saliency.shape[0] != image.shape[0]:
     raise ValueError(f"saliency_logits and image must have the same batch size; got "
                      f"saliency_logits shape {saliency.shape} and image shape {image.shape}.")
+  if exact_identity:
+    grid_options["align_corners"] = align_corners
   grid = attraction.attraction_grid(saliency, out_shape, **grid_options)
   sampled = sampling.grid_sample(image, grid, align_corners=align_corners,
                                  padding_mode=padding_mode, implementation=implementation,

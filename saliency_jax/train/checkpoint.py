@@ -75,9 +75,43 @@ class _DropOrbaxErrors(std_logging.Filter):
 _ORBAX_ERRORS = _DropOrbaxErrors()
 
 
+def _is_key(leaf: Any) -> bool:
+  return jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key)
+
+
+def _keys_as_data(tree: Any) -> Any:
+  """`tree` with its typed PRNG keys (an exploring sampler's stream) as their raw uint32 data:
+  what the checkpoint holds, so that it restores whatever orbax makes of typed keys."""
+  return jax.tree.map(lambda x: jax.random.key_data(x) if _is_key(x) else x, tree)
+
+
+def _abstract_as_data(abstract: Any) -> Any:
+  """`_keys_as_data` of an abstract state (its key leaves' data keep their sharding's spec)."""
+  def as_data(leaf):
+    if not _is_key(leaf):
+      return leaf
+    data = jax.eval_shape(jax.random.key_data, leaf)
+    sharding = leaf.sharding
+    if isinstance(sharding, jax.sharding.NamedSharding):
+      sharding = jax.sharding.NamedSharding(sharding.mesh, jax.sharding.PartitionSpec(
+          *sharding.spec, *([None] * (data.ndim - leaf.ndim))))
+    return jax.ShapeDtypeStruct(data.shape, data.dtype, sharding=sharding)
+  return jax.tree.map(as_data, abstract)
+
+
+def _keys_from_data(tree: Any, abstract: Any) -> Any:
+  """The inverse of `_keys_as_data`, with each key's implementation from `abstract`."""
+  def wrap(value, leaf):
+    if not _is_key(leaf):
+      return value
+    # A key dtype is named `key<impl>`, and `wrap_key_data` takes the impl's name.
+    return jax.random.wrap_key_data(value, impl=str(leaf.dtype)[len("key<"):-1])
+  return jax.tree.map(wrap, tree, abstract)
+
+
 def _signature(tree: Any) -> list[tuple[tuple[int, ...], str]]:
   """The sorted shapes and dtypes of a tree's arrays: what a checkpoint must match."""
-  return sorted((tuple(int(d) for d in leaf.shape), str(np.dtype(leaf.dtype)))
+  return sorted((tuple(int(d) for d in leaf.shape), str(leaf.dtype))
                 for leaf in jax.tree.leaves(tree))
 
 
@@ -163,7 +197,7 @@ class Checkpointer:
     try:
       started = self._manager.save(
           step, force=force,
-          args=ocp.args.Composite(state=ocp.args.PyTreeSave(state),
+          args=ocp.args.Composite(state=ocp.args.PyTreeSave(_keys_as_data(state)),
                                   loader=ocp.args.JsonSave(dict(loader_state)),
                                   metrics=ocp.args.JsonSave(dict(metrics or {}))))
     except Exception as error:  # Orbax re-raises a background failure at the next call.
@@ -313,15 +347,15 @@ class Checkpointer:
       stored_signature = _signature(stored)
     except Exception as error:
       raise _BrokenCheckpoint(f"its metadata do not read ({_explain(error)})") from error
-    if stored_signature != _signature(abstract_state):
+    on_disk = _abstract_as_data(abstract_state)
+    if stored_signature != _signature(on_disk):
       raise CheckpointError(
           f"The checkpoint of step {step} in {self.directory} does not match this model and "
           f"optimizer (it holds {len(stored_signature)} arrays of other shapes than the "
           f"{len(jax.tree.leaves(abstract_state))} of this config): was it written by another "
           f"config? Use a new --workdir, or the config it was written with.")
     args = {"state": ocp.args.PyTreeRestore(
-                item=abstract_state,
-                restore_args=ocp.checkpoint_utils.construct_restore_args(abstract_state)),
+                item=on_disk, restore_args=ocp.checkpoint_utils.construct_restore_args(on_disk)),
             "loader": ocp.args.JsonRestore()}
     if "metrics" in items:
       args["metrics"] = ocp.args.JsonRestore()
@@ -332,7 +366,7 @@ class Checkpointer:
           f"its data do not read, a file is missing or truncated ({_explain(error)[:200]})"
       ) from error
     metrics = dict(restored.metrics) if "metrics" in items and restored.metrics else {}
-    return restored.state, dict(restored.loader), metrics
+    return (_keys_from_data(restored.state, abstract_state), dict(restored.loader), metrics)
 
   def close(self) -> None:
     """Waits for the pending save and releases the manager's threads."""

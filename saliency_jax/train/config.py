@@ -86,6 +86,9 @@ def base_config() -> ml_collections.ConfigDict:
       # The authors restart the task network's schedule when the blur warm-up ends.
       "restart_task_schedule_after_blur": True,
       "lr_multipliers": {"task": 1.0, "saliency_head": 0.01, "saliency_backbone": 0.001},
+      # Fraction of the run during which the saliency groups do not learn (rate 0), so that
+      # the task network first learns on the starting warp (the identity, with a zero head).
+      "saliency_delay": 0.0,
       "grad_clip_norm": 0.0,  # > 0 clips the global gradient norm.
   })
 
@@ -183,6 +186,8 @@ def checks() -> tuple[schema.Check, ...]:
                    "in (0, 1]"),
       schema.Check("optimizer.warmup_epochs", lambda c: c.optimizer.warmup_epochs >= 0, ">= 0"),
       schema.Check("optimizer.grad_clip_norm", lambda c: c.optimizer.grad_clip_norm >= 0, ">= 0"),
+      schema.Check("optimizer.saliency_delay", lambda c: 0 <= c.optimizer.saliency_delay < 1,
+                   "in [0, 1), a fraction of the run"),
       schema.Check("optimizer.lr_multipliers",
                    lambda c: set(c.optimizer.lr_multipliers) == set(LR_GROUPS),
                    f"exactly the groups {LR_GROUPS}"),

@@ -79,17 +79,28 @@ def group_schedules(opt_config: ml_collections.ConfigDict, *, total_steps: int,
       `opt_config.restart_task_schedule_after_blur`.
 
   Returns:
-    `{"task": schedule, "saliency_head": schedule, "saliency_backbone": schedule}`.
+    `{"task": schedule, "saliency_head": schedule, "saliency_backbone": schedule}`; the
+    saliency groups' rates are 0 for the first `opt_config.saliency_delay` of the run.
   """
   schedules = {}
+  delay_steps = int(opt_config.saliency_delay * total_steps)
   for group, multiplier in dict(opt_config.lr_multipliers).items():
     restart = blur_steps if (group == "task" and opt_config.restart_task_schedule_after_blur) else 0
-    schedules[group] = learning_rate_schedule(
+    schedule = learning_rate_schedule(
         base=opt_config.learning_rate * multiplier, kind=opt_config.schedule,
         total_steps=total_steps, steps_per_epoch=steps_per_epoch,
         decay_epochs=opt_config.decay_epochs, decay_factor=opt_config.decay_factor,
         warmup_epochs=opt_config.warmup_epochs, restart_step=restart)
+    if group != "task" and delay_steps > 0:
+      schedule = _delayed(schedule, delay_steps)
+    schedules[group] = schedule
   return schedules
+
+
+def _delayed(schedule: Schedule, delay_steps: int) -> Schedule:
+  """0 before `delay_steps`, then `schedule` as it is (not shifted, unlike optax's
+  `join_schedules`: the group joins the run's decay where the run is)."""
+  return lambda step: jnp.where(jnp.asarray(step) < delay_steps, jnp.float32(0.0), schedule(step))
 
 
 def make_optimizer(opt_config: ml_collections.ConfigDict, *, param_labels: Any,
