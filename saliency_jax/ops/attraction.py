@@ -193,20 +193,26 @@ def _output_identity(size: int, align_corners: bool) -> np.ndarray:
   return -1.0 + (2.0 * np.arange(size) + 1.0) / size
 
 
+def _planes(xs: np.ndarray, ys: np.ndarray, count: int) -> jax.Array:
+  """`[2 count, len(ys), len(xs)]`: `count` planes of `xs` along the columns, then `count` of `ys`
+  along the rows (the x and y planes of `count` grids)."""
+  shape = (count, len(ys), len(xs))
+  return jnp.asarray(np.concatenate([np.broadcast_to(xs[None, None, :], shape),
+                                     np.broadcast_to(ys[None, :, None], shape)]), jnp.float32)
+
+
 def _upsampled(coarse, out_shape, upsampling, align_corners):
-  """`[N, gh, gw]` node positions (x or y planes) -> `[N, h, w]`, bilinear, half-pixel.
+  """`[2B, gh, gw]` node positions (all x planes, then all y) -> `[2B, h, w]`, bilinear with the
+  half-pixel convention.
 
   `align_corners` None: the authors' upsampling of the positions themselves. True or False: the
   displacement from the nodes' uniform lattice is upsampled and added to the output pixels' own
-  positions under that convention (`_output_identity`), so a uniform map gives that identity
-  exactly; the x and y planes take their own axis's positions.
+  positions under that convention (`_output_identity`), so that a uniform map gives that
+  identity exactly.
   """
-  n, gh, gw = coarse.shape
+  count, (gh, gw) = coarse.shape[0] // 2, coarse.shape[1:]
   if align_corners is not None:
-    half = n // 2  # All x planes, then all y planes.
-    nodes = np.concatenate([np.broadcast_to(np.linspace(-1.0, 1.0, gw)[None, :], (gh, gw))[None],
-                            np.broadcast_to(np.linspace(-1.0, 1.0, gh)[:, None], (gh, gw))[None]])
-    coarse = coarse - jnp.asarray(np.repeat(nodes, half, axis=0), coarse.dtype)
+    coarse = coarse - _planes(np.linspace(-1.0, 1.0, gw), np.linspace(-1.0, 1.0, gh), count)
   if upsampling == "matrices":
     fine = resize.resize_planes(
         coarse, resize.bilinear_matrix(gh, out_shape[0]), resize.bilinear_matrix(gw, out_shape[1]))
@@ -215,10 +221,7 @@ def _upsampled(coarse, out_shape, upsampling, align_corners):
   if align_corners is None:
     return fine
   h, w = out_shape
-  identity = np.concatenate([
-      np.broadcast_to(_output_identity(w, align_corners)[None, :], (h, w))[None],
-      np.broadcast_to(_output_identity(h, align_corners)[:, None], (h, w))[None]])
-  identity = jnp.asarray(np.repeat(identity, n // 2, axis=0), fine.dtype)
+  identity = _planes(_output_identity(w, align_corners), _output_identity(h, align_corners), count)
   return jnp.clip(fine + identity, -1.0, 1.0)
 
 
