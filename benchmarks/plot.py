@@ -117,7 +117,7 @@ def main() -> None:
     plot_zoom_suite(axis, results)
     figure.tight_layout()
     output = os.path.join(os.path.dirname(args.output), "zoom_suite.png")
-    figure.savefig(output, dpi=110)
+    figure.savefig(output, dpi=110, bbox_inches="tight")  # The labels are long.
     print(f"wrote {output}")
 
 

@@ -22,7 +22,11 @@ with `--config.data.zoom.repeats=3 --config.data.zoom.num_distractors=0` uniform
 at 256 (100.0 %) and is at chance at 128 and 64, the regimes the suite's targets assume; the
 sampler (14.0 % at 128) does not learn to look there either; with the detail prior, exploration
 and 4 glimpses (`model.detail_prior`, `explore=6`, `glimpses=4`) it did in one seed of three
-(33.2 %; 19.7 +- 11.7 % over seeds 0-2). The zero head is
+(33.2 %; 19.7 +- 11.7 % over seeds 0-2). 2026-12-05, same setting at 256, the sampler hurts:
+38.5 +- 12.8 % against uniform's 84.2 +- 14.4 % (3 seeds; anti-aliased 58.6 %, seed 0). Slower
+saliency rates, the exact identity (`model.exact_identity`) and a saliency delay
+(`optimizer.saliency_delay`) do not fix it; a magnification cap of 1.5 comes closest
+(70.3 +- 11.7 %, 3 seeds) but takes the demo from 99.2 % to 30.8 %. The zero head is
 chosen by construction (graceful degradation), not yet by measurement against the authors'
 initialisation.
 """
