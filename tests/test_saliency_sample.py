@@ -98,6 +98,8 @@ def test_exact_identity_at_a_uniform_map_is_area_downsampling(factor, antialias,
   np.testing.assert_allclose(exact, area, atol=atol)
   authors, _, _ = sj.saliency_sample(image, zero, out_shape, antialias=antialias)
   assert np.abs(np.asarray(authors) - area).mean() > 10
+  with pytest.raises(ValueError, match="exact_identity must be True or False; got 'yes'"):
+    sj.saliency_sample(image, zero, out_shape, exact_identity="yes")
 
 
 @pytest.mark.parametrize("logits", [

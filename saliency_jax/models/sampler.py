@@ -62,8 +62,7 @@ class SaliencySampler(task.TaskModel):
       this height (standard deviation `EXPLORE_WIDTH` cells) on a cell drawn from its saliency
       map, so that the task network also sees zoomed views of places the map does not yet favour
       and the warp's gradient can tell whether they help; 0 (the default) for none. Evaluation
-      (`model.eval()`) never explores: the map alone (a bump on its most probable cell instead
-      read worse: README, the zoom suite).
+      (`model.eval()`) never explores: it reads the map alone.
     glimpses: 1 (the paper's single view), or K > 1 (with `explore > 0`, classification only):
       in training mode each example is seen through K views, each with an exploration bump on
       its own cell drawn from the map; the outputs are the log of the views' mean class

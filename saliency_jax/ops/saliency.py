@@ -117,7 +117,7 @@ def saliency_sample(
   if saliency.shape[0] != image.shape[0]:
     raise ValueError(f"saliency_logits and image must have the same batch size; got "
                      f"saliency_logits shape {saliency.shape} and image shape {image.shape}.")
-  if exact_identity:
+  if validation.check_bool(exact_identity, "exact_identity"):
     grid_options["align_corners"] = align_corners
   grid = attraction.attraction_grid(saliency, out_shape, **grid_options)
   sampled = sampling.grid_sample(image, grid, align_corners=align_corners,
