@@ -67,6 +67,16 @@ def _parse_flags(argv: list[str]) -> list[str]:
     _unknown_field(error)
 
 
+def _exit_at_once(signum, frame) -> None:
+  """Once training has returned or stopped, everything is saved and said: a further signal while
+  the libraries' exit handlers run (JAX's waits for its runtime) ends the process at once, with
+  no traceback from inside them."""
+  del frame
+  sys.stdout.flush()
+  sys.stderr.flush()
+  os._exit(128 + signum)
+
+
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
@@ -77,7 +87,11 @@ def main(argv: list[str]) -> None:
   for signum in preemption.SIGNALS:
     signal.signal(signum, preemption.stop_at_once)
   try:
-    train.train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir)
+    try:
+      train.train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir)
+    finally:  # Until the line below says how training ended, a further signal is not taken.
+      for signum in preemption.SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
   except (train.ConfigError, train.NonFiniteLossError, train.CheckpointError) as error:
     sys.exit(f"train.py: {error}")
   except train.ProcessLostError as error:
@@ -94,6 +108,9 @@ def main(argv: list[str]) -> None:
     notes = " ".join(getattr(error, "__notes__", ()))
     text = str(error) if str(error).endswith(".") else f"{error}."  # OS messages lack the stop.
     sys.exit(f"train.py: {text}" + (f" {notes}" if notes else ""))
+  finally:
+    for signum in preemption.SIGNALS:
+      signal.signal(signum, _exit_at_once)
 
 
 if __name__ == "__main__":

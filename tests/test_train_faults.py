@@ -403,3 +403,19 @@ def test_signal_while_importing_ends_with_one_line(tmp_path, name):
   assert stderr.strip() == (f"train.py: stopped by {name} while starting, before training; "
                             f"nothing was written."), stderr
   assert not (tmp_path / "run").exists()
+
+
+def test_signal_while_exiting_ends_at_once_without_a_traceback(tmp_path):
+  """A second SIGTERM can land while the libraries' exit handlers run, after train.py printed
+  how training ended (the stop's, here a config error's, line). An exit handler registered
+  before train.py's imports runs after theirs and sends it there, deterministically."""
+  script = (f"import atexit, os, runpy, signal, sys, time\n"
+            f"atexit.register(lambda: (os.kill(os.getpid(), signal.SIGTERM), time.sleep(5)))\n"
+            f"sys.argv = ['train.py', '--workdir={tmp_path / 'run'}', '--config.batch_size=0']\n"
+            f"runpy.run_path({os.path.join(ROOT, 'train.py')!r}, run_name='__main__')\n")
+  done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True,
+                        timeout=120)
+  assert done.returncode == 128 + signal.SIGTERM, done.stderr[-3000:]
+  assert "Traceback" not in done.stderr, done.stderr[-3000:]
+  lines = _train_py_lines(done.stderr)
+  assert len(lines) == 1 and "batch_size" in lines[0], lines
