@@ -15,6 +15,7 @@ from saliency_jax.ops import invert_grid
 from saliency_jax.ops import detail_saliency
 from saliency_jax.ops import kde_saliency
 from saliency_jax.ops import magnification
+from saliency_jax.ops import saliency_information
 from saliency_jax.ops import saliency_sample
 from saliency_jax.ops import softmax_saliency
 from saliency_jax.ops import tps_grid
@@ -37,6 +38,7 @@ __all__ = [
     "detail_saliency",
     "kde_saliency",
     "magnification",
+    "saliency_information",
     "saliency_sample",
     "softmax_saliency",
     "tps_grid",

@@ -199,3 +199,26 @@ def test_command_line_typo_with_an_explicit_config_gets_a_clear_message(tmp_path
   assert "unknown config field" in result.stderr and "learning_rat" in result.stderr
   assert "Traceback" not in result.stderr
   assert os.listdir(tmp_path) == []
+
+
+def test_the_uniform_baseline_of_a_sampler_with_every_option_is_valid():
+  """`compare_with_uniform` of a sampler that sets each sampler-only field: the baseline
+  validates, is uniform, and differs from the sampler's run in those fields only."""
+  from saliency_jax.train import trainer
+  config = load("default")
+  config.model.axis_aligned = True
+  config.model.detail_prior = True
+  config.model.explore = 2.0
+  config.model.glimpses = 3
+  config.model.saliency_cost = 0.1
+  validate_config(config)
+  uniform = trainer.uniform_baseline(config)
+  model = sj.models.default_model_config()
+  assert uniform.model.name == "uniform" and not uniform.compare_with_uniform
+  changed = {"name", "axis_aligned", "detail_prior", "explore", "glimpses", "saliency_cost"}
+  for field, value in uniform.model.items():
+    expected = "uniform" if field == "name" else (
+        model[field] if field in changed else config.model[field])
+    assert value == expected, field
+  assert uniform.optimizer.to_dict() == config.optimizer.to_dict()
+  assert uniform.data.to_dict() == config.data.to_dict()

@@ -10,6 +10,7 @@ same weights.
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 import torch
 from flax import nnx
@@ -26,6 +27,7 @@ from saliency_jax.models import convert
 from saliency_jax.models import resnet
 from saliency_jax.models import saliency_network
 from saliency_jax.models import sampler as sampler_lib
+from saliency_jax.models import task as task_lib
 
 TASK = 64
 CONFIG = {"name": "saliency_sampler", "task_net": "resnet_tiny", "task_size": TASK,
@@ -373,7 +375,7 @@ def test_glimpses_pool_the_views_in_training_and_one_view_in_eval(images):
   np.testing.assert_allclose(outputs, np.log(np.exp(log_softmax).mean(0)), rtol=1e-5, atol=1e-5)
   assert extras["sampled"].shape == (len(images), TASK, TASK, 3)
   # Each view's log probability is the map's log softmax (logits / temperature) at some cell.
-  logits = np.asarray(model._map_logits(images), np.float64).reshape(len(images), -1)
+  logits = np.asarray(model._map_logits(images)[0], np.float64).reshape(len(images), -1)
   log_map = logits / CONFIG["temperature"]
   log_map -= np.log(np.exp(log_map - log_map.max(1, keepdims=True)).sum(1, keepdims=True)) + (
       log_map.max(1, keepdims=True))
@@ -404,3 +406,35 @@ def test_magnification_cap_and_antialias_reach_the_ops(images):
   uncapped = ops.attraction_grid(ops.softmax_saliency(logits, temperature=0.05), (TASK, TASK),
                                  fwhm=CONFIG["fwhm"], padding=CONFIG["padding"])
   assert float(ops.magnification(uncapped, None)[:, 1:-1, 1:-1].max()) > 2.5
+
+
+def test_saliency_cost_charges_the_networks_map_in_training_only(images):
+  """"penalty" is `saliency_cost` times the KL divergence from uniform (written here in NumPy)
+  of the saliency network's own map, before the detail prior; none in eval mode; a zero head
+  costs nothing; the cost's gradient reaches the saliency network."""
+  config = {**CONFIG, "saliency_cost": 0.5, "detail_prior": True, "temperature": 0.7}
+  model = models.build_model(config, num_outputs=5, rngs=_rngs())
+  model.train()
+  _, extras = model(images)
+  view = task_lib.area_view(images, CONFIG["low_res_size"])
+  own = np.asarray(model.saliency_net(task_lib.imagenet_normalize(view))[..., 0], np.float64)
+  flat = own.reshape(len(images), -1) / 0.7
+  p = np.exp(flat - flat.max(1, keepdims=True))
+  p /= p.sum(1, keepdims=True)
+  expected = 0.5 * (np.sum(p * np.log(p), axis=1) + np.log(flat.shape[1]))
+  assert expected.min() > 1e-3  # The authors' random head: a non-uniform map.
+  np.testing.assert_allclose(extras["penalty"], expected, rtol=1e-4, atol=1e-6)
+
+  grads = nnx.grad(lambda m: jnp.sum(m(images)[1]["penalty"]))(model)
+  assert float(optax.global_norm(grads["saliency_net"])) > 0
+  assert float(optax.global_norm(grads["task_net"])) == 0
+  model.eval()
+  assert "penalty" not in model(images)[1]
+  zero = models.build_model({**config, "saliency_head_init": "zero"}, num_outputs=5,
+                            rngs=_rngs())
+  zero.train()
+  np.testing.assert_allclose(zero(images)[1]["penalty"], 0.0, atol=1e-5)
+  for bad, message in (({"saliency_cost": -0.1}, "saliency_cost"),
+                       ({"name": "stn_affine", "saliency_cost": 0.1}, "saliency_cost")):
+    with pytest.raises(ValueError, match=message):
+      models.build_model({**CONFIG, **bad}, num_outputs=5, rngs=_rngs())

@@ -199,3 +199,38 @@ def test_glimpse_credit_is_reinforce_with_the_mean_view_as_baseline():
   d_outputs, d_log_prob = jax.grad(term, argnums=(0, 1))(outputs, log_prob)
   np.testing.assert_array_equal(d_outputs, 0.0)
   np.testing.assert_allclose(d_log_prob, advantage / k, rtol=1e-5, atol=1e-7)
+
+
+class Penalised(Toy):
+  """The toy with a model "penalty" per example: `PENALTY * row * sum(kernel ** 2)`, row the
+  example's index (so that the mask's weighting shows)."""
+
+  def __call__(self, images, blur_key=None):
+    logits, extras = super().__call__(images, blur_key)
+    rows = jnp.arange(images.shape[0], dtype=jnp.float32)
+    return logits, {**extras, "penalty": PENALTY * rows * jnp.sum(self.linear.kernel[...] ** 2)}
+
+
+PENALTY = 0.3
+
+
+def test_a_models_penalty_is_added_to_each_examples_loss():
+  """The loss is the masked mean of cross-entropy + penalty, and SGD follows the penalty's
+  gradient too (NumPy: d/dkernel of the masked mean of PENALTY * row * |kernel|^2)."""
+  model = Penalised(nnx.Rngs(0))
+  model.train()
+  graphdef, params, model_state = nnx.split(model, nnx.Param, ...)
+  batch = _batch(mask=(True, True, True, False), labels=(0, 1, 2, 0))
+  state, step = _step(graphdef, params, model_state)
+  new_state, metrics = step(state, batch)
+  loss, _, new, _ = _reference_step(params, batch, shift=0.0)
+  kernel = np.asarray(params["linear"]["kernel"][...], np.float64)
+  rows = np.arange(4) * batch["mask"]
+  mean_row = rows.sum() / batch["mask"].sum()
+  np.testing.assert_allclose(metrics["loss"], loss + PENALTY * mean_row * np.sum(kernel**2),
+                             rtol=1e-5)
+  np.testing.assert_allclose(new_state.params["linear"]["kernel"][...],
+                             new["kernel"] - LEARNING_RATE * PENALTY * mean_row * 2 * kernel,
+                             rtol=1e-5, atol=1e-6)
+  # The training sums count the task's loss alone.
+  np.testing.assert_allclose(metrics["sum_loss"], 3 * loss, rtol=1e-5)

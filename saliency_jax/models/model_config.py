@@ -70,6 +70,7 @@ DEFAULTS = {
     "detail_prior": False,
     "explore": 0.0,
     "glimpses": 1,
+    "saliency_cost": 0.0,
     "output_activation": None,
     "blur_min": 64,
     "dropout_rate": 0.5,
@@ -151,6 +152,11 @@ CHECKS = (
                                                and c.output_activation is None),
                  "1 unless the model is saliency_sampler with explore > 0 and logits outputs "
                  "(output_activation None): the views are the exploration's"),
+    schema.Check("saliency_cost", lambda c: math.isfinite(c.saliency_cost)
+                 and c.saliency_cost >= 0 and (c.saliency_cost == 0
+                                               or c.name == "saliency_sampler"),
+                 lambda c: ("0 for " + c.name + ": only saliency_sampler has a saliency map "
+                            "to charge" if c.saliency_cost > 0 else "a finite number >= 0")),
     schema.Check("saliency_head_init", lambda c: c.saliency_head_init in SALIENCY_HEAD_INITS,
                  f"one of {SALIENCY_HEAD_INITS}"),
     schema.Check("dropout_rate", lambda c: 0 <= c.dropout_rate <= 1, "a number in [0, 1]"),

@@ -13,6 +13,7 @@ Value conventions: see `saliency_jax.models.task`.
 """
 
 import inspect
+import math
 
 import jax
 import jax.numpy as jnp
@@ -71,6 +72,11 @@ class SaliencySampler(task.TaskModel):
       (each drawn cell's log probability under the map, differentiable) let the train step
       move the map towards the cells whose views lose least (`train.steps`). Evaluation uses
       the single view of the map.
+    saliency_cost: in training mode, the extra "penalty" `[B]` is this times the saliency
+      network's map's information (`ops.saliency_information`, nats), for the train step to
+      add to each example's loss: the warp must pay for itself in the task's loss, so that the
+      map stays uniform (uniform downsampling) where zooming does not help. 0 (the default)
+      for none.
     rngs: `nnx.Rngs` with a "params" stream, from which the exploration's stream is forked;
       needed only when `explore > 0`.
 
@@ -89,7 +95,7 @@ class SaliencySampler(task.TaskModel):
                exact_identity: bool = _SAMPLE["exact_identity"].default,
                axis_aligned: bool = _GRID["axis_aligned"].default,
                detail_prior: bool = False, explore: float = 0.0, glimpses: int = 1,
-               rngs: nnx.Rngs | None = None):
+               saliency_cost: float = 0.0, rngs: nnx.Rngs | None = None):
     super().__init__(task_net, task_size=task_size, blur_min=blur_min,
                      output_activation=output_activation)
     if temperature <= 0:
@@ -120,6 +126,9 @@ class SaliencySampler(task.TaskModel):
                        f"(output_activation None); got explore {explore!r} and "
                        f"output_activation {output_activation!r}.")
     self.glimpses = glimpses
+    if not (math.isfinite(saliency_cost) and saliency_cost >= 0):
+      raise ValueError(f"saliency_cost must be a finite number >= 0; got {saliency_cost!r}.")
+    self.saliency_cost = float(saliency_cost)
     # Only an exploring layer holds a stream, so that other checkpoints keep their state.
     self.explore_rngs = rngs["params"].fork() if explore > 0 else nnx.data(None)
     self.deterministic = False  # nnx's train() / eval() set it.
@@ -127,19 +136,28 @@ class SaliencySampler(task.TaskModel):
   def saliency_logits(self, images: jax.Array) -> jax.Array:
     """`[B, H, W, 3]` images -> `[B, g, g]` saliency logits (before the softmax), with the
     exploration bump of a single view in training mode."""
-    logits = self._map_logits(images)
+    return self._explored(self._map_logits(images)[0])
+
+  def _explored(self, logits: jax.Array) -> jax.Array:
     if self.explore > 0 and self.glimpses == 1 and not self.deterministic:
       cell = self._draw(logits, (logits.shape[0],))
       logits = logits + self._bump(cell, logits.shape[1:])
     return logits
 
-  def _map_logits(self, images: jax.Array) -> jax.Array:
+  def _map_logits(self, images: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """The map's logits (the network's, plus the detail prior's), and the extras of its cost:
+    "penalty" `[B]` in training mode with `saliency_cost > 0`, charging the network's map."""
     view = task.area_view(images, self.low_res_size)
     logits = self.saliency_net(task.imagenet_normalize(view))[..., 0]
+    extras = {}
+    if self.saliency_cost > 0 and not self.deterministic:
+      information = ops.saliency_information(
+          ops.softmax_saliency(logits, temperature=self.temperature))
+      extras["penalty"] = self.saliency_cost * information
     if self.detail_prior:
       logits = logits + ops.detail_saliency(images, (self.task_size, self.task_size),
                                             logits.shape[1:])
-    return logits
+    return logits, extras
 
   def _log_map(self, logits: jax.Array) -> jax.Array:
     """`[B, g * g]` log probabilities of the map's cells (the softmax the grid is made from)."""
@@ -166,7 +184,7 @@ class SaliencySampler(task.TaskModel):
 
   def _glimpse_call(self, images, blur_key):
     """Training with `glimpses` views per example (see the class docstring)."""
-    logits = self._map_logits(images)
+    logits, cost = self._map_logits(images)
     b, k = logits.shape[0], self.glimpses
     cells = self._draw(logits, (k, b))
     views = logits[None] + self._bump(cells, logits.shape[1:])
@@ -181,7 +199,7 @@ class SaliencySampler(task.TaskModel):
     log_prob = jnp.take_along_axis(self._log_map(logits), cells.T, axis=-1).T
     # The panels' extras: the first view of each example.
     extras = {name: value[:b] for name, value in extras.items()}
-    return pooled, {**extras, "glimpse_outputs": outputs.reshape(k, b, -1),
+    return pooled, {**extras, **cost, "glimpse_outputs": outputs.reshape(k, b, -1),
                     "glimpse_log_prob": log_prob}
 
   def __call__(self, images: jax.Array, *,
@@ -195,12 +213,13 @@ class SaliencySampler(task.TaskModel):
     Returns:
       `(outputs [B, num_outputs], extras)` with extras "sampled" `[B, T, T, 3]` (0..1, the task
       network's input), "grid" `[B, T, T, 2]` ((x, y) in [-1, 1]) and "saliency" `[B, g, g]`
-      (the softmax map, summing to 1).
+      (the softmax map, summing to 1); in training mode with `saliency_cost > 0`, "penalty"
+      `[B]`, to be added to each example's loss.
     """
     task.check_images(images, min_size=self.task_size)
     if self.glimpses > 1 and not self.deterministic:
       return self._glimpse_call(images, blur_key)
-    logits = self.saliency_logits(images)
-    sampled, grid, saliency = self._sample(images, logits)
+    logits, cost = self._map_logits(images)
+    sampled, grid, saliency = self._sample(images, self._explored(logits))
     return self.run_task_net(sampled * task.unit_scale(images), blur_key,
-                             {"grid": grid, "saliency": saliency})
+                             {"grid": grid, "saliency": saliency, **cost})

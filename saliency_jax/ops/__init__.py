@@ -11,6 +11,7 @@ from saliency_jax.ops.priors import detail_saliency
 from saliency_jax.ops.priors import kde_saliency
 from saliency_jax.ops.resize import area_resize
 from saliency_jax.ops.resize import bilinear_resize
+from saliency_jax.ops.saliency import saliency_information
 from saliency_jax.ops.saliency import saliency_sample
 from saliency_jax.ops.saliency import softmax_saliency
 from saliency_jax.ops.sampling import grid_sample
@@ -30,6 +31,7 @@ __all__ = [
     "invert_grid",
     "kde_saliency",
     "magnification",
+    "saliency_information",
     "saliency_sample",
     "softmax_saliency",
     "tps_grid",

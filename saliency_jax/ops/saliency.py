@@ -55,6 +55,29 @@ def softmax_saliency(logits: jax.Array, *, temperature: float | jax.Array = 1.0)
   return saliency.reshape(b, gh, gw)
 
 
+def saliency_information(saliency: jax.Array) -> jax.Array:
+  """`[B, gh, gw]` maps summing to 1 -> `[B]` their KL divergence from the uniform map, in nats.
+
+  `log(gh * gw) - entropy`: 0 for the uniform map (the identity grid), `log(gh * gw)` for a
+  one-hot one. As a loss term (`SaliencySampler`'s `saliency_cost`) it charges the warp for the
+  information the map puts into it, so the map stays uniform unless moving away pays in the
+  task's loss.
+
+  Raises:
+    ValueError: if `saliency` is not of rank 3.
+  """
+  if not hasattr(saliency, "ndim"):
+    saliency = jnp.asarray(saliency)
+  if saliency.ndim != 3:
+    raise ValueError(f"saliency must have shape [batch, grid_height, grid_width]; got shape "
+                     f"{saliency.shape}.")
+  b, gh, gw = saliency.shape
+  flat = saliency.astype(jnp.float32).reshape(b, gh * gw)
+  # Floored inside the log, so that an empty cell gives 0 log 0 = 0 with a finite gradient.
+  log_flat = jnp.log(jnp.maximum(flat, jnp.finfo(jnp.float32).tiny))
+  return jnp.sum(flat * log_flat, axis=-1) + np.log(gh * gw)
+
+
 def _check_temperature(temperature):
   """A concrete temperature must be a positive finite real scalar; a traced one a 0-d real."""
   if isinstance(temperature, jax.core.Tracer):

@@ -5,6 +5,7 @@ A model here is an NNX module called as `model(images, blur_key=None) -> (output
 `glimpses`) also returns, in training mode, each view's outputs and the log probability of the
 cell its view was drawn at; the train step adds the score-function (REINFORCE) term that moves
 the map towards the cells whose views lose less than the example's mean view (`glimpse_credit`).
+A model's extra "penalty" `[B]` (the sampler's `saliency_cost`) is added to each example's loss.
 The steps receive the model split (`nnx.split`) into a graph definition, which
 `experiment.build_experiment` binds with `functools.partial` before jitting, and the arrays,
 which travel in the `TrainState`. Batches are the loader's: "image" uint8
@@ -89,7 +90,7 @@ def train_step(state: TrainState, batch: Mapping[str, jax.Array], blur: bool, *,
 
   Returns:
     The state after the step, and `{"loss", "grad_norm", "param_norm", "sum_<metric>"...}`:
-    the mean loss (with the glimpses' term, if any), the gradient's and the new parameters'
+    the mean loss (with the glimpses' term and the model's "penalty", if any), the gradient's and the new parameters'
     global norms, and the batch's training sums (`metrics.training_sums`).
   """
   key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
@@ -105,6 +106,8 @@ def train_step(state: TrainState, batch: Mapping[str, jax.Array], blur: bool, *,
     total = losses
     if "glimpse_outputs" in extras:
       total = total + glimpse_credit(extras, labels, task=task)
+    if "penalty" in extras:  # The model's own per-example terms (the sampler's saliency cost).
+      total = total + extras["penalty"]
     loss = jnp.sum(weights * total) / jnp.maximum(jnp.sum(weights), 1.0)
     return loss, (outputs, losses, nnx.state(model, nnx.Not(nnx.Param)))
 

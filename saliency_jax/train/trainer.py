@@ -29,6 +29,7 @@ import numpy as np
 from jax.sharding import Mesh
 
 from saliency_jax import files
+from saliency_jax.models import model_config
 from saliency_jax.train import checkpoint as checkpoint_lib
 from saliency_jax.train import config as config_lib
 from saliency_jax.train import distributed
@@ -427,6 +428,26 @@ def _train(config: ml_collections.ConfigDict, workdir: str, *, label: str, mesh:
     files.write_json(results_path, results)
   return results
 
+# Model fields that only the saliency sampler may set; the uniform baseline takes their defaults.
+_SAMPLER_ONLY = ("axis_aligned", "detail_prior", "explore", "glimpses", "saliency_cost")
+
+
+def uniform_baseline(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """`compare_with_uniform`'s baseline of a valid `config`: the same run, with uniform
+  downsampling instead of the sampler (a dense model's own network on the identity grid)."""
+  uniform = config.copy_and_resolve_references()
+  if config.model.name == "zoom_unzoom":
+    uniform.model.saliency = "none"
+  else:
+    uniform.model.name = "uniform"
+    for field in _SAMPLER_ONLY:
+      uniform.model[field] = model_config.DEFAULTS[field]
+  uniform.compare_with_uniform = False
+  uniform.pretrained.saliency_backbone = ""  # The baseline has no saliency network.
+  config_lib.validate_config(uniform)
+  return uniform
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Trains and evaluates `config`'s model, checkpointing and logging under `workdir`.
 
@@ -447,21 +468,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     checkpoint.CheckpointError: a checkpoint could not be written (e.g. the disk is full).
   """
   config_lib.validate_config(config)
-  uniform = None
-  if config.compare_with_uniform:
-    uniform = config.copy_and_resolve_references()
-    if config.model.name == "zoom_unzoom":  # The same dense network on the identity grid.
-      uniform.model.saliency = "none"
-    else:
-      uniform.model.name = "uniform"
-      # Fields of the sampler's saliency and grid only.
-      uniform.model.axis_aligned = False
-      uniform.model.detail_prior = False
-      uniform.model.explore = 0.0
-      uniform.model.glimpses = 1
-    uniform.compare_with_uniform = False
-    uniform.pretrained.saliency_backbone = ""  # The baseline has no saliency network.
-    config_lib.validate_config(uniform)
+  uniform = uniform_baseline(config) if config.compare_with_uniform else None
   distributed.initialize(config)
   results = _run(config, workdir, label=config.model.name)
   if uniform is None:
