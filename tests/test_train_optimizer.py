@@ -20,7 +20,7 @@ def _opt_config(**overrides):
       "schedule": "step", "decay_epochs": 2.0, "decay_factor": 0.1, "warmup_epochs": 0.0,
       "restart_task_schedule_after_blur": True,
       "lr_multipliers": {"task": 1.0, "saliency_head": 0.01, "saliency_backbone": 0.001},
-      "grad_clip_norm": 0.0, "saliency_delay": 0.0})
+      "grad_clip_norm": 0.0, "clip_per_group": False, "saliency_delay": 0.0})
   config.update(overrides)
   return config
 
@@ -119,3 +119,22 @@ def test_zero_multiplier_freezes_group_and_clipping_is_global():
   np.testing.assert_allclose(updates["task"], [-0.1 * 3 / 5, 0.0], rtol=1e-6)
   np.testing.assert_array_equal(updates["saliency_head"], np.zeros(3))
   np.testing.assert_array_equal(updates["saliency_backbone"], np.zeros(1))
+
+
+def test_clipping_per_group_scales_each_group_by_its_own_norm():
+  """task gradient norm 5 (clipped to 1: scale 1/5), saliency head norm 0.5 (below the clip:
+  unchanged), whatever the other group's norm; the global clip would scale both by 1/5.025."""
+  config = _opt_config(lr_multipliers={"task": 1.0, "saliency_head": 1.0,
+                                       "saliency_backbone": 1.0},
+                       weight_decay=0.0, momentum=0.0, grad_clip_norm=1.0, schedule="constant",
+                       clip_per_group=True)
+  schedules = optimizer.group_schedules(config, total_steps=4, steps_per_epoch=1.0, blur_steps=0)
+  params = {"task": jnp.zeros(2), "saliency_head": jnp.ones(2), "saliency_backbone": jnp.ones(1)}
+  tx = optimizer.make_optimizer(config, param_labels={k: k for k in params},
+                                schedules=schedules)
+  grads = {"task": jnp.array([3.0, 4.0]), "saliency_head": jnp.array([0.3, 0.4]),
+           "saliency_backbone": jnp.array([2.0])}
+  updates, _ = tx.update(grads, tx.init(params), params)
+  np.testing.assert_allclose(updates["task"], [-0.1 * 3 / 5, -0.1 * 4 / 5], rtol=1e-6)
+  np.testing.assert_allclose(updates["saliency_head"], [-0.1 * 0.3, -0.1 * 0.4], rtol=1e-6)
+  np.testing.assert_allclose(updates["saliency_backbone"], [-0.1 * 1.0], rtol=1e-6)

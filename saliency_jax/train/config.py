@@ -90,6 +90,9 @@ def base_config() -> ml_collections.ConfigDict:
       # the task network first learns on the starting warp (the identity, with a zero head).
       "saliency_delay": 0.0,
       "grad_clip_norm": 0.0,  # > 0 clips the global gradient norm.
+      # True: each parameter group's gradient norm is clipped on its own, so that the saliency
+      # network's gradient through the warp cannot scale the task network's down.
+      "clip_per_group": False,
   })
 
   config.log_every_steps = 50

@@ -109,7 +109,7 @@ def make_optimizer(opt_config: ml_collections.ConfigDict, *, param_labels: Any,
 
   Args:
     opt_config: `config.optimizer` (momentum, nesterov, weight_decay, lr_multipliers,
-      grad_clip_norm).
+      grad_clip_norm, clip_per_group).
     param_labels: a pytree like the parameters whose leaves are group names ("task",
       "saliency_head", "saliency_backbone"), or a function of the parameters returning one.
     schedules: the learning rate of each group (`group_schedules`).
@@ -121,18 +121,22 @@ def make_optimizer(opt_config: ml_collections.ConfigDict, *, param_labels: Any,
   if set(multipliers) != set(schedules):
     raise ValueError(f"schedules: expected one per group {sorted(multipliers)}, got "
                      f"{sorted(schedules)}.")
+  clip = opt_config.grad_clip_norm
   transforms = {}
   for group, multiplier in multipliers.items():
     if multiplier == 0:
       transforms[group] = optax.set_to_zero()
       continue
     transforms[group] = optax.chain(
+        # multi_transform gives each chain its group's gradient alone.
+        optax.clip_by_global_norm(clip) if clip > 0 and opt_config.clip_per_group else
+        optax.identity(),
         optax.add_decayed_weights(opt_config.weight_decay),
         optax.sgd(schedules[group], momentum=opt_config.momentum or None,
                   nesterov=opt_config.nesterov),
     )
   tx = optax.multi_transform(transforms, param_labels)
-  if opt_config.grad_clip_norm > 0:
+  if clip > 0 and not opt_config.clip_per_group:
     # Clipping sees the whole gradient, so it goes before the split into groups.
-    tx = optax.chain(optax.clip_by_global_norm(opt_config.grad_clip_norm), tx)
+    tx = optax.chain(optax.clip_by_global_norm(clip), tx)
   return tx
