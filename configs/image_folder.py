@@ -11,8 +11,8 @@ trained first, then the uniform baseline with the same task network, steps and o
 both top-1 figures are printed side by side, in minutes on a CPU.
 
 The recipe is the zoom suite's (configs/zoom_suite.py), untuned to any one task, with the demo's
-anti-aliased sampling: the sampler starts as uniform downsampling (zero saliency head, area averages
-at the identity) and moves away from it only where the task gains. What it gave on the suite's
+anti-aliased sampling: the sampler starts at a uniform map (zero saliency head), where the
+authors' grid is close to uniform downsampling but not equal to it (`model.exact_identity`). What it gave on the suite's
 families, measured over seeds, is in the README's zoom-suite table; on a folder of your own, run
 several `--config.seed`s before trusting one number.
 """

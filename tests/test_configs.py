@@ -211,11 +211,13 @@ def test_the_uniform_baseline_of_a_sampler_with_every_option_is_valid():
   config.model.explore = 2.0
   config.model.glimpses = 3
   config.model.saliency_cost = 0.1
+  config.model.dead_zone = 1.0
   validate_config(config)
   uniform = trainer.uniform_baseline(config)
   model = sj.models.default_model_config()
   assert uniform.model.name == "uniform" and not uniform.compare_with_uniform
-  changed = {"name", "axis_aligned", "detail_prior", "explore", "glimpses", "saliency_cost"}
+  changed = {"name", "axis_aligned", "detail_prior", "explore", "glimpses", "saliency_cost",
+             "dead_zone"}
   for field, value in uniform.model.items():
     expected = "uniform" if field == "name" else (
         model[field] if field in changed else config.model[field])

@@ -438,3 +438,35 @@ def test_saliency_cost_charges_the_networks_map_in_training_only(images):
                        ({"name": "stn_affine", "saliency_cost": 0.1}, "saliency_cost")):
     with pytest.raises(ValueError, match=message):
       models.build_model({**CONFIG, **bad}, num_outputs=5, rngs=_rngs())
+
+
+def test_dead_zone_soft_thresholds_the_logits_with_a_straight_through_gradient(images):
+  """Forward: the network's logits minus their mean over the grid, soft-thresholded by
+  `dead_zone` (NumPy below); backward: the gradient of the logits as if unthresholded."""
+  plain = models.build_model(CONFIG, num_outputs=5, rngs=_rngs())
+  zoned = models.build_model({**CONFIG, "dead_zone": 0.01}, num_outputs=5, rngs=_rngs())
+  for model in (plain, zoned):
+    model.eval()
+  raw = np.asarray(plain._map_logits(images)[0], np.float64)
+  centred = raw - raw.mean(axis=(1, 2), keepdims=True)
+  expected = np.sign(centred) * np.maximum(np.abs(centred) - 0.01, 0.0)
+  assert (expected == 0).any() and (expected != 0).any()  # Both sides of the zone occur.
+  np.testing.assert_allclose(zoned._map_logits(images)[0], expected, atol=1e-6)
+  weights = jnp.asarray(np.random.default_rng(0).normal(size=raw.shape[1:]), jnp.float32)
+
+  def through(model):
+    return nnx.grad(lambda m: jnp.sum(m._map_logits(images)[0] * weights))(model)
+
+  centred_weights = weights - jnp.mean(weights)  # The mean's removal, in the plain gradient.
+  plain_grads = nnx.grad(lambda m: jnp.sum(m._map_logits(images)[0] * centred_weights))(plain)
+  zoned_grads = through(zoned)
+  for a, b in zip(jax.tree.leaves(nnx.state(plain_grads, nnx.Param)),
+                  jax.tree.leaves(nnx.state(zoned_grads, nnx.Param))):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+  # A zero head: a flat map, whatever the zone.
+  zero = models.build_model({**CONFIG, "dead_zone": 0.5, "saliency_head_init": "zero"},
+                            num_outputs=5, rngs=_rngs())
+  np.testing.assert_array_equal(zero._map_logits(images)[0], 0.0)
+  with pytest.raises(ValueError, match="dead_zone"):
+    models.build_model({**CONFIG, "name": "uniform", "dead_zone": 1.0}, num_outputs=5,
+                       rngs=_rngs())

@@ -77,6 +77,9 @@ def build_model(model_config: Mapping[str, Any], *, num_outputs: int, rngs: nnx.
       0 for none; sampler only [0.0].
     glimpses: views per example in training mode (`SaliencySampler`): > 1 needs explore > 0
       and logits outputs; sampler only [1].
+    dead_zone: the sampler's saliency logits within this of their mean count as the mean
+      (soft-thresholded, with the gradient passed straight through); 0 for none; sampler
+      only [0.0].
     saliency_cost: nats of training loss charged per nat of the sampler's map's information
       (its KL divergence from the uniform map, `ops.saliency_information`), so that the warp
       moves only where it pays; 0 for none; sampler only [0.0].
@@ -138,7 +141,8 @@ def build_model(model_config: Mapping[str, Any], *, num_outputs: int, rngs: nnx.
         temperature=c["temperature"], max_magnification=c["max_magnification"] or None,
         antialias=c["antialias"], exact_identity=c["exact_identity"],
         axis_aligned=c["axis_aligned"], detail_prior=c["detail_prior"],
-        explore=c["explore"], glimpses=c["glimpses"], saliency_cost=c["saliency_cost"],
+        explore=c["explore"], glimpses=c["glimpses"], dead_zone=c["dead_zone"],
+        saliency_cost=c["saliency_cost"],
         rngs=rngs, **warping)
   if name in ("uniform", "deformable"):
     return baselines.UniformSampler(task_net, **common)

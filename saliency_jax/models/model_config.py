@@ -70,6 +70,7 @@ DEFAULTS = {
     "detail_prior": False,
     "explore": 0.0,
     "glimpses": 1,
+    "dead_zone": 0.0,
     "saliency_cost": 0.0,
     "output_activation": None,
     "blur_min": 64,
@@ -152,6 +153,10 @@ CHECKS = (
                                                and c.output_activation is None),
                  "1 unless the model is saliency_sampler with explore > 0 and logits outputs "
                  "(output_activation None): the views are the exploration's"),
+    schema.Check("dead_zone", lambda c: math.isfinite(c.dead_zone) and c.dead_zone >= 0
+                 and (c.dead_zone == 0 or c.name == "saliency_sampler"),
+                 lambda c: ("0 for " + c.name + ": only saliency_sampler has saliency logits"
+                            if c.dead_zone > 0 else "a finite number >= 0")),
     schema.Check("saliency_cost", lambda c: math.isfinite(c.saliency_cost)
                  and c.saliency_cost >= 0 and (c.saliency_cost == 0
                                                or c.name == "saliency_sampler"),

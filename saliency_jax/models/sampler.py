@@ -72,6 +72,11 @@ class SaliencySampler(task.TaskModel):
       (each drawn cell's log probability under the map, differentiable) let the train step
       move the map towards the cells whose views lose least (`train.steps`). Evaluation uses
       the single view of the map.
+    dead_zone: logits of the saliency network within this of their mean over the grid count as
+      the mean (each is soft-thresholded towards it), so that a map whose logits vary less
+      leaves the grid exactly uniform; the gradient passes as if there were no threshold
+      (straight through), so the network learns while the warp stays still. 0 (the default)
+      for none.
     saliency_cost: in training mode, the extra "penalty" `[B]` is this times the saliency
       network's map's information (`ops.saliency_information`, nats), for the train step to
       add to each example's loss: the warp must pay for itself in the task's loss, so that the
@@ -95,7 +100,7 @@ class SaliencySampler(task.TaskModel):
                exact_identity: bool = _SAMPLE["exact_identity"].default,
                axis_aligned: bool = _GRID["axis_aligned"].default,
                detail_prior: bool = False, explore: float = 0.0, glimpses: int = 1,
-               saliency_cost: float = 0.0, rngs: nnx.Rngs | None = None):
+               dead_zone: float = 0.0, saliency_cost: float = 0.0, rngs: nnx.Rngs | None = None):
     super().__init__(task_net, task_size=task_size, blur_min=blur_min,
                      output_activation=output_activation)
     if temperature <= 0:
@@ -126,6 +131,9 @@ class SaliencySampler(task.TaskModel):
                        f"(output_activation None); got explore {explore!r} and "
                        f"output_activation {output_activation!r}.")
     self.glimpses = glimpses
+    if not (math.isfinite(dead_zone) and dead_zone >= 0):
+      raise ValueError(f"dead_zone must be a finite number >= 0; got {dead_zone!r}.")
+    self.dead_zone = float(dead_zone)
     if not (math.isfinite(saliency_cost) and saliency_cost >= 0):
       raise ValueError(f"saliency_cost must be a finite number >= 0; got {saliency_cost!r}.")
     self.saliency_cost = float(saliency_cost)
@@ -154,6 +162,10 @@ class SaliencySampler(task.TaskModel):
       information = ops.saliency_information(
           ops.softmax_saliency(logits, temperature=self.temperature))
       extras["penalty"] = self.saliency_cost * information
+    if self.dead_zone > 0:
+      centred = logits - jnp.mean(logits, axis=(1, 2), keepdims=True)
+      shrunk = jnp.sign(centred) * jnp.maximum(jnp.abs(centred) - self.dead_zone, 0.0)
+      logits = centred + jax.lax.stop_gradient(shrunk - centred)
     if self.detail_prior:
       logits = logits + ops.detail_saliency(images, (self.task_size, self.task_size),
                                             logits.shape[1:])

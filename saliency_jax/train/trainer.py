@@ -429,7 +429,8 @@ def _train(config: ml_collections.ConfigDict, workdir: str, *, label: str, mesh:
   return results
 
 # Model fields that only the saliency sampler may set; the uniform baseline takes their defaults.
-_SAMPLER_ONLY = ("axis_aligned", "detail_prior", "explore", "glimpses", "saliency_cost")
+_SAMPLER_ONLY = ("axis_aligned", "detail_prior", "explore", "glimpses", "dead_zone",
+                 "saliency_cost")
 
 
 def uniform_baseline(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
