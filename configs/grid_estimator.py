@@ -5,8 +5,8 @@ r"""Baseline: the saliency network regresses the sampling grid directly (no sali
 The paper's "Grid Estimator": 61 top-1 on iNaturalist (sampler 65), 3.91 cm gaze error on iPad
 (sampler 3.29): without the attraction kernel the grid is hard to learn.
 
-Measured here (seed 0, 1,200 steps, 2-core CPU, 2026-12-01; the demo's sampler 99.2 % (70.3 % with
-plain bilinear sampling), uniform 47.8 %): top-1 29.5 % with the estimator's learning-rate
+Measured here (seed 0, 1,200 steps, 2-core CPU, 2026-12-05; the demo's sampler 100.0 % (73.8 % with
+plain bilinear sampling), uniform 54.3 %): top-1 17.0 % with the estimator's learning-rate
 multipliers at 0.01 (set here), 13.5 % with the demo's 0.1 (an earlier version of the code); the
 panels show the grid folding over itself, which the attraction kernel rules out.
 """
