@@ -112,6 +112,15 @@ def _positive(value: float) -> bool:
   return math.isfinite(value) and value > 0
 
 
+def _sampler_amount(field: str, why: str) -> schema.Check:
+  """A finite number >= 0 that only the saliency sampler may set above 0."""
+  return schema.Check(
+      field, lambda c: math.isfinite(getattr(c, field)) and getattr(c, field) >= 0
+      and (getattr(c, field) == 0 or c.name == "saliency_sampler"),
+      lambda c: (f"0 for {c.name}: only saliency_sampler {why}" if getattr(c, field) > 0
+                 else "a finite number >= 0"))
+
+
 CHECKS = (
     schema.Check("name", lambda c: c.name in MODEL_NAMES, f"one of {MODEL_NAMES}"),
     schema.Check("task_net", lambda c: c.task_net in TASK_NETS, f"one of {TASK_NETS}"),
@@ -143,25 +152,15 @@ CHECKS = (
                            f"zoom_unzoom has an axis-aligned form"),
     schema.Check("detail_prior", lambda c: not c.detail_prior or c.name == "saliency_sampler",
                  lambda c: f"False for {c.name}: only saliency_sampler has a detail prior"),
-    schema.Check("explore", lambda c: math.isfinite(c.explore) and c.explore >= 0
-                 and (c.explore == 0 or c.name == "saliency_sampler"),
-                 lambda c: ("0 for " + c.name + ": only saliency_sampler explores"
-                            if c.explore > 0 else "a finite number >= 0")),
+    _sampler_amount("explore", "explores"),
     schema.Check("glimpses", lambda c: c.glimpses >= 1, "an int >= 1"),
     schema.Check("glimpses",
                  lambda c: c.glimpses == 1 or (c.name == "saliency_sampler" and c.explore > 0
                                                and c.output_activation is None),
                  "1 unless the model is saliency_sampler with explore > 0 and logits outputs "
                  "(output_activation None): the views are the exploration's"),
-    schema.Check("dead_zone", lambda c: math.isfinite(c.dead_zone) and c.dead_zone >= 0
-                 and (c.dead_zone == 0 or c.name == "saliency_sampler"),
-                 lambda c: ("0 for " + c.name + ": only saliency_sampler has saliency logits"
-                            if c.dead_zone > 0 else "a finite number >= 0")),
-    schema.Check("saliency_cost", lambda c: math.isfinite(c.saliency_cost)
-                 and c.saliency_cost >= 0 and (c.saliency_cost == 0
-                                               or c.name == "saliency_sampler"),
-                 lambda c: ("0 for " + c.name + ": only saliency_sampler has a saliency map "
-                            "to charge" if c.saliency_cost > 0 else "a finite number >= 0")),
+    _sampler_amount("dead_zone", "has saliency logits"),
+    _sampler_amount("saliency_cost", "has a saliency map to charge"),
     schema.Check("saliency_head_init", lambda c: c.saliency_head_init in SALIENCY_HEAD_INITS,
                  f"one of {SALIENCY_HEAD_INITS}"),
     schema.Check("dropout_rate", lambda c: 0 <= c.dropout_rate <= 1, "a number in [0, 1]"),

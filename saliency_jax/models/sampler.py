@@ -31,6 +31,12 @@ _GRID = inspect.signature(ops.attraction_grid).parameters
 _SAMPLE = inspect.signature(ops.saliency_sample).parameters
 
 
+def _check_amount(value: float, name: str) -> float:
+  if not (math.isfinite(value) and value >= 0):
+    raise ValueError(f"{name} must be a finite number >= 0; got {value!r}.")
+  return float(value)
+
+
 class SaliencySampler(task.TaskModel):
   """Saliency network + attraction grid + sampling + task network.
 
@@ -119,8 +125,7 @@ class SaliencySampler(task.TaskModel):
     self.exact_identity = bool(exact_identity)
     self.axis_aligned = bool(axis_aligned)
     self.detail_prior = bool(detail_prior)
-    if not explore >= 0:
-      raise ValueError(f"explore must be a number >= 0; got {explore!r}.")
+    _check_amount(explore, "explore")
     if explore > 0 and rngs is None:
       raise ValueError("explore > 0 needs rngs=, the stream its draws come from; got None.")
     self.explore = float(explore)
@@ -131,12 +136,8 @@ class SaliencySampler(task.TaskModel):
                        f"(output_activation None); got explore {explore!r} and "
                        f"output_activation {output_activation!r}.")
     self.glimpses = glimpses
-    if not (math.isfinite(dead_zone) and dead_zone >= 0):
-      raise ValueError(f"dead_zone must be a finite number >= 0; got {dead_zone!r}.")
-    self.dead_zone = float(dead_zone)
-    if not (math.isfinite(saliency_cost) and saliency_cost >= 0):
-      raise ValueError(f"saliency_cost must be a finite number >= 0; got {saliency_cost!r}.")
-    self.saliency_cost = float(saliency_cost)
+    self.dead_zone = _check_amount(dead_zone, "dead_zone")
+    self.saliency_cost = _check_amount(saliency_cost, "saliency_cost")
     # Only an exploring layer holds a stream, so that other checkpoints keep their state.
     self.explore_rngs = rngs["params"].fork() if explore > 0 else nnx.data(None)
     self.deterministic = False  # nnx's train() / eval() set it.

@@ -428,6 +428,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, *, label: str, mesh:
     files.write_json(results_path, results)
   return results
 
+
 # Model fields that only the saliency sampler may set; the uniform baseline takes their defaults.
 _SAMPLER_ONLY = ("axis_aligned", "detail_prior", "explore", "glimpses", "dead_zone",
                  "saliency_cost")
