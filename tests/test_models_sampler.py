@@ -22,6 +22,7 @@ from torch.nn import functional as F
 from tests.references import torch_models
 from saliency_jax import models
 from saliency_jax import ops
+from saliency_jax.models import baselines
 from saliency_jax.models import blur
 from saliency_jax.models import convert
 from saliency_jax.models import resnet
@@ -469,3 +470,37 @@ def test_dead_zone_soft_thresholds_the_logits_with_a_straight_through_gradient(i
   with pytest.raises(ValueError, match="dead_zone"):
     models.build_model({**CONFIG, "name": "uniform", "dead_zone": 1.0}, num_outputs=5,
                        rngs=_rngs())
+
+
+def test_uniform_view_pools_the_warped_and_the_uniform_views(images):
+  """The outputs are the log of the mean of the two views' class probabilities (NumPy below);
+  the warped view's outputs are the plain layer's, the uniform view's are `UniformSampler`'s
+  with the same task network; the warp's gradient reaches the saliency network."""
+  plain = models.build_model(CONFIG, num_outputs=5, rngs=_rngs())
+  pooled = models.build_model({**CONFIG, "uniform_view": "pooled"}, num_outputs=5,
+                              rngs=_rngs())
+  uniform = baselines.UniformSampler(pooled.task_net, task_size=TASK)
+  for model in (plain, pooled, uniform):
+    model.eval()
+  outputs, extras = pooled(images)
+  views = np.asarray(extras["view_outputs"], np.float64)
+  assert views.shape == (2, len(images), 5) and extras["sampled"].shape == (len(images), TASK,
+                                                                             TASK, 3)
+  np.testing.assert_allclose(views[0], plain(images)[0], rtol=1e-4, atol=1e-4)
+  np.testing.assert_allclose(views[1], uniform(images)[0], rtol=1e-4, atol=1e-4)
+  probabilities = np.exp(views - views.max(-1, keepdims=True))
+  probabilities /= probabilities.sum(-1, keepdims=True)
+  np.testing.assert_allclose(outputs, np.log(probabilities.mean(0)), rtol=1e-4, atol=1e-4)
+
+  pooled.train()
+  assert "view_outputs" not in pooled(images)[1]  # Trained on the pooled outputs.
+  grads = nnx.grad(lambda m: jnp.sum(m(images)[0][:, 0]))(pooled)
+  assert float(optax.global_norm(nnx.state(grads["saliency_net"], nnx.Param))) > 0
+  each = models.build_model({**CONFIG, "uniform_view": "each"}, num_outputs=5, rngs=_rngs())
+  each.train()
+  assert each(images)[1]["view_outputs"].shape == (2, len(images), 5)  # For the train step.
+  for bad in ({"glimpses": 2, "explore": 1.0}, {"output_activation": "sigmoid"},
+              {"name": "uniform"}, {"uniform_view": "both"}):
+    with pytest.raises(ValueError, match="uniform_view"):
+      models.build_model({**CONFIG, "uniform_view": "pooled", **bad}, num_outputs=5,
+                         rngs=_rngs())

@@ -234,3 +234,46 @@ def test_a_models_penalty_is_added_to_each_examples_loss():
                              rtol=1e-5, atol=1e-6)
   # The training sums count the task's loss alone.
   np.testing.assert_allclose(metrics["sum_loss"], 3 * loss, rtol=1e-5)
+
+
+class TwoViews(Toy):
+  """The toy with two views in "view_outputs": the logits and twice the logits; its outputs are
+  zeros, so that a loss taken from them would show."""
+
+  def __call__(self, images, blur_key=None):
+    logits, extras = super().__call__(images, blur_key)
+    return jnp.zeros_like(logits), {**extras, "view_outputs": jnp.stack([logits, 2 * logits])}
+
+
+def test_view_outputs_train_each_view_on_its_own_loss_and_evaluate_each_view():
+  """Train: the loss is the masked mean over examples of the two views' mean cross-entropy
+  (NumPy); eval: "top1_warped" and "top1_uniform" count each view's correct examples."""
+  model = TwoViews(nnx.Rngs(0))
+  model.train()
+  graphdef, params, model_state = nnx.split(model, nnx.Param, ...)
+  batch = _batch(mask=(True, True, True, False), labels=(0, 1, 2, 0))
+  state, step = _step(graphdef, params, model_state)
+  _, metrics = step(state, batch)
+  colour = batch["image"].astype(np.float64).mean(axis=(1, 2)) / 255.0
+  features = (colour - colour.mean(0)) / np.sqrt(colour.var(0) + 1e-5)
+  logits = (features @ np.asarray(params["linear"]["kernel"][...])
+            + np.asarray(params["linear"]["bias"][...]))
+
+  def cross_entropy(x):
+    shifted = x - x.max(1, keepdims=True)
+    log_softmax = shifted - np.log(np.exp(shifted).sum(1, keepdims=True))
+    return -log_softmax[np.arange(len(x)), batch["label"]]
+
+  expected = (cross_entropy(logits) + cross_entropy(2 * logits)) / 2
+  np.testing.assert_allclose(metrics["loss"], expected[:3].mean(), rtol=1e-5)
+
+  model.eval()
+  graphdef, params, model_state = nnx.split(model, nnx.Param, ...)
+  state = steps.initial_state(params, model_state, optax.sgd(LEARNING_RATE), seed=0)
+  sums, _ = steps.eval_step(state, batch, graphdef=graphdef, task="classification",
+                            num_panels=1)
+  features = colour / np.sqrt(1 + 1e-5)  # BatchNorm's running statistics at the start.
+  logits = (features @ np.asarray(params["linear"]["kernel"][...])
+            + np.asarray(params["linear"]["bias"][...]))
+  correct = (np.argmax(logits, 1) == batch["label"]) & batch["mask"]
+  assert float(sums["top1_warped"]) == float(sums["top1_uniform"]) == correct.sum()

@@ -83,6 +83,9 @@ def build_model(model_config: Mapping[str, Any], *, num_outputs: int, rngs: nnx.
     saliency_cost: nats of training loss charged per nat of the sampler's map's information
       (its KL divergence from the uniform map, `ops.saliency_information`), so that the warp
       moves only where it pays; 0 for none; sampler only [0.0].
+    uniform_view: "off", or the sampler's task network also reads the uniform view and the two
+      views' class probabilities are pooled, trained on the pooled outputs ("pooled") or each
+      view on its own loss ("each") (`SaliencySampler`); sampler with logits only ["off"].
     output_activation: None or "sigmoid" (gaze) [None].
     blur_min: smallest blur size of the warm-up at task size 224, scaled proportionally to
       `task_size` [64].
@@ -142,7 +145,7 @@ def build_model(model_config: Mapping[str, Any], *, num_outputs: int, rngs: nnx.
         antialias=c["antialias"], exact_identity=c["exact_identity"],
         axis_aligned=c["axis_aligned"], detail_prior=c["detail_prior"],
         explore=c["explore"], glimpses=c["glimpses"], dead_zone=c["dead_zone"],
-        saliency_cost=c["saliency_cost"],
+        saliency_cost=c["saliency_cost"], uniform_view=c["uniform_view"],
         rngs=rngs, **warping)
   if name in ("uniform", "deformable"):
     return baselines.UniformSampler(task_net, **common)

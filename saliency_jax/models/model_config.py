@@ -21,6 +21,7 @@ from saliency_jax.models import blur
 from saliency_jax.models import dense
 from saliency_jax.models import resnet
 from saliency_jax.models import saliency_network
+from saliency_jax.models import sampler
 from saliency_jax.models import task
 
 MODEL_NAMES = ("saliency_sampler", "uniform", "stn_affine", "stn_tps", "grid_estimator",
@@ -72,6 +73,7 @@ DEFAULTS = {
     "glimpses": 1,
     "dead_zone": 0.0,
     "saliency_cost": 0.0,
+    "uniform_view": "off",
     "output_activation": None,
     "blur_min": 64,
     "dropout_rate": 0.5,
@@ -161,6 +163,13 @@ CHECKS = (
                  "(output_activation None): the views are the exploration's"),
     _sampler_amount("dead_zone", "has saliency logits"),
     _sampler_amount("saliency_cost", "has a saliency map to charge"),
+    schema.Check("uniform_view", lambda c: c.uniform_view in sampler.UNIFORM_VIEWS,
+                 f"one of {sampler.UNIFORM_VIEWS}"),
+    schema.Check("uniform_view",
+                 lambda c: c.uniform_view == "off" or (c.name == "saliency_sampler" and c.glimpses == 1
+                                                  and c.output_activation is None),
+                 "'off' unless the model is saliency_sampler with one glimpse and logits outputs "
+                 "(output_activation None): the two views' class probabilities are pooled"),
     schema.Check("saliency_head_init", lambda c: c.saliency_head_init in SALIENCY_HEAD_INITS,
                  f"one of {SALIENCY_HEAD_INITS}"),
     schema.Check("dropout_rate", lambda c: 0 <= c.dropout_rate <= 1, "a number in [0, 1]"),

@@ -25,6 +25,7 @@ from saliency_jax.models import task
 # The exploration bump's standard deviation, in saliency cells: about a small object's extent on
 # the 31x31 grid (the zoom suite's oracle warp, benchmarks/zoom_oracle.py, uses the same).
 EXPLORE_WIDTH = 1.5
+UNIFORM_VIEWS = ("off", "pooled", "each")
 
 # The authors' numerics are the ops' defaults; the layer's are the same, written once there.
 _GRID = inspect.signature(ops.attraction_grid).parameters
@@ -88,6 +89,15 @@ class SaliencySampler(task.TaskModel):
       add to each example's loss: the warp must pay for itself in the task's loss, so that the
       map stays uniform (uniform downsampling) where zooming does not help. 0 (the default)
       for none.
+    uniform_view: "off" (the paper's layer), or (classification only) the task network also
+      reads the uniform view (the image area-averaged to the task size, as `UniformSampler`
+      reads it) in the same batch, and the outputs are the log of the two views' mean class
+      probabilities. "pooled": trained on those outputs (multiple-instance pooling, as the
+      glimpses'); "each": each view is trained on its own loss (the extra "view_outputs"
+      `[2, B, C]` in training mode, which the train step then uses instead of the outputs).
+      The task network learns to read the plain view whatever the warp does, so the layer keeps
+      what uniform downsampling reads and the warped view adds what it alone reads; the task
+      network runs twice per image. Evaluation also returns "view_outputs".
     rngs: `nnx.Rngs` with a "params" stream, from which the exploration's stream is forked;
       needed only when `explore > 0`.
 
@@ -106,7 +116,8 @@ class SaliencySampler(task.TaskModel):
                exact_identity: bool = _SAMPLE["exact_identity"].default,
                axis_aligned: bool = _GRID["axis_aligned"].default,
                detail_prior: bool = False, explore: float = 0.0, glimpses: int = 1,
-               dead_zone: float = 0.0, saliency_cost: float = 0.0, rngs: nnx.Rngs | None = None):
+               dead_zone: float = 0.0, saliency_cost: float = 0.0, uniform_view: str = "off",
+               rngs: nnx.Rngs | None = None):
     super().__init__(task_net, task_size=task_size, blur_min=blur_min,
                      output_activation=output_activation)
     if temperature <= 0:
@@ -136,6 +147,13 @@ class SaliencySampler(task.TaskModel):
                        f"(output_activation None); got explore {explore!r} and "
                        f"output_activation {output_activation!r}.")
     self.glimpses = glimpses
+    if uniform_view not in UNIFORM_VIEWS:
+      raise ValueError(f"uniform_view must be one of {UNIFORM_VIEWS}; got {uniform_view!r}.")
+    if uniform_view != "off" and (glimpses > 1 or output_activation is not None):
+      raise ValueError(f"uniform_view needs a single glimpse and logits outputs "
+                       f"(output_activation None); got glimpses {glimpses!r} and "
+                       f"output_activation {output_activation!r}.")
+    self.uniform_view = uniform_view
     self.dead_zone = _check_amount(dead_zone, "dead_zone")
     self.saliency_cost = _check_amount(saliency_cost, "saliency_cost")
     # Only an exploring layer holds a stream, so that other checkpoints keep their state.
@@ -234,5 +252,17 @@ class SaliencySampler(task.TaskModel):
       return self._glimpse_call(images, blur_key)
     logits, cost = self._map_logits(images)
     sampled, grid, saliency = self._sample(images, self._explored(logits))
-    return self.run_task_net(sampled * task.unit_scale(images), blur_key,
-                             {"grid": grid, "saliency": saliency, **cost})
+    sampled = sampled * task.unit_scale(images)
+    extras = {"grid": grid, "saliency": saliency, **cost}
+    if self.uniform_view == "off":
+      return self.run_task_net(sampled, blur_key, extras)
+    b = images.shape[0]
+    both = jnp.concatenate([sampled.astype(jnp.float32),
+                            task.area_view(images, self.task_size)], axis=0)
+    outputs, extras = self.run_task_net(both, blur_key, extras)
+    per_view = jax.nn.log_softmax(outputs.reshape(2, b, -1), axis=-1)
+    pooled = jax.nn.logsumexp(per_view, axis=0) - jnp.log(2.0)
+    extras = {**extras, "sampled": extras["sampled"][:b]}
+    if self.deterministic or self.uniform_view == "each":
+      extras["view_outputs"] = outputs.reshape(2, b, -1)
+    return pooled, extras

@@ -5,7 +5,9 @@ A model here is an NNX module called as `model(images, blur_key=None) -> (output
 `glimpses`) also returns, in training mode, each view's outputs and the log probability of the
 cell its view was drawn at; the train step adds the score-function (REINFORCE) term that moves
 the map towards the cells whose views lose less than the example's mean view (`glimpse_credit`).
-A model's extra "penalty" `[B]` (the sampler's `saliency_cost`) is added to each example's loss.
+A model's extra "penalty" `[B]` (the sampler's `saliency_cost`) is added to each example's loss;
+its extra "view_outputs" `[V, B, C]` in training mode (the sampler's `uniform_view="each"`)
+replaces the outputs in the loss: each view is trained on its own.
 The steps receive the model split (`nnx.split`) into a graph definition, which
 `experiment.build_experiment` binds with `functools.partial` before jitting, and the arrays,
 which travel in the `TrainState`. Batches are the loader's: "image" uint8
@@ -101,8 +103,13 @@ def train_step(state: TrainState, batch: Mapping[str, jax.Array], blur: bool, *,
     # Copies: the step's Variables must belong to this trace for BatchNorm to update them.
     model = nnx.merge(graphdef, params, state.model_state, copy=True)
     outputs, extras = model(batch["image"], blur_key=key if blur else None)
-    losses = metrics_lib.per_example_loss(outputs, labels, task=task,
-                                          segmentation_loss=segmentation_loss)
+    if "view_outputs" in extras:  # Each view of the sampler's uniform view on its own loss.
+      views = extras["view_outputs"]
+      losses = jnp.mean(jnp.stack([metrics_lib.per_example_loss(view, labels, task=task)
+                                   for view in views]), axis=0)
+    else:
+      losses = metrics_lib.per_example_loss(outputs, labels, task=task,
+                                            segmentation_loss=segmentation_loss)
     total = losses
     if "glimpse_outputs" in extras:
       total = total + glimpse_credit(extras, labels, task=task)
@@ -138,7 +145,8 @@ def eval_step(state: TrainState, batch: Mapping[str, jax.Array], *, graphdef: nn
     num_panels: how many examples to return.
 
   Returns:
-    `(sums, examples)`: `metrics.batch_metrics`'s sums, and the first `num_panels` inputs,
+    `(sums, examples)`: `metrics.batch_metrics`'s sums (with a sampler's uniform view, also
+    each view's "top1_warped" and "top1_uniform"), and the first `num_panels` inputs,
     labels, outputs and sampler extras (`PANEL_EXTRAS`; detection adds the decoded boxes).
   """
   model = nnx.merge(graphdef, state.params, state.model_state)
@@ -147,6 +155,10 @@ def eval_step(state: TrainState, batch: Mapping[str, jax.Array], *, graphdef: nn
             else None)
   labels = metrics_lib.targets(batch, task)
   sums = metrics_lib.batch_metrics(outputs, labels, batch["mask"], task=task, groups=groups)
+  if "view_outputs" in extras:  # The sampler's uniform view: what each view reads alone.
+    for name, view in zip(("warped", "uniform"), extras["view_outputs"]):
+      sums[f"top1_{name}"] = metrics_lib.batch_metrics(view, labels, batch["mask"],
+                                                       task=task)["top1"]
   examples = {"image": batch["image"], "label": labels, "output": outputs,
               **{k: v for k, v in extras.items() if k in PANEL_EXTRAS}}
   if task == "detection":

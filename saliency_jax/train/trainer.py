@@ -431,7 +431,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, *, label: str, mesh:
 
 # Model fields that only the saliency sampler may set; the uniform baseline takes their defaults.
 _SAMPLER_ONLY = ("axis_aligned", "detail_prior", "explore", "glimpses", "dead_zone",
-                 "saliency_cost")
+                 "saliency_cost", "uniform_view")
 
 
 def uniform_baseline(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
