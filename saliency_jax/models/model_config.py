@@ -166,8 +166,9 @@ CHECKS = (
     schema.Check("uniform_view", lambda c: c.uniform_view in sampler.UNIFORM_VIEWS,
                  f"one of {sampler.UNIFORM_VIEWS}"),
     schema.Check("uniform_view",
-                 lambda c: c.uniform_view == "off" or (c.name == "saliency_sampler" and c.glimpses == 1
-                                                  and c.output_activation is None),
+                 lambda c: c.uniform_view == "off" or (
+                     c.name == "saliency_sampler" and c.glimpses == 1
+                     and c.output_activation is None),
                  "'off' unless the model is saliency_sampler with one glimpse and logits outputs "
                  "(output_activation None): the two views' class probabilities are pooled"),
     schema.Check("saliency_head_init", lambda c: c.saliency_head_init in SALIENCY_HEAD_INITS,

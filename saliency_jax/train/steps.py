@@ -92,8 +92,9 @@ def train_step(state: TrainState, batch: Mapping[str, jax.Array], blur: bool, *,
 
   Returns:
     The state after the step, and `{"loss", "grad_norm", "param_norm", "sum_<metric>"...}`:
-    the mean loss (with the glimpses' term and the model's "penalty", if any), the
-    gradient's and the new parameters' global norms, and the batch's training sums (`metrics.training_sums`).
+    the mean loss (each view's, with the uniform view's "each"; with the glimpses' term and
+    the model's "penalty", if any), the gradient's and the new parameters' global norms, and
+    the batch's training sums (`metrics.training_sums`).
   """
   key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
   weights = batch["mask"].astype(jnp.float32)
