@@ -224,3 +224,8 @@ def test_the_uniform_baseline_of_a_sampler_with_every_option_is_valid():
     assert value == expected, field
   assert uniform.optimizer.to_dict() == config.optimizer.to_dict()
   assert uniform.data.to_dict() == config.data.to_dict()
+  # The uniform view needs a single glimpse, so it is checked on its own.
+  config.model.glimpses = 1
+  config.model.uniform_view = "each"
+  validate_config(config)
+  assert trainer.uniform_baseline(config).model.uniform_view == "off"
