@@ -89,6 +89,12 @@ DEFAULTS = {
 }
 
 
+# The fields that only the saliency sampler may set away from their defaults (their checks are in
+# `CHECKS`); `compare_with_uniform`'s baseline resets them.
+SAMPLER_ONLY = ("axis_aligned", "detail_prior", "explore", "glimpses", "dead_zone",
+                "saliency_cost", "uniform_view")
+
+
 def default_model_config() -> ml_collections.ConfigDict:
   """`DEFAULTS` as a locked `ConfigDict`: the schema of `build_model`'s fields (see there)."""
   fields = dict(DEFAULTS)

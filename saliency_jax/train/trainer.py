@@ -429,11 +429,6 @@ def _train(config: ml_collections.ConfigDict, workdir: str, *, label: str, mesh:
   return results
 
 
-# Model fields that only the saliency sampler may set; the uniform baseline takes their defaults.
-_SAMPLER_ONLY = ("axis_aligned", "detail_prior", "explore", "glimpses", "dead_zone",
-                 "saliency_cost", "uniform_view")
-
-
 def uniform_baseline(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """`compare_with_uniform`'s baseline of a valid `config`: the same run, with uniform
   downsampling instead of the sampler (a dense model's own network on the identity grid)."""
@@ -442,7 +437,7 @@ def uniform_baseline(config: ml_collections.ConfigDict) -> ml_collections.Config
     uniform.model.saliency = "none"
   else:
     uniform.model.name = "uniform"
-    for field in _SAMPLER_ONLY:
+    for field in model_config.SAMPLER_ONLY:
       uniform.model[field] = model_config.DEFAULTS[field]
   uniform.compare_with_uniform = False
   uniform.pretrained.saliency_backbone = ""  # The baseline has no saliency network.
