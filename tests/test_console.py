@@ -34,9 +34,12 @@ def _image_folder(root) -> str:
 
 def _train(workdir, data_dir, *flags):
   env = dict(os.environ)
-  # As a user runs it: JAX probes every backend it knows (and logs the ones it cannot start).
+  # As a user runs it: JAX probes every backend it knows (and logs the ones it cannot start),
+  # on one host device. The session's other XLA flags (no LLVM optimisation) stay: they change
+  # the compile time, not what is printed.
   env.pop("JAX_PLATFORMS", None)
-  env.pop("XLA_FLAGS", None)
+  env["XLA_FLAGS"] = " ".join(flag for flag in env.get("XLA_FLAGS", "").split()
+                              if not flag.startswith("--xla_force_host_platform_device_count"))
   command = [
       sys.executable, os.path.join(ROOT, "train.py"), f"--workdir={workdir}",
       "--config=configs/uniform.py", "--config.data.name=image_folder",
