@@ -246,8 +246,8 @@ class TwoViews(Toy):
 
 
 def test_view_outputs_train_each_view_on_its_own_loss_and_evaluate_each_view():
-  """Train: the loss is the masked mean over examples of the two views' mean cross-entropy
-  (NumPy); eval: "top1_warped" and "top1_uniform" count each view's correct examples."""
+  """Train: the loss is the masked mean over examples of the sum of the two views'
+  cross-entropies (NumPy); eval: "top1_warped" and "top1_uniform" count each view's correct examples."""
   model = TwoViews(nnx.Rngs(0))
   model.train()
   graphdef, params, model_state = nnx.split(model, nnx.Param, ...)
@@ -264,7 +264,7 @@ def test_view_outputs_train_each_view_on_its_own_loss_and_evaluate_each_view():
     log_softmax = shifted - np.log(np.exp(shifted).sum(1, keepdims=True))
     return -log_softmax[np.arange(len(x)), batch["label"]]
 
-  expected = (cross_entropy(logits) + cross_entropy(2 * logits)) / 2
+  expected = cross_entropy(logits) + cross_entropy(2 * logits)
   np.testing.assert_allclose(metrics["loss"], expected[:3].mean(), rtol=1e-5)
 
   model.eval()

@@ -94,7 +94,8 @@ class SaliencySampler(task.TaskModel):
       reads it) in the same batch, and the outputs are the log of the two views' mean class
       probabilities. "pooled": trained on those outputs (multiple-instance pooling, as the
       glimpses'); "each": each view is trained on its own loss (the extra "view_outputs"
-      `[2, B, C]` in training mode, which the train step then uses instead of the outputs).
+      `[2, B, C]` in training mode, which the train step then uses instead of the outputs:
+      the sum of the two views' losses).
       The task network learns to read the plain view whatever the warp does, so the layer keeps
       what uniform downsampling reads and the warped view adds what it alone reads; the task
       network runs twice per image. Evaluation also returns "view_outputs".

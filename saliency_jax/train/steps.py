@@ -7,7 +7,9 @@ cell its view was drawn at; the train step adds the score-function (REINFORCE) t
 the map towards the cells whose views lose less than the example's mean view (`glimpse_credit`).
 A model's extra "penalty" `[B]` (the sampler's `saliency_cost`) is added to each example's loss;
 its extra "view_outputs" `[V, B, C]` in training mode (the sampler's `uniform_view="each"`)
-replaces the outputs in the loss: each view is trained on its own.
+replaces the outputs in the loss, which is then the sum of the views' losses: each view gets
+the full gradient it would get alone (their mean would halve the task network's steps on the
+uniform view against the uniform baseline's; README, the zoom-task suite).
 The steps receive the model split (`nnx.split`) into a graph definition, which
 `experiment.build_experiment` binds with `functools.partial` before jitting, and the arrays,
 which travel in the `TrainState`. Batches are the loader's: "image" uint8
@@ -92,9 +94,9 @@ def train_step(state: TrainState, batch: Mapping[str, jax.Array], blur: bool, *,
 
   Returns:
     The state after the step, and `{"loss", "grad_norm", "param_norm", "sum_<metric>"...}`:
-    the mean loss (each view's, with the uniform view's "each"; with the glimpses' term and
-    the model's "penalty", if any), the gradient's and the new parameters' global norms, and
-    the batch's training sums (`metrics.training_sums`).
+    the mean loss (with the uniform view's "each", of the sum of the views' losses; with the
+    glimpses' term and the model's "penalty", if any), the gradient's and the new parameters'
+    global norms, and the batch's training sums (`metrics.training_sums`).
   """
   key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
   weights = batch["mask"].astype(jnp.float32)
@@ -106,8 +108,8 @@ def train_step(state: TrainState, batch: Mapping[str, jax.Array], blur: bool, *,
     outputs, extras = model(batch["image"], blur_key=key if blur else None)
     if "view_outputs" in extras:  # Each view of the sampler's uniform view on its own loss.
       views = extras["view_outputs"]
-      losses = jnp.mean(jnp.stack([metrics_lib.per_example_loss(view, labels, task=task)
-                                   for view in views]), axis=0)
+      losses = jnp.sum(jnp.stack([metrics_lib.per_example_loss(view, labels, task=task)
+                                  for view in views]), axis=0)
     else:
       losses = metrics_lib.per_example_loss(outputs, labels, task=task,
                                             segmentation_loss=segmentation_loss)
