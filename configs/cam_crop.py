@@ -14,7 +14,7 @@ from configs import default
 
 
 def get_config():
-  config = default.get_config()
+  config = default.common_config()
   config.model.name = "cam_crop"
   config.model.crop_fraction = 0.5
   config.compare_with_uniform = False

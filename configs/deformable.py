@@ -12,7 +12,7 @@ from configs import default
 
 
 def get_config():
-  config = default.get_config()
+  config = default.common_config()
   config.model.name = "deformable"
   config.model.deformable_convs = 3
   config.compare_with_uniform = False

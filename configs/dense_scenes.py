@@ -29,7 +29,7 @@ from configs import default
 
 
 def get_config():
-  config = default.get_config()
+  config = default.common_config()
   config.data.name = "dense_scenes"
   config.data.image_size = 512
   config.data.dense.train_size = 4_000
@@ -43,6 +43,7 @@ def get_config():
   config.model.out_stride = 8
   config.model.head_width = 32
   config.model.saliency_head_init = "zero"
+  config.model.antialias = True  # The demo's sampling when this config was measured.
   # Exactly and cheaply invertible (see the docstring); `False` gives the 2-D attraction grid.
   config.model.axis_aligned = True
 

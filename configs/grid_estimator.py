@@ -14,7 +14,7 @@ from configs import default
 
 
 def get_config():
-  config = default.get_config()
+  config = default.common_config()
   config.model.name = "grid_estimator"
   # The better of 0.1 (the demo's) and 0.01, measured above.
   config.optimizer.lr_multipliers.saliency_head = 0.01

@@ -292,19 +292,23 @@ def test_zero_head_starts_at_uniform_saliency(images):
     np.testing.assert_allclose(extras["grid"], expected, atol=atol)
 
 
-def test_zero_head_with_the_exact_identity_starts_as_uniform_downsampling():
-  """With `exact_identity` (align_corners False, anti-aliased) the zero head's first view is the
-  uniform baseline's input: the area average of each 2x2 block (`ops.area_resize`), to the
-  uint8 pyramid's rounding (see tests/test_saliency_sample.py)."""
+def test_zero_head_with_the_recipe_starts_as_uniform_downsampling():
+  """With `models.SAMPLER_RECIPE` (the exact identity, align_corners False, anti-aliased, the
+  uniform view) the zero head's first view is the uniform baseline's input: the area average of
+  each 2x2 block (`ops.area_resize`), to the uint8 pyramid's rounding (see
+  tests/test_saliency_sample.py); so the task network reads the same image twice."""
   image = jnp.asarray(np.random.default_rng(1).integers(0, 256, (2, 2 * TASK, 2 * TASK, 3)),
                       jnp.uint8)
-  model = models.build_model({**CONFIG, "saliency_head_init": "zero", "exact_identity": True,
-                              "align_corners": False, "antialias": True}, num_outputs=5,
-                             rngs=_rngs())
+  model = models.build_model({**CONFIG, **models.SAMPLER_RECIPE, "saliency_head_init": "zero"},
+                             num_outputs=5, rngs=_rngs())
   model.eval()
   _, extras = _forward(model, image)
   np.testing.assert_allclose(extras["sampled"], ops.area_resize(image, (TASK, TASK)) / 255.0,
                              atol=0.6 / 255)
+  # The pyramid's rounding moves the logits by 0.006 here; the authors' grid (align_corners
+  # True, or without the exact identity) by 0.19 and 0.33.
+  warped, uniform = extras["view_outputs"]
+  np.testing.assert_allclose(warped, uniform, atol=0.02)
 
 
 def test_detail_prior_with_a_zero_head_is_the_detail_map(images):

@@ -20,13 +20,11 @@ from configs import default
 
 
 def get_config():
-  c = default.get_config()
-  c.compare_with_uniform = False
+  c = default.common_config()  # The paper's layer: these tests check the trainer, not the recipe.
   m = c.model
   m.task_net = m.saliency_backbone = "resnet_tiny"
   m.task_size = m.low_res_size = 32
   m.grid_size, m.padding, m.fwhm = 9, 4, 4.0
-  m.antialias = False  # As in tiny() (see there).
   s = c.data.synthetic
   s.object_size, s.frame_width, s.detail_period = 8, 2, 2
   s.num_distractors, s.num_clutter = 1, 1

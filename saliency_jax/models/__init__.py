@@ -21,6 +21,7 @@ from saliency_jax.models.factory import build_task_net
 from saliency_jax.models.inception import InceptionV3
 from saliency_jax.models.model_config import DEFAULTS
 from saliency_jax.models.model_config import MODEL_NAMES
+from saliency_jax.models.model_config import SAMPLER_RECIPE
 from saliency_jax.models.model_config import TASK_NETS
 from saliency_jax.models.model_config import default_model_config
 from saliency_jax.models.pretrained import load_pretrained
@@ -45,6 +46,7 @@ __all__ = [
     "RESNET_SPECS",
     "ResNet",
     "ResNetSpec",
+    "SAMPLER_RECIPE",
     "STNAffine",
     "STNThinPlateSpline",
     "SaliencyNetwork",

@@ -89,6 +89,17 @@ DEFAULTS = {
 }
 
 
+# The sampler's recipe: the model fields that, on top of `DEFAULTS` (the authors' layer), learned
+# on the demo and the zoom suite without per-task tuning (README, Results). Anti-aliased
+# sampling; the task network also reads the uniform view, each view trained on its own loss
+# (the extra "view_outputs"); the exact identity, so that a uniform map samples as uniform
+# downsampling. `SaliencySampler(task_net, saliency_net, **SAMPLER_RECIPE)` or
+# `build_model({**fields, **SAMPLER_RECIPE}, ...)`; the trainer's configs/default.py adds
+# `optimizer.clip_per_group`.
+SAMPLER_RECIPE = {"antialias": True, "uniform_view": "each", "exact_identity": True,
+                  "align_corners": False}
+
+
 # The fields that only the saliency sampler may set away from their defaults (their checks are in
 # `CHECKS`); `compare_with_uniform`'s baseline resets them.
 SAMPLER_ONLY = ("axis_aligned", "detail_prior", "explore", "glimpses", "dead_zone",

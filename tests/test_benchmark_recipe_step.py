@@ -1,0 +1,22 @@
+"""The demo recipes' step benchmark (benchmarks/recipe_step.py) with --quick, so that CI catches
+breakage."""
+
+import json
+import sys
+
+from benchmarks import recipe_step as bench
+
+
+def test_quick_run_times_the_recipes_asked_for(tmp_path, monkeypatch, capsys):
+  output = tmp_path / "recipe_step.json"
+  monkeypatch.setattr(sys, "argv", ["recipe_step.py", "--quick", f"--output={output}",
+                                    "--recipes=uniform,recipe"])
+  bench.main()
+  results = json.loads(output.read_text())
+  assert list(results["times"]) == ["uniform", "recipe"]
+  assert results["recipes"] == {"uniform": {"model.name": "uniform"},
+                                "recipe": "configs/default.py"}
+  for timing in results["times"].values():
+    assert timing["median_ms"] > 0 and len(timing["all_ms"]) == 2
+  assert results["batch_size"] == 8 and results["task_size"] == 32
+  assert "images/s" in capsys.readouterr().out
