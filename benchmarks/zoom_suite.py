@@ -7,7 +7,9 @@ r"""Measurement: the sampler against uniform downsampling and baselines on the z
 
 Every run is `configs/zoom_suite.py` with `data.name` (the family), `model.task_size`,
 `model.name` and `seed` changed, and `--set` overrides applied to all runs (an ablation is a
-`--tag` with its `--set`s). The same steps, data and optimizer for every contender. Each run
+`--tag` with its `--set`s). `--sampler_recipe` gives the sampler's runs the demo's recipe
+(`configs/default.py`, `with_sampler_recipe`; the other models keep theirs), e.g.
+    python benchmarks/zoom_suite.py --tag=recipe --sampler_recipe --models=saliency_sampler,uniform The same steps, data and optimizer for every contender. Each run
 trains in its own workdir under `--workdir`; a run whose results are already in the output JSON
 is not trained again, so an interrupted suite resumes where it stopped.
 
@@ -40,8 +42,10 @@ _MODEL_OVERRIDES = {"stn_affine": {"optimizer.lr_multipliers.saliency_head": 0.0
                                    "optimizer.lr_multipliers.saliency_backbone": 0.01}}
 
 
-def suite_config(family: str, size: int, model: str, seed: int, overrides: dict):
-  """`configs/zoom_suite.py` for one run."""
+def suite_config(family: str, size: int, model: str, seed: int, overrides: dict, *,
+                 sampler_recipe: bool = False):
+  """`configs/zoom_suite.py` for one run; with `sampler_recipe`, the sampler's runs take the
+  demo's recipe (`configs/default.py`'s `with_sampler_recipe`) before the overrides."""
   spec = importlib.util.spec_from_file_location("zoom_suite_config",
                                                 os.path.join(ROOT, "configs", "zoom_suite.py"))
   module = importlib.util.module_from_spec(spec)
@@ -52,6 +56,9 @@ def suite_config(family: str, size: int, model: str, seed: int, overrides: dict)
   config.model.name = model
   config.seed = seed
   config.compare_with_uniform = False
+  if sampler_recipe and model == "saliency_sampler":
+    from configs import default  # pylint: disable=g-import-not-at-top
+    default.with_sampler_recipe(config)
   for key, value in {**_MODEL_OVERRIDES.get(model, {}), **overrides}.items():
     parent, _, field = key.rpartition(".")
     node = config
@@ -148,6 +155,8 @@ def main(argv=None):
   parser.add_argument("--tag", default="default", help="name of this recipe in the JSON")
   parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                       help="config override for every run (repeatable)")
+  parser.add_argument("--sampler_recipe", action="store_true",
+                      help="the sampler's runs take the demo's recipe (configs/default.py)")
   parser.add_argument("--workdir", default=os.path.join(ROOT, "runs", "zoom_suite"))
   parser.add_argument("--out", default="")
   parser.add_argument("--quick", action="store_true",
@@ -178,7 +187,8 @@ def main(argv=None):
     for size in sizes:
       for model in models:
         for seed in seeds:
-          config = suite_config(family, size, model, seed, overrides)
+          config = suite_config(family, size, model, seed, overrides,
+                                sampler_recipe=args.sampler_recipe)
           config_lib.validate_config(config)
           plan.append((family, size, model, seed, config))
 
@@ -200,6 +210,8 @@ def main(argv=None):
     payload["environment"] = common.environment()
     records = _runs(payload, args.tag, family, size, model)
     payload["tags"][args.tag]["overrides"] = dict(overrides)
+    if args.sampler_recipe:
+      payload["tags"][args.tag]["sampler_recipe"] = True
     records.append({"seed": seed, "top1": results["eval"]["top1"],
                     "eval_loss": results["eval"]["loss"], "collapse": collapse(
                         results["loss_curve"]), "loss_curve": results["loss_curve"],

@@ -38,6 +38,13 @@ def test_suite_config_overrides_and_rejects_unknown_fields():
     zoom_suite.suite_config("zoom_marker", 64, "uniform", 0, {"model.zoom": 2})
   with pytest.raises(SystemExit, match="--set: model.task_size cannot take 'big'"):
     zoom_suite.suite_config("zoom_marker", 64, "uniform", 0, {"model.task_size": "big"})
+  # The recipe reaches the sampler's runs only (the others reject the uniform view).
+  recipe = zoom_suite.suite_config("zoom_glyph", 256, "saliency_sampler", 0,
+                                   {"model.exact_identity": False}, sampler_recipe=True)
+  assert (recipe.model.antialias, recipe.model.uniform_view, recipe.optimizer.clip_per_group,
+          recipe.model.exact_identity) == (True, "each", True, False)  # --set comes last.
+  uniform = zoom_suite.suite_config("zoom_glyph", 256, "uniform", 0, {}, sampler_recipe=True)
+  assert uniform.model.uniform_view == "off" and not uniform.optimizer.clip_per_group
   assert zoom_suite.parse_overrides(["model.antialias=True", "model.saliency_head_init=zero"]) == {
       "model.antialias": True, "model.saliency_head_init": "zero"}
   with pytest.raises(SystemExit, match="--set: expected FIELD=VALUE"):
