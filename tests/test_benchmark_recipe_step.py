@@ -13,7 +13,7 @@ def test_quick_run_times_the_recipes_asked_for(tmp_path, monkeypatch, capsys):
                                     "--recipes=uniform,recipe"])
   bench.main()
   results = json.loads(output.read_text())
-  assert list(results["times"]) == ["uniform", "recipe"]
+  assert set(results["times"]) == {"uniform", "recipe"}
   assert results["recipes"] == {"uniform": {"model.name": "uniform"},
                                 "recipe": "configs/default.py"}
   for timing in results["times"].values():
