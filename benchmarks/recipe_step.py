@@ -104,13 +104,14 @@ def main():
       f"Training step of the demo's recipes, batch {batch_size}, {first.data.image_size} -> "
       f"{first.model.task_size} (medians of {repeats})", rows,
       ("recipe", "median ms", "min ms", "images/s"))
+  recipes = {name: RECIPES[name] or "configs/default.py" for name in names}
   payload = {"environment": common.environment(), "quick": args.quick, "repeats": repeats,
              "batch_size": batch_size, "image_size": first.data.image_size,
-             "task_size": first.model.task_size, "recipes": {name: RECIPES[name] or "configs/default.py" for name in names}, "times": times}
+             "task_size": first.model.task_size, "recipes": recipes, "times": times}
   name = "recipe_step_quick" if args.quick else "recipe_step"
-  files.write_json(args.output or os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                                               "results", f"{name}_{jax.default_backend()}.json"),
-                   payload)
+  default_output = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
+                                f"{name}_{jax.default_backend()}.json")
+  files.write_json(args.output or default_output, payload)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,8 @@ Every run is `configs/zoom_suite.py` with `data.name` (the family), `model.task_
 `model.name` and `seed` changed, and `--set` overrides applied to all runs (an ablation is a
 `--tag` with its `--set`s). `--sampler_recipe` gives the sampler's runs the demo's recipe
 (`configs/default.py`, `with_sampler_recipe`; the other models keep theirs), e.g.
-    python benchmarks/zoom_suite.py --tag=recipe --sampler_recipe --models=saliency_sampler,uniform The same steps, data and optimizer for every contender. Each run
+    python benchmarks/zoom_suite.py --tag=recipe --sampler_recipe --models=saliency_sampler,uniform
+The same steps, data and optimizer for every contender. Each run
 trains in its own workdir under `--workdir`; a run whose results are already in the output JSON
 is not trained again, so an interrupted suite resumes where it stopped.
 
