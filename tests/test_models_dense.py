@@ -11,14 +11,15 @@ SIZE, TASK, STRIDE, CLASSES, GRID = 128, 64, 8, 3, 11
 
 
 def _model(*, saliency=False, prior=None, head="segmentation", antialias=True, seed=0,
-           axis_aligned=False):
+           axis_aligned=False, detail_prior=False):
   rngs = nnx.Rngs(seed)
   backbone = resnet.build_resnet("resnet_tiny", num_classes=None, rngs=rngs)
   net = (saliency_network.SaliencyNetwork(backbone="resnet_tiny", depth=6, grid_size=GRID,
                                           rngs=rngs) if saliency else None)
   model = dense.ZoomUnzoom(backbone, net, prior=prior, num_classes=CLASSES, head=head,
                            task_size=TASK, low_res_size=32, out_stride=STRIDE, head_width=16,
-                           antialias=antialias, axis_aligned=axis_aligned, rngs=rngs)
+                           antialias=antialias, axis_aligned=axis_aligned,
+                           detail_prior=detail_prior, grid_size=GRID, rngs=rngs)
   model.eval()
   return model
 
@@ -99,6 +100,50 @@ def test_network_and_prior_multiply(images):
   product = network * prior
   expected = product / product.sum(axis=(1, 2), keepdims=True)
   np.testing.assert_allclose(extras["saliency"], expected, rtol=1e-4, atol=1e-7)
+
+
+def _fine_detail_in_the_top_left():
+  """Grey images with a 1-pixel checkerboard in their top-left 32x32 corner: detail that
+  downsampling 128 -> 64 averages away, there and nowhere else."""
+  images = np.full((2, SIZE, SIZE, 3), 128, np.uint8)
+  checker = (np.indices((32, 32)).sum(axis=0) % 2 * 255).astype(np.uint8)
+  images[:, 8:40, 8:40, :] = checker[..., None]
+  return jnp.asarray(images)
+
+
+def test_the_detail_prior_alone_zooms_on_the_detail_downsampling_would_lose():
+  images = _fine_detail_in_the_top_left()
+  model = _model(detail_prior=True)
+  assert not model.uniform
+  _, extras = model(images)
+  saliency = np.asarray(extras["saliency"])
+  np.testing.assert_allclose(saliency.sum(axis=(1, 2)), 1.0, rtol=1e-5)
+  # The checkerboard covers source pixels 8..39 of 128, i.e. cells 0..3 of the 11x11 map (11.6
+  # pixels each): its cells hold the detail prior's excess mass (its mixture's other half is
+  # uniform), every other cell the uniform share alone.
+  inside = saliency[:, 1:3, 1:3]
+  outside = saliency[:, 5:, 5:]
+  np.testing.assert_allclose(outside, np.broadcast_to(outside[:, :1, :1], outside.shape),
+                             rtol=1e-5)
+  assert float(inside.min()) > 5 * float(outside.max())
+  # The warp gives the checkerboard's region more of the warped image than its share of the
+  # source (0.0625, what the identity grid gives it; the default fwhm on an 11x11 map gives
+  # 0.094).
+  grid = np.asarray(extras["grid"])
+  region = (grid[..., 0] > -0.875) & (grid[..., 0] < -0.375) & (grid[..., 1] > -0.875) & (
+      grid[..., 1] < -0.375)
+  assert region.mean() > 1.3 * 0.0625
+
+
+def test_a_zero_headed_network_times_the_detail_prior_is_the_detail_prior():
+  images = _fine_detail_in_the_top_left()
+  alone = _model(detail_prior=True)
+  both = _model(saliency=True, detail_prior=True)
+  head = both.saliency_net.head
+  head.kernel.set_value(jnp.zeros_like(head.kernel.get_value()))
+  head.bias.set_value(jnp.zeros_like(head.bias.get_value()))
+  np.testing.assert_allclose(both(images)[1]["saliency"], alone(images)[1]["saliency"],
+                             rtol=1e-5, atol=1e-8)
 
 
 def test_gradients_reach_the_saliency_network_through_the_unwarp(images):

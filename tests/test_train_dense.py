@@ -76,3 +76,15 @@ def test_dense_configs_are_checked_before_anything_is_written(tmp_path, change, 
   with pytest.raises(config_lib.ConfigError, match=message):
     train.train_and_evaluate(config, str(tmp_path / "run"))
   assert not os.path.exists(tmp_path / "run")
+
+
+def test_the_detail_prior_alone_compares_with_a_baseline_without_it():
+  from saliency_jax.train import trainer  # pylint: disable=import-outside-toplevel
+  config = tiny(load_config("dense_scenes", None))
+  config.model.saliency = "none"
+  config.model.detail_prior = True
+  config_lib.validate_config(config)  # The detail prior alone is not the uniform baseline.
+  uniform = trainer.uniform_baseline(config)
+  assert uniform.model.saliency == "none" and not uniform.model.detail_prior
+  assert train.create_model(uniform, num_outputs=4).uniform
+  assert not train.create_model(config, num_outputs=4).uniform

@@ -3,7 +3,9 @@
 The path of "Learning to Zoom and Unzoom" (LZU) with this project's ops:
 1. saliency on the grid: the softmax of a saliency network's logits on the low-resolution view,
    a fixed prior (a `[g, g]` map such as `ops.kde_saliency` of the training boxes), or both (their
-   product, renormalised: the network's logits plus the prior's log);
+   product, renormalised: the network's logits plus the prior's log); optionally times the
+   detail prior of each image (`ops.detail_saliency`: where uniform downsampling to the task
+   size would lose detail), which needs no labels and also serves alone;
 2. the attraction grid at the task size and the warp of the full-resolution image (`grid_sample`,
    optionally anti-aliased);
 3. the backbone on the warped image; each of its named `stages` is brought back into the
@@ -12,7 +14,7 @@ The path of "Learning to Zoom and Unzoom" (LZU) with this project's ops:
 4. a head on the sum of the unwarped stages (each projected to `head_width` channels):
    "segmentation" gives per-pixel logits over background and the classes; "detection" a
    CenterNet-style centre heatmap (one logit per class), box sizes and centre offsets.
-With neither a saliency network nor a prior, the grid is the identity (uniform downsampling) and
+With no saliency network, fixed prior or detail prior, the grid is the identity (uniform downsampling) and
 the model is the uniform baseline: the same backbone and head at the same input size.
 
 Outputs are in the source frame at `out_stride`, so labels, losses and metrics never see the
@@ -52,9 +54,15 @@ class ZoomUnzoom(nnx.Module):
     low_res_size: side of the view the saliency network sees.
     out_stride: stride of the outputs on the source image.
     head_width: channels of the fused map.
-    temperature, fwhm, padding, antialias, max_magnification: as `ops.saliency_sample`.
+    temperature, fwhm, padding, antialias, max_magnification: as `ops.saliency_sample`; the
+      temperature divides the logits of the network and of the detail prior, not the fixed
+      prior's.
     axis_aligned: the attraction grid's axis-aligned form (`ops.attraction_grid`), which
       `ops.unwarp` then inverts by its exact fast path.
+    detail_prior: multiply the map by `ops.detail_saliency` of the images at the task size (add
+      its logits), or use it alone when there is neither a network nor a prior.
+    grid_size: side g of the map of the detail prior alone (otherwise the network's or the
+      prior's).
     rngs: `nnx.Rngs` with a "params" stream.
   """
 
@@ -64,7 +72,8 @@ class ZoomUnzoom(nnx.Module):
                low_res_size: int = 64, out_stride: int = 8, head_width: int = 64,
                temperature: float = 1.0, fwhm: float = 13.0, padding: int = 30,
                antialias: bool = True, max_magnification: float | None = None,
-               axis_aligned: bool = False, rngs: nnx.Rngs):
+               axis_aligned: bool = False, detail_prior: bool = False, grid_size: int = 31,
+               rngs: nnx.Rngs):
     if head not in HEADS:
       raise ValueError(f"head must be one of {HEADS}; got {head!r}.")
     if num_classes < 1:
@@ -90,6 +99,7 @@ class ZoomUnzoom(nnx.Module):
     self.temperature, self.fwhm, self.padding = temperature, fwhm, padding
     self.antialias, self.max_magnification = antialias, max_magnification
     self.axis_aligned = bool(axis_aligned)
+    self.detail_prior, self.grid_size = bool(detail_prior), grid_size
     self.lateral = nnx.List([
         layers.conv(channels[name], head_width, 1, use_bias=True, rngs=rngs) for name in stages])
     self.fuse = layers.conv(head_width, head_width, 3, padding=1, use_bias=True, rngs=rngs)
@@ -116,24 +126,30 @@ class ZoomUnzoom(nnx.Module):
 
   @property
   def uniform(self) -> bool:
-    """True for the uniform baseline (no saliency network, no prior)."""
-    return self.saliency_net is None and self.prior is None
+    """True for the uniform baseline (no saliency network, no fixed or detail prior)."""
+    return self.saliency_net is None and self.prior is None and not self.detail_prior
 
   def saliency(self, images: jax.Array) -> jax.Array | None:
     """`[B, H, W, 3]` images -> `[B, g, g]` saliency summing to 1, or None when uniform."""
+    grid_shape = (self.grid_size,) * 2 if self.prior is None else self.prior.value.shape
     log_map = None
     if self.saliency_net is not None:
       view = task.area_view(images, self.low_res_size)
-      log_map = self.saliency_net(task.imagenet_normalize(view))[..., 0] / self.temperature
+      log_map = self.saliency_net(task.imagenet_normalize(view))[..., 0]
+      if self.prior is not None and log_map.shape[1:] != grid_shape:
+        raise ValueError(f"prior must have the saliency network's grid shape "
+                         f"{log_map.shape[1:]}; got {grid_shape}.")
+      grid_shape = log_map.shape[1:]
+    if self.detail_prior:
+      detail = ops.detail_saliency(images, (self.task_size, self.task_size), grid_shape)
+      log_map = detail if log_map is None else log_map + detail
+    if log_map is not None:
+      # As the sampler's: the temperature sharpens the image's own map (network and detail).
+      log_map = log_map / self.temperature
     if self.prior is not None:
       prior = jnp.log(jnp.maximum(self.prior.value, 1e-12))
-      if log_map is None:
-        log_map = jnp.broadcast_to(prior, (images.shape[0],) + prior.shape)
-      else:
-        if log_map.shape[1:] != prior.shape:
-          raise ValueError(f"prior must have the saliency network's grid shape "
-                           f"{log_map.shape[1:]}; got {prior.shape}.")
-        log_map = log_map + prior
+      log_map = (jnp.broadcast_to(prior, (images.shape[0],) + prior.shape) if log_map is None
+                 else log_map + prior)
     if log_map is None:
       return None
     flat = jax.nn.softmax(log_map.reshape(log_map.shape[0], -1), axis=-1)

@@ -71,8 +71,9 @@ def build_model(model_config: Mapping[str, Any], *, num_outputs: int, rngs: nnx.
       inverts exactly and fast; sampler and dense model only [False].
     saliency_head_init: "torch" (PyTorch's default, the authors') or "zero" (the sampler starts
       at the identity grid, i.e. as uniform downsampling) ["torch"].
-    detail_prior: the sampler's saliency is the product of its network's map and
-      `ops.detail_saliency` (the detail uniform downsampling would lose); sampler only [False].
+    detail_prior: the saliency is the product of the network's map and
+      `ops.detail_saliency` (the detail uniform downsampling would lose); sampler and dense
+      model only [False].
     explore: height of the sampler's exploration bump in training mode (`SaliencySampler`);
       0 for none; sampler only [0.0].
     glimpses: views per example in training mode (`SaliencySampler`): > 1 needs explore > 0
@@ -104,8 +105,9 @@ def build_model(model_config: Mapping[str, Any], *, num_outputs: int, rngs: nnx.
       cross-entropy) or "class_balanced" (the mean over the classes present in each image of
       their mean pixel cross-entropy) ["pixel"]; see `train.dense_metrics`. Evaluation
       reports the pixel loss either way, so that runs with either loss compare.
-    saliency: "network", "prior" (fixed: `prior`), "both" or "none" (the uniform baseline)
-      ["network"].
+    saliency: "network", "prior" (fixed: `prior`), "both" or "none" (the uniform baseline,
+      unless `detail_prior`) ["network"].
+    (`detail_prior` as above; with saliency "none", the detail prior alone.)
     dense_stages: the task network's stages unwarped and fused [("layer2", "layer3", "layer4")].
     out_stride: stride of the dense outputs on the source image [8].
     head_width: channels of the fused map [64].
@@ -192,4 +194,5 @@ def _build_dense(c: Mapping[str, Any], *, num_classes: int, rngs: nnx.Rngs,
       low_res_size=c["low_res_size"], out_stride=c["out_stride"], head_width=c["head_width"],
       temperature=c["temperature"], fwhm=c["fwhm"], padding=c["padding"],
       antialias=c["antialias"], max_magnification=c["max_magnification"] or None,
-      axis_aligned=c["axis_aligned"], rngs=rngs)
+      axis_aligned=c["axis_aligned"], detail_prior=c["detail_prior"],
+      grid_size=c["grid_size"], rngs=rngs)

@@ -169,8 +169,10 @@ CHECKS = (
                  lambda c: not c.axis_aligned or c.name in ("saliency_sampler", "zoom_unzoom"),
                  lambda c: f"False for {c.name}: only the attraction grid of saliency_sampler and "
                            f"zoom_unzoom has an axis-aligned form"),
-    schema.Check("detail_prior", lambda c: not c.detail_prior or c.name == "saliency_sampler",
-                 lambda c: f"False for {c.name}: only saliency_sampler has a detail prior"),
+    schema.Check("detail_prior",
+                 lambda c: not c.detail_prior or c.name in ("saliency_sampler", "zoom_unzoom"),
+                 lambda c: f"False for {c.name}: only saliency_sampler and zoom_unzoom have a "
+                           f"detail prior"),
     _sampler_amount("explore", "explores"),
     schema.Check("glimpses", lambda c: c.glimpses >= 1, "an int >= 1"),
     schema.Check("glimpses",

@@ -220,8 +220,9 @@ def checks() -> tuple[schema.Check, ...]:
                    "False when config.model.name is already 'uniform'"),
       schema.Check("compare_with_uniform",
                    lambda c: not (c.compare_with_uniform and c.model.name == "zoom_unzoom"
-                                  and c.model.saliency == "none"),
-                   "False when config.model.saliency is already 'none' (the uniform baseline)"),
+                                  and c.model.saliency == "none" and not c.model.detail_prior),
+                   "False when config.model.saliency is already 'none' without the detail "
+                   "prior (the uniform baseline)"),
       # The dense model trains on masks and boxes, and only it does.
       schema.Check("model.name",
                    lambda c: (c.model.name == "zoom_unzoom")

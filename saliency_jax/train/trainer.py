@@ -435,6 +435,7 @@ def uniform_baseline(config: ml_collections.ConfigDict) -> ml_collections.Config
   uniform = config.copy_and_resolve_references()
   if config.model.name == "zoom_unzoom":
     uniform.model.saliency = "none"
+    uniform.model.detail_prior = False
   else:
     uniform.model.name = "uniform"
     for field in model_config.SAMPLER_ONLY:
