@@ -215,6 +215,7 @@ def test_the_uniform_baseline_of_a_sampler_with_every_option_is_valid():
   config.model.uniform_view = "off"  # Needs a single glimpse: checked on its own below.
   config.model.axis_aligned = True
   config.model.detail_prior = True
+  config.model.cap_at_source = True
   config.model.explore = 2.0
   config.model.glimpses = 3
   config.model.saliency_cost = 0.1
@@ -223,7 +224,7 @@ def test_the_uniform_baseline_of_a_sampler_with_every_option_is_valid():
   uniform = trainer.uniform_baseline(config)
   model = sj.models.default_model_config()
   assert uniform.model.name == "uniform" and not uniform.compare_with_uniform
-  changed = {"name", "axis_aligned", "detail_prior", "explore", "glimpses", "saliency_cost",
+  changed = {"name", "axis_aligned", "cap_at_source", "detail_prior", "explore", "glimpses", "saliency_cost",
              "dead_zone"}
   for field, value in uniform.model.items():
     expected = "uniform" if field == "name" else (

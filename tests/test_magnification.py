@@ -65,6 +65,31 @@ def test_cap_holds_and_is_tight_on_peaked_maps(cap):
                              + lam[:, None, None, None] * ident, atol=1e-5)
 
 
+def test_the_source_cap_samples_no_finer_than_the_source():
+  """`saliency_sample(..., max_magnification="source")`: at most one output pixel per source
+  pixel, measured by `_numpy_magnification` in source pixels; without the cap the same peaked
+  maps magnify past the source."""
+  logits = 3.0 * np.random.default_rng(3).normal(size=(2, 11, 11)).astype(np.float32)
+  images = np.zeros((2, 96, 160, 3), np.float32)
+  out_shape = (24, 40)  # 4x fewer pixels on each side: the cap is 4 times uniform sampling.
+  _, plain, _ = sj.saliency_sample(images, logits, out_shape, align_corners=True)
+  _, capped, _ = sj.saliency_sample(images, logits, out_shape, align_corners=True,
+                                    max_magnification="source")
+  # Interior nodes: numpy.gradient is one-sided at the border.
+  interior = (slice(None), slice(1, -1), slice(1, -1))
+  with np.errstate(divide="ignore"):  # The uncapped grid has degenerate (point-like) cells.
+    plain_mag = _numpy_magnification(np.asarray(plain), (96, 160))[interior]
+    capped_mag = _numpy_magnification(np.asarray(capped), (96, 160))[interior]
+  assert np.mean(plain_mag > 1.0) > 0.05
+  assert capped_mag.max() <= 1.0 + 2e-2
+  _, explicit, _ = sj.saliency_sample(images, logits, out_shape, align_corners=True,
+                                      max_magnification=4.0)
+  np.testing.assert_array_equal(capped, explicit)
+  with pytest.raises(ValueError, match="max_magnification must be None, a number of at least "
+                                       "1 or 'source'; got 'full'."):
+    sj.saliency_sample(images, logits, out_shape, max_magnification="full")
+
+
 def test_cap_leaves_mild_grids_alone_and_is_differentiable():
   saliency = sj.softmax_saliency(jnp.asarray(
       0.1 * np.random.default_rng(0).normal(size=(2, 9, 9)), jnp.float32))

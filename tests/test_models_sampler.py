@@ -413,6 +413,30 @@ def test_magnification_cap_and_antialias_reach_the_ops(images):
   assert float(ops.magnification(uncapped, None)[:, 1:-1, 1:-1].max()) > 2.5
 
 
+def test_the_source_cap_reaches_the_ops_and_needs_no_other_cap(images):
+  model = models.build_model({**CONFIG, "cap_at_source": True, "temperature": 0.05},
+                             num_outputs=5, rngs=_rngs())
+  model.eval()
+  _, extras = _forward(model, images)
+  _, grid, _ = ops.saliency_sample(
+      images, model.saliency_logits(images), (TASK, TASK), temperature=0.05,
+      fwhm=CONFIG["fwhm"], padding=CONFIG["padding"], max_magnification="source")
+  np.testing.assert_allclose(extras["grid"], grid, atol=1e-5)  # jit vs eager rounding
+  # At most one output pixel per source pixel (the ops' own measure; tests/test_magnification.py
+  # checks it against numpy.gradient).
+  source = images.shape[1:3]
+  assert float(ops.magnification(grid, source)[:, 1:-1, 1:-1].max()) <= 1.0 + 1e-3
+  uncapped = ops.saliency_sample(images, model.saliency_logits(images), (TASK, TASK),
+                                 temperature=0.05, fwhm=CONFIG["fwhm"],
+                                 padding=CONFIG["padding"])[1]
+  assert float(ops.magnification(uncapped, source)[:, 1:-1, 1:-1].max()) > 1.2
+  for override, message in (({"max_magnification": 2.0}, "cap_at_source"),
+                            ({"name": "stn_affine"}, "cap_at_source")):
+    with pytest.raises(ValueError, match=message):
+      models.build_model({**CONFIG, "cap_at_source": True, **override}, num_outputs=5,
+                         rngs=_rngs())
+
+
 def test_saliency_cost_charges_the_networks_map_in_training_only(images):
   """"penalty" is `saliency_cost` times the KL divergence from uniform (written here in NumPy)
   of the saliency network's own map, before the detail prior; none in eval mode; a zero head

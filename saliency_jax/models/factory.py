@@ -71,6 +71,8 @@ def build_model(model_config: Mapping[str, Any], *, num_outputs: int, rngs: nnx.
       inverts exactly and fast; sampler and dense model only [False].
     saliency_head_init: "torch" (PyTorch's default, the authors') or "zero" (the sampler starts
       at the identity grid, i.e. as uniform downsampling) ["torch"].
+    cap_at_source: the sampler's magnification cap is the source's own resolution
+      (`SaliencySampler`); needs max_magnification 0; sampler only [False].
     detail_prior: the saliency is the product of the network's map and
       `ops.detail_saliency` (the detail uniform downsampling would lose); sampler and dense
       model only [False].
@@ -146,8 +148,8 @@ def build_model(model_config: Mapping[str, Any], *, num_outputs: int, rngs: nnx.
         task_net, _saliency_net(c, rngs), fwhm=c["fwhm"], padding=c["padding"],
         temperature=c["temperature"], max_magnification=c["max_magnification"] or None,
         antialias=c["antialias"], exact_identity=c["exact_identity"],
-        axis_aligned=c["axis_aligned"], detail_prior=c["detail_prior"],
-        explore=c["explore"], glimpses=c["glimpses"], dead_zone=c["dead_zone"],
+        axis_aligned=c["axis_aligned"], cap_at_source=c["cap_at_source"],
+        detail_prior=c["detail_prior"], explore=c["explore"], glimpses=c["glimpses"], dead_zone=c["dead_zone"],
         saliency_cost=c["saliency_cost"], uniform_view=c["uniform_view"],
         rngs=rngs, **warping)
   if name in ("uniform", "deformable"):

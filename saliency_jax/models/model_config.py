@@ -67,6 +67,7 @@ DEFAULTS = {
     "antialias": bool(_op_default(ops.saliency_sample, "antialias")),
     "exact_identity": bool(_op_default(ops.saliency_sample, "exact_identity")),
     "axis_aligned": bool(_op_default(ops.attraction_grid, "axis_aligned")),
+    "cap_at_source": False,
     "saliency_head_init": "torch",
     "detail_prior": False,
     "explore": 0.0,
@@ -102,7 +103,7 @@ SAMPLER_RECIPE = {"antialias": True, "uniform_view": "each", "exact_identity": T
 
 # The fields that only the saliency sampler may set away from their defaults (their checks are in
 # `CHECKS`); `compare_with_uniform`'s baseline resets them.
-SAMPLER_ONLY = ("axis_aligned", "detail_prior", "explore", "glimpses", "dead_zone",
+SAMPLER_ONLY = ("axis_aligned", "cap_at_source", "detail_prior", "explore", "glimpses", "dead_zone",
                 "saliency_cost", "uniform_view")
 
 
@@ -169,6 +170,11 @@ CHECKS = (
                  lambda c: not c.axis_aligned or c.name in ("saliency_sampler", "zoom_unzoom"),
                  lambda c: f"False for {c.name}: only the attraction grid of saliency_sampler and "
                            f"zoom_unzoom has an axis-aligned form"),
+    schema.Check("cap_at_source",
+                 lambda c: not c.cap_at_source or (c.name == "saliency_sampler"
+                                                   and c.max_magnification == 0),
+                 "False unless the model is saliency_sampler with max_magnification 0 (the cap "
+                 "is then the source's resolution)"),
     schema.Check("detail_prior",
                  lambda c: not c.detail_prior or c.name in ("saliency_sampler", "zoom_unzoom"),
                  lambda c: f"False for {c.name}: only saliency_sampler and zoom_unzoom have a "

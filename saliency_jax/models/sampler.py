@@ -56,6 +56,10 @@ class SaliencySampler(task.TaskModel):
     output_activation: None (logits) or "sigmoid" (the gaze regression).
     max_magnification: None (no cap) or a cap, at least 1, on the grid's local magnification
       relative to uniform sampling (`ops.attraction_grid`'s `max_magnification`).
+    cap_at_source: True: the cap is the source's own resolution (`ops.saliency_sample`'s
+      `max_magnification="source"`): no region is magnified past the detail the image holds,
+      and the map cannot pull the grid into a point (which samples one flat colour); needs
+      `max_magnification` None.
     antialias: True: each sample averages the image over its footprint where the warp
       compresses (`ops.grid_sample`'s `antialias`), so that the squeezed regions do not alias.
     axis_aligned: the attraction grid's axis-aligned form (`ops.attraction_grid`'s).
@@ -116,7 +120,7 @@ class SaliencySampler(task.TaskModel):
                antialias: bool = _SAMPLE["antialias"].default,
                exact_identity: bool = _SAMPLE["exact_identity"].default,
                axis_aligned: bool = _GRID["axis_aligned"].default,
-               detail_prior: bool = False, explore: float = 0.0, glimpses: int = 1,
+               cap_at_source: bool = False, detail_prior: bool = False, explore: float = 0.0, glimpses: int = 1,
                dead_zone: float = 0.0, saliency_cost: float = 0.0, uniform_view: str = "off",
                rngs: nnx.Rngs | None = None):
     super().__init__(task_net, task_size=task_size, blur_min=blur_min,
@@ -132,7 +136,11 @@ class SaliencySampler(task.TaskModel):
     if max_magnification is not None and not max_magnification >= 1:
       raise ValueError(f"max_magnification must be None or at least 1; got "
                        f"{max_magnification!r}.")
-    self.max_magnification = None if max_magnification is None else float(max_magnification)
+    if cap_at_source and max_magnification is not None:
+      raise ValueError(f"cap_at_source needs max_magnification None (the cap is the source's "
+                       f"resolution); got {max_magnification!r}.")
+    self.max_magnification = ("source" if cap_at_source else
+                              None if max_magnification is None else float(max_magnification))
     self.antialias = bool(antialias)
     self.exact_identity = bool(exact_identity)
     self.axis_aligned = bool(axis_aligned)

@@ -127,7 +127,10 @@ def saliency_sample(
       that a uniform map samples exactly as uniform downsampling does (area averaging with
       `antialias` at integer factors); False: the authors' upsampling of the grid.
     **grid_options: keyword options of `attraction_grid` (fwhm, padding, pad_mode, method,
-      axis_aligned, max_magnification).
+      axis_aligned, max_magnification). Here `max_magnification` may also be "source": the
+      cap at which the output samples the source at its own resolution (relative to uniform
+      sampling, `sqrt(H W / (h w))`, at least 1), so that no region is magnified past the
+      detail the image holds.
 
   Returns:
     `(sampled [B, h, w, C], grid [B, h, w, 2], saliency [B, gh, gw])`; `sampled` as
@@ -140,6 +143,13 @@ def saliency_sample(
   if saliency.shape[0] != image.shape[0]:
     raise ValueError(f"saliency_logits and image must have the same batch size; got "
                      f"saliency_logits shape {saliency.shape} and image shape {image.shape}.")
+  if isinstance(grid_options.get("max_magnification"), str):
+    if grid_options["max_magnification"] != "source":
+      raise ValueError(f"max_magnification must be None, a number of at least 1 or 'source'; "
+                       f"got {grid_options['max_magnification']!r}.")
+    out_h, out_w = validation.check_shape(out_shape, "out_shape")
+    ratio = (image.shape[1] * image.shape[2] / (out_h * out_w)) ** 0.5
+    grid_options["max_magnification"] = max(1.0, ratio)
   if validation.check_bool(exact_identity, "exact_identity"):
     grid_options["align_corners"] = align_corners
   grid = attraction.attraction_grid(saliency, out_shape, **grid_options)
