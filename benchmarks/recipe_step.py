@@ -10,13 +10,15 @@ compares, and reports it as training throughput (images per second):
 - uniform view: antialias, the task network also reading the uniform view, each view on its own
   loss, gradients clipped per parameter group (`model.uniform_view=each`,
   `optimizer.clip_per_group=True`): the task network runs twice per image;
-- recipe: the demo's (`configs/default.py`): the uniform view with the exact identity
-  (`model.exact_identity=True`, `model.align_corners=False`).
+- recipe: the project's recipe (`default.with_sampler_recipe`): the uniform view with the exact
+  identity (`model.exact_identity=True`, `model.align_corners=False`);
+- demo: `configs/default.py` itself, the recipe with the magnification capped at the source's
+  resolution (`model.cap_at_source=True`).
 Every contender sees the same batch; the blur warm-up is off, as in the demo.
 
   python benchmarks/recipe_step.py            # the demo's sizes, 7 repetitions
   python benchmarks/recipe_step.py --quick    # tiny sizes, 2 repetitions: a smoke test only
-  python benchmarks/recipe_step.py --recipes=antialias,recipe
+  python benchmarks/recipe_step.py --recipes=recipe,demo
 Writes benchmarks/results/recipe_step_<backend>.json (with the environment).
 """
 
@@ -32,17 +34,22 @@ from benchmarks import common  # noqa: E402
 from configs import default  # noqa: E402
 from saliency_jax import data  # noqa: E402
 from saliency_jax import files  # noqa: E402
+from saliency_jax import models  # noqa: E402
 from saliency_jax import train  # noqa: E402
 
 # name -> the fields each recipe sets on top of `default.common_config()` (the paper's layer);
-# None: configs/default.py itself (`default.with_sampler_recipe`).
+# None: configs/default.py itself.
 RECIPES = {
     "uniform": {"model.name": "uniform"},
     "plain": {},
     "antialias": {"model.antialias": True},
     "uniform view": {"model.antialias": True, "model.uniform_view": "each",
                      "optimizer.clip_per_group": True},
-    "recipe": None,
+    # What `default.with_sampler_recipe` sets, as fields (tests/test_benchmark_recipe_step.py
+    # checks that they agree).
+    "recipe": {**{f"model.{field}": value for field, value in models.SAMPLER_RECIPE.items()},
+               "optimizer.clip_per_group": True},
+    "demo": None,
 }
 
 

@@ -157,7 +157,8 @@ def main(argv=None):
   parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                       help="config override for every run (repeatable)")
   parser.add_argument("--sampler_recipe", action="store_true",
-                      help="the sampler's runs take the demo's recipe (configs/default.py)")
+                      help="the sampler's runs take the recipe (configs/default.py's "
+                           "with_sampler_recipe; the demo also sets model.cap_at_source)")
   parser.add_argument("--workdir", default=os.path.join(ROOT, "runs", "zoom_suite"))
   parser.add_argument("--out", default="")
   parser.add_argument("--quick", action="store_true",
