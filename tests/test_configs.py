@@ -224,8 +224,8 @@ def test_the_uniform_baseline_of_a_sampler_with_every_option_is_valid():
   uniform = trainer.uniform_baseline(config)
   model = sj.models.default_model_config()
   assert uniform.model.name == "uniform" and not uniform.compare_with_uniform
-  changed = {"name", "axis_aligned", "cap_at_source", "detail_prior", "explore", "glimpses", "saliency_cost",
-             "dead_zone"}
+  changed = {"name", "axis_aligned", "cap_at_source", "detail_prior", "explore", "glimpses",
+             "saliency_cost", "dead_zone"}
   for field, value in uniform.model.items():
     expected = "uniform" if field == "name" else (
         model[field] if field in changed else config.model[field])

@@ -14,8 +14,9 @@ The path of "Learning to Zoom and Unzoom" (LZU) with this project's ops:
 4. a head on the sum of the unwarped stages (each projected to `head_width` channels):
    "segmentation" gives per-pixel logits over background and the classes; "detection" a
    CenterNet-style centre heatmap (one logit per class), box sizes and centre offsets.
-With no saliency network, fixed prior or detail prior, the grid is the identity (uniform downsampling) and
-the model is the uniform baseline: the same backbone and head at the same input size.
+With no saliency network, fixed prior or detail prior, the grid is the identity (uniform
+downsampling) and the model is the uniform baseline: the same backbone and head at the same
+input size.
 
 Outputs are in the source frame at `out_stride`, so labels, losses and metrics never see the
 warp. Value conventions of the inputs: see `saliency_jax.models.task`.

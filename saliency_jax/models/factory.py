@@ -149,7 +149,8 @@ def build_model(model_config: Mapping[str, Any], *, num_outputs: int, rngs: nnx.
         temperature=c["temperature"], max_magnification=c["max_magnification"] or None,
         antialias=c["antialias"], exact_identity=c["exact_identity"],
         axis_aligned=c["axis_aligned"], cap_at_source=c["cap_at_source"],
-        detail_prior=c["detail_prior"], explore=c["explore"], glimpses=c["glimpses"], dead_zone=c["dead_zone"],
+        detail_prior=c["detail_prior"], explore=c["explore"], glimpses=c["glimpses"],
+        dead_zone=c["dead_zone"],
         saliency_cost=c["saliency_cost"], uniform_view=c["uniform_view"],
         rngs=rngs, **warping)
   if name in ("uniform", "deformable"):

@@ -120,8 +120,9 @@ class SaliencySampler(task.TaskModel):
                antialias: bool = _SAMPLE["antialias"].default,
                exact_identity: bool = _SAMPLE["exact_identity"].default,
                axis_aligned: bool = _GRID["axis_aligned"].default,
-               cap_at_source: bool = False, detail_prior: bool = False, explore: float = 0.0, glimpses: int = 1,
-               dead_zone: float = 0.0, saliency_cost: float = 0.0, uniform_view: str = "off",
+               cap_at_source: bool = False, detail_prior: bool = False, explore: float = 0.0,
+               glimpses: int = 1, dead_zone: float = 0.0, saliency_cost: float = 0.0,
+               uniform_view: str = "off",
                rngs: nnx.Rngs | None = None):
     super().__init__(task_net, task_size=task_size, blur_min=blur_min,
                      output_activation=output_activation)
