@@ -34,36 +34,37 @@ from benchmarks import common  # noqa: E402
 from configs import default  # noqa: E402
 from saliency_jax import data  # noqa: E402
 from saliency_jax import files  # noqa: E402
-from saliency_jax import models  # noqa: E402
 from saliency_jax import train  # noqa: E402
 
-# name -> the fields each recipe sets on top of `default.common_config()` (the paper's layer);
-# None: configs/default.py itself.
+# name -> the recipe: the fields it sets on top of `default.common_config()` (the paper's layer),
+# or the name of the configs/default.py function that builds it.
 RECIPES = {
     "uniform": {"model.name": "uniform"},
     "plain": {},
     "antialias": {"model.antialias": True},
     "uniform view": {"model.antialias": True, "model.uniform_view": "each",
                      "optimizer.clip_per_group": True},
-    # What `default.with_sampler_recipe` sets, as fields (tests/test_benchmark_recipe_step.py
-    # checks that they agree).
-    "recipe": {**{f"model.{field}": value for field, value in models.SAMPLER_RECIPE.items()},
-               "optimizer.clip_per_group": True},
-    "demo": None,
+    "recipe": "with_sampler_recipe",
+    "demo": "get_config",
 }
 
 
-def _config(quick: bool, fields: dict):
-  config = default.get_config() if fields is None else default.common_config()
+def _config(quick: bool, recipe):
+  if recipe == "get_config":
+    config = default.get_config()
+  elif recipe == "with_sampler_recipe":
+    config = default.with_sampler_recipe(default.common_config())
+  else:
+    config = default.common_config()
+    for name, value in recipe.items():
+      section, field = name.split(".")
+      config[section][field] = value
   if quick:
     config.data.image_size = 64
     config.data.synthetic.update(object_size=16, frame_width=2, detail_period=4)
     config.model.update(task_size=32, low_res_size=32)
     config.batch_size = 8  # Divisible by the tests' 8 host devices.
   config.compare_with_uniform = False  # One model per contender.
-  for name, value in (fields or {}).items():
-    section, field = name.split(".")
-    config[section][field] = value
   train.validate_config(config)
   return config
 
@@ -111,7 +112,8 @@ def main():
       f"Training step of the demo's recipes, batch {batch_size}, {first.data.image_size} -> "
       f"{first.model.task_size} (medians of {repeats})", rows,
       ("recipe", "median ms", "min ms", "images/s"))
-  recipes = {name: RECIPES[name] or "configs/default.py" for name in names}
+  recipes = {name: RECIPES[name] if isinstance(RECIPES[name], dict)
+             else f"configs/default.py:{RECIPES[name]}" for name in names}
   payload = {"environment": common.environment(), "quick": args.quick, "repeats": repeats,
              "batch_size": batch_size, "image_size": first.data.image_size,
              "task_size": first.model.task_size, "recipes": recipes, "times": times}

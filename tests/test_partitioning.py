@@ -12,6 +12,7 @@ import pytest
 from saliency_jax import train
 from saliency_jax.train import partitioning
 from tiny_experiments import load_config, synthetic_batch, tiny
+from tree_checks import assert_layouts_agree
 
 
 def _two_steps(config, mesh, host_batch):
@@ -67,17 +68,7 @@ def test_fsdp_trains_what_data_parallelism_trains():
   # The state after one step from the same parameters.
   for got, want in ((after_one.params, want_one.params), (after_one.opt_state, want_one.opt_state),
                     (after_one.model_state, want_one.model_state)):
-    # As in test_train.py's one-against-eight-devices check: leaves whose gradient vanishes in
-    # exact arithmetic hold rounding noise only, so each leaf is compared at its own scale (with
-    # a floor of 1e-6 of the tree's largest value, for those noise-only leaves) and the whole
-    # tree by its norm. A missing gather or reduction would be off by O(1).
-    got, want = [np.asarray(x) for x in jax.tree.leaves(got)], jax.tree.leaves(want)
-    want = [np.asarray(x) for x in want]
-    floor = 1e-6 * max(float(np.abs(b).max()) for b in want)
-    for a, b in zip(got, want):
-      np.testing.assert_allclose(a, b, rtol=0, atol=1e-3 * np.abs(b).max() + floor + 1e-7)
-    difference = np.sqrt(sum(np.sum((a - b) ** 2) for a, b in zip(got, want)))
-    assert difference <= 1e-5 * np.sqrt(sum(np.sum(b ** 2) for b in want))
+    assert_layouts_agree(got, want, leaf_rtol=1e-3, norm_rtol=1e-5)
 
 
 @pytest.mark.parametrize("shape,spec", [
