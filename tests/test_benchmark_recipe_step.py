@@ -20,4 +20,3 @@ def test_quick_run_times_the_recipes_asked_for(tmp_path, monkeypatch, capsys):
     assert timing["median_ms"] > 0 and len(timing["all_ms"]) == 2
   assert results["batch_size"] == 8 and results["task_size"] == 32
   assert "images/s" in capsys.readouterr().out
-
