@@ -14,7 +14,8 @@ import sys
 import numpy as np
 from PIL import Image
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import ROOT, hide_torch
+
 # absl's log line prefix: severity letter, MMDD, time, thread id, file:line].
 ABSL_LINE = re.compile(r"^([IWEF])\d{4} \d\d:\d\d:\d\d\.\d+ +\d+ [^ ]+:\d+\] ")
 
@@ -33,10 +34,10 @@ def _image_folder(root) -> str:
 
 
 def _train(workdir, data_dir, *flags):
-  env = dict(os.environ)
   # As a user runs it: JAX probes every backend it knows (and logs the ones it cannot start),
-  # on one host device. The session's other XLA flags (no LLVM optimisation) stay: they change
-  # the compile time, not what is printed.
+  # on one host device, without PyTorch. The session's other XLA flags (no LLVM optimisation)
+  # stay: they change the compile time, not what is printed.
+  env = hide_torch(os.environ, workdir.parent)
   env.pop("JAX_PLATFORMS", None)
   env["XLA_FLAGS"] = " ".join(flag for flag in env.get("XLA_FLAGS", "").split()
                               if not flag.startswith("--xla_force_host_platform_device_count"))

@@ -131,7 +131,8 @@ def test_bfloat16_image():
 def test_grid_gradient_skips_the_scatter_into_the_image():
   image = jnp.ones((2, 32, 32, 3))
   grid = jnp.zeros((2, 8, 8, 2))
-  has_scatter = lambda f: re.search(r"\bscatter\(", f.lower(grid, image).compile().as_text())
+  # In the program JAX hands to XLA: XLA's CPU backends may rewrite a scatter into a loop.
+  has_scatter = lambda f: re.search(r"\bscatter\b", f.lower(grid, image).as_text())
   only_grid = jax.jit(jax.grad(lambda g, im: jnp.sum(sj.grid_sample(im, g))))
   assert not has_scatter(only_grid)
   both = jax.jit(jax.grad(lambda g, im: jnp.sum(sj.grid_sample(im, g)), argnums=(0, 1)))

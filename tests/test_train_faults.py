@@ -41,16 +41,9 @@ SIGNALS = {"SIGKILL": signal.SIGKILL, "SIGTERM": signal.SIGTERM, "SIGINT": signa
 
 @pytest.fixture(scope="module")
 def program(train_program):
-  """Runs on one device and without PyTorch, as in the environment `make demo` installs
-  (requirements.txt has no PyTorch, which tensorboardX imports if it can): each process
-  starts seconds faster. The sharded resume is the kill test's, in test_train_resume.py."""
-  program = train_program.with_devices(1)
-  hidden = train_program.base / "without_torch" / "torch"
-  hidden.mkdir(parents=True, exist_ok=True)
-  (hidden / "__init__.py").write_text('raise ImportError("PyTorch is hidden from this run")\n')
-  program.env["PYTHONPATH"] = os.pathsep.join(
-      p for p in (str(hidden.parent), program.env.get("PYTHONPATH", "")) if p)
-  return program
+  """Runs on one device: each process starts faster. The sharded resume is the kill test's, in
+  test_train_resume.py."""
+  return train_program.with_devices(1)
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,9 @@ from saliency_jax import train
 from saliency_jax.train import trainer
 from tiny_experiments import load_config, tiny, train_config_source, write_gazecapture
 
-STEPS = 40
+# The second kill comes at the checkpoint of step 8 at the latest: 12 more steps leave the poll
+# (every 2 ms) time to land before the run ends.
+STEPS = 20
 EVERY = 4
 
 CONFIG_FILE = train_config_source({
