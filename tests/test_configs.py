@@ -89,6 +89,9 @@ def test_unknown_field_is_rejected():
     ("optimizer.schedule", "linear", "optimizer.schedule"),
     ("optimizer.momentum", 1.5, "optimizer.momentum"),
     ("optimizer.saliency_delay", 1.0, "optimizer.saliency_delay"),
+    ("optimizer.saliency_delay_loss", 1.0,
+     r"config.optimizer.saliency_delay_loss: expected in \[0, 1\), a fraction of the loss at "
+     r"chance; got 1.0"),
     ("batch_size", 0, "batch_size"),
     ("keep_checkpoints", 0, "keep_checkpoints"),
     ("model.task_net", "vgg16", "config.model.*task_net"),
@@ -113,6 +116,16 @@ def test_bad_values_name_the_field(field, value, message):
   with config.unlocked():
     parent[last] = value
   with pytest.raises(ConfigError, match=message):
+    validate_config(config)
+
+
+def test_the_saliency_hold_is_refused_for_tasks_without_a_loss_at_chance():
+  config = base_config()
+  config.optimizer.saliency_delay_loss = 0.9
+  validate_config(config)  # Classification.
+  config.data.name = "gazecapture"
+  with pytest.raises(ConfigError, match=r"config.optimizer.saliency_delay_loss: expected 0 for "
+                                        r"data.name 'gazecapture', whose task is regression"):
     validate_config(config)
 
 

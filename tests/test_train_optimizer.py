@@ -20,7 +20,8 @@ def _opt_config(**overrides):
       "schedule": "step", "decay_epochs": 2.0, "decay_factor": 0.1, "warmup_epochs": 0.0,
       "restart_task_schedule_after_blur": True,
       "lr_multipliers": {"task": 1.0, "saliency_head": 0.01, "saliency_backbone": 0.001},
-      "grad_clip_norm": 0.0, "clip_per_group": False, "saliency_delay": 0.0})
+      "grad_clip_norm": 0.0, "clip_per_group": False, "saliency_delay": 0.0,
+      "saliency_delay_loss": 0.0})
   config.update(overrides)
   return config
 
@@ -138,3 +139,61 @@ def test_clipping_per_group_scales_each_group_by_its_own_norm():
   np.testing.assert_allclose(updates["task"], [-0.1 * 3 / 5, -0.1 * 4 / 5], rtol=1e-6)
   np.testing.assert_allclose(updates["saliency_head"], [-0.1 * 0.3, -0.1 * 0.4], rtol=1e-6)
   np.testing.assert_allclose(updates["saliency_backbone"], [-0.1 * 1.0], rtol=1e-6)
+
+
+def test_hold_passes_nothing_until_the_running_mean_falls_below_the_threshold_then_everything():
+  hold = optimizer.hold_until_loss_below(1.0, decay=0.5)
+  updates = {"w": jnp.array([1.0, -2.0])}
+  state = hold.init(updates)
+  # The running mean by hand: 3 (the first value), then 0.5 * mean + 0.5 * value.
+  values = [3.0, 1.0, 0.0, 0.5, 9.0]
+  means = [3.0, 2.0, 1.0, 0.75, 0.75 * 0.5 + 4.5]
+  released = [False, False, False, True, True]  # 1.0 is not below 1.0; once released, for good.
+  for value, mean, passes in zip(values, means, released):
+    got, state = hold.update(updates, state, value=jnp.float32(value))
+    np.testing.assert_allclose(state.mean_loss, mean, rtol=1e-6)
+    assert bool(state.released) == passes
+    np.testing.assert_array_equal(got["w"], updates["w"] if passes else np.zeros(2))
+  with pytest.raises(ValueError, match="decay"):
+    optimizer.hold_until_loss_below(1.0, decay=1.0)
+
+
+def test_held_saliency_groups_neither_decay_nor_gather_momentum_and_then_train_from_zero():
+  """The task group trains from the first step; the saliency groups stay where they are until
+  the loss's running mean falls below the fraction of chance, then follow SGD with momentum
+  and weight decay started at that step (expected values: optax's own SGD chain from there)."""
+  config = _opt_config(saliency_delay_loss=0.5, schedule="constant")
+  schedules = optimizer.group_schedules(config, total_steps=8, steps_per_epoch=1.0, blur_steps=0)
+  rng = np.random.default_rng(0)
+  shapes = {"task": (3,), "saliency_head": (2,), "saliency_backbone": (2,)}
+  params = {k: jnp.asarray(rng.normal(size=s), jnp.float32) for k, s in shapes.items()}
+  tx = optimizer.make_optimizer(config, param_labels={k: k for k in shapes},
+                                schedules=schedules, chance_loss=2.0)
+  state = tx.init(params)
+  # Chance 2.0 x 0.5: released once the mean is below 1.0 (decay 0.95: the third step's 0.0
+  # after two steps at 1.0 gives 0.95; the fourth's 0.0 gives 0.9025).
+  values = [1.0, 1.0, 0.0, 0.0, 0.0, 0.0]
+  grads = [{k: jnp.asarray(rng.normal(size=s), jnp.float32) for k, s in shapes.items()}
+           for _ in values]
+  start = dict(params)
+  with pytest.raises(TypeError):  # The hold needs the loss.
+    tx.update(grads[0], state, params)
+  history = []
+  for g, value in zip(grads, values):
+    updates, state = tx.update(g, state, params, value=jnp.float32(value))
+    params = optax.apply_updates(params, updates)
+    history.append(params)
+  released_at = 2  # The third step.
+  for k in ("saliency_head", "saliency_backbone"):
+    for step in range(released_at):
+      np.testing.assert_array_equal(history[step][k], start[k])
+    plain = optax.chain(optax.add_decayed_weights(config.weight_decay),
+                        optax.sgd(schedules[k], momentum=config.momentum))
+    expected, plain_state = start[k], plain.init(start[k])
+    for g in grads[released_at:]:
+      u, plain_state = plain.update(g[k], plain_state, expected)
+      expected = optax.apply_updates(expected, u)
+    np.testing.assert_allclose(params[k], expected, rtol=1e-5, atol=1e-7, err_msg=k)
+  assert not np.array_equal(history[0]["task"], start["task"])
+  with pytest.raises(ValueError, match="chance_loss"):
+    optimizer.make_optimizer(config, param_labels={k: k for k in shapes}, schedules=schedules)

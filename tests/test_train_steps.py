@@ -16,6 +16,7 @@ import pytest
 from flax import nnx
 
 from saliency_jax import train
+from saliency_jax.train import optimizer
 from saliency_jax.train import steps
 
 NUM_CLASSES = 3
@@ -277,3 +278,21 @@ def test_view_outputs_train_each_view_on_its_own_loss_and_evaluate_each_view():
             + np.asarray(params["linear"]["bias"][...]))
   correct = (np.argmax(logits, 1) == batch["label"]) & batch["mask"]
   assert float(sums["top1_warped"]) == float(sums["top1_uniform"]) == correct.sum()
+
+
+def test_the_optimizer_reads_the_loss_of_the_prediction():
+  """The step hands its optimizer the mean loss of the model's prediction (`value=`), which the
+  saliency hold watches: the NumPy loss, and no update while it is above the threshold."""
+  graphdef, params, model_state = _split()
+  batch = _batch()
+  loss, _, new, _ = _reference_step(params, batch, shift=0.0)
+  for threshold, moves in ((loss + 1.0, True), (loss - 1.0, False)):
+    tx = optax.chain(optimizer.hold_until_loss_below(threshold), optax.sgd(LEARNING_RATE))
+    state = steps.initial_state(params, model_state, tx, seed=0)
+    step = jax.jit(functools.partial(steps.train_step, graphdef=graphdef, tx=tx,
+                                     task="classification", blur=False))
+    new_state, _ = step(state, batch)
+    np.testing.assert_allclose(new_state.opt_state[0].mean_loss, loss, rtol=1e-5)
+    want = new["kernel"] if moves else params["linear"]["kernel"][...]
+    np.testing.assert_allclose(new_state.params["linear"]["kernel"][...], want, rtol=1e-5,
+                               atol=1e-6)

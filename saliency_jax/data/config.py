@@ -25,6 +25,12 @@ DENSE_REAL = ("cityscapes", "voc2012")
 DENSE_DATASETS = ("dense_scenes", *DENSE_REAL)
 DATASETS = ("synthetic", "cub", "inaturalist2017", "image_folder", "gazecapture", *ZOOM_TASKS,
             *DENSE_DATASETS)
+# Each dataset's task; "dense" is segmentation or detection, as the model's dense head says.
+DATASET_TASKS = {
+    **{name: "classification" for name in DATASETS},
+    "gazecapture": "regression",
+    **{name: "dense" for name in DENSE_DATASETS},
+}
 # The datasets whose images are framed already: resized whole, never cropped or flipped.
 PROCEDURAL = ("synthetic", *ZOOM_TASKS, "dense_scenes")
 

@@ -26,16 +26,6 @@ import numpy as np
 
 from saliency_jax.data import config as config_lib
 
-DATASET_TASKS = {
-    "synthetic": "classification",
-    "cub": "classification",
-    "inaturalist2017": "classification",
-    "image_folder": "classification",
-    "gazecapture": "regression",
-    **{name: "classification" for name in config_lib.ZOOM_TASKS},
-    # Segmentation or detection: which one is the model's choice (its dense head).
-    **{name: "dense" for name in config_lib.DENSE_DATASETS},
-}
 DEFAULT_EVAL_SPLITS = {
     "synthetic": "eval",
     "cub": "test",
@@ -186,7 +176,7 @@ def dataset_info(data_config: Any) -> DatasetInfo:
   cfg = config_lib.parse_data_config(data_config)
   train = make_source(cfg, "train")
   evaluation = make_source(cfg, "eval")
-  return DatasetInfo(task=DATASET_TASKS[cfg["name"]], num_outputs=_num_outputs(cfg, train),
+  return DatasetInfo(task=config_lib.DATASET_TASKS[cfg["name"]], num_outputs=_num_outputs(cfg, train),
                      train_size=len(train), eval_size=len(evaluation))
 
 
@@ -206,7 +196,7 @@ def training_boxes(data_config: Any, *, limit: int) -> tuple[np.ndarray, np.ndar
     ValueError: if the dataset is not a dense one.
   """
   cfg = config_lib.parse_data_config(data_config)
-  if DATASET_TASKS[cfg["name"]] != "dense":
+  if config_lib.DATASET_TASKS[cfg["name"]] != "dense":
     raise ValueError(f"data.name: a box prior needs a dense dataset "
                      f"{config_lib.DENSE_DATASETS}; got {cfg['name']!r}.")
   source = make_source(cfg, "train")

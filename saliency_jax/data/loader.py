@@ -383,7 +383,7 @@ def make_loader(data_config: Any, *, split: str, global_batch_size: int, mesh: M
   if not len(source):
     raise FileNotFoundError(f"data: the {split} split of {cfg['name']!r} "
                             f"({datasets.split_name(cfg, split)!r}) has no examples.")
-  task = datasets.DATASET_TASKS[cfg["name"]]
+  task = config_lib.DATASET_TASKS[cfg["name"]]
   size = cfg["image_size"] if split == "train" else cfg["eval_image_size"]
   dense = {}
   if task == "dense":

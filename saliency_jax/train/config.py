@@ -89,6 +89,11 @@ def base_config() -> ml_collections.ConfigDict:
       # Fraction of the run during which the saliency groups do not learn (rate 0), so that
       # the task network first learns on the starting warp (the identity, with a zero head).
       "saliency_delay": 0.0,
+      # > 0 (classification): the saliency groups are held (no update, no weight decay, no
+      # momentum) until the running mean of the training loss of the model's prediction falls
+      # below this fraction of chance (the log of the number of classes): the task network
+      # first learns to read on the starting warp, whatever the task takes to get there.
+      "saliency_delay_loss": 0.0,
       "grad_clip_norm": 0.0,  # > 0 clips the global gradient norm.
       # True: each parameter group's gradient norm is clipped on its own, so that the saliency
       # network's gradient through the warp cannot scale the task network's down.
@@ -191,6 +196,9 @@ def checks() -> tuple[schema.Check, ...]:
       schema.Check("optimizer.grad_clip_norm", lambda c: c.optimizer.grad_clip_norm >= 0, ">= 0"),
       schema.Check("optimizer.saliency_delay", lambda c: 0 <= c.optimizer.saliency_delay < 1,
                    "in [0, 1), a fraction of the run"),
+      schema.Check("optimizer.saliency_delay_loss",
+                   lambda c: 0 <= c.optimizer.saliency_delay_loss < 1,
+                   "in [0, 1), a fraction of the loss at chance"),
       schema.Check("optimizer.lr_multipliers",
                    lambda c: set(c.optimizer.lr_multipliers) == set(LR_GROUPS),
                    f"exactly the groups {LR_GROUPS}"),
@@ -231,6 +239,12 @@ def checks() -> tuple[schema.Check, ...]:
                               if c.data.name in data_config.DENSE_DATASETS else
                               f"a model of labels for data.name {c.data.name!r} (zoom_unzoom "
                               f"trains on the dense datasets {data_config.DENSE_DATASETS})")),
+      schema.Check("optimizer.saliency_delay_loss",
+                   lambda c: c.optimizer.saliency_delay_loss == 0
+                   or data_config.DATASET_TASKS[c.data.name] == "classification",
+                   lambda c: f"0 for data.name {c.data.name!r}, whose task is "
+                             f"{data_config.DATASET_TASKS[c.data.name]} (the hold is measured "
+                             f"against the loss at chance of a classification)"),
       schema.Check("blur_epochs",
                    lambda c: c.model.name != "zoom_unzoom" or c.blur_epochs == 0,
                    "0 for zoom_unzoom (the dense model has no blur warm-up)"),

@@ -9,7 +9,7 @@ saliency backbone at 0.001. The update rule is PyTorch's `SGD(momentum, weight_d
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -103,16 +103,62 @@ def _delayed(schedule: Schedule, delay_steps: int) -> Schedule:
   return lambda step: jnp.where(jnp.asarray(step) < delay_steps, jnp.float32(0.0), schedule(step))
 
 
+class HoldState(NamedTuple):
+  """`hold_until_loss_below`'s state: the running mean of the loss (NaN before the first
+  step) and whether the updates have been released."""
+  mean_loss: jax.Array
+  released: jax.Array
+
+
+def hold_until_loss_below(threshold: float, *,
+                          decay: float = 0.95) -> optax.GradientTransformationExtraArgs:
+  """Zero updates until the running mean of the loss falls below `threshold`, then the updates
+  as they are, for good.
+
+  The loss comes as the `value` keyword of `update` (as for `optax.contrib.reduce_on_plateau`);
+  the step that brings the mean below `threshold` is the first one whose updates pass.
+
+  Args:
+    threshold: the release level of the loss's running mean.
+    decay: the running mean's: `mean = decay * mean + (1 - decay) * value`, from the first
+      value.
+  """
+  if not 0 <= decay < 1:
+    raise ValueError(f"decay: expected a number in [0, 1), got {decay}.")
+
+  def init_fn(params):
+    del params
+    return HoldState(mean_loss=jnp.full((), jnp.nan, jnp.float32),
+                     released=jnp.zeros((), jnp.bool_))
+
+  def update_fn(updates, state, params=None, *, value, **extra_args):
+    del params, extra_args
+    value = jnp.asarray(value, jnp.float32)
+    mean = jnp.where(jnp.isnan(state.mean_loss), value,
+                     decay * state.mean_loss + (1 - decay) * value)
+    released = state.released | (mean < threshold)
+    updates = jax.tree.map(lambda u: jnp.where(released, u, jnp.zeros_like(u)), updates)
+    return updates, HoldState(mean_loss=mean, released=released)
+
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
 def make_optimizer(opt_config: ml_collections.ConfigDict, *, param_labels: Any,
-                   schedules: Mapping[str, Schedule]) -> optax.GradientTransformation:
+                   schedules: Mapping[str, Schedule],
+                   chance_loss: float | None = None) -> optax.GradientTransformation:
   """SGD with momentum and weight decay, one learning-rate schedule per parameter group.
+
+  Its `update` takes the step's loss of the model's prediction as `value=` (the saliency
+  groups' hold reads it; without the hold it is ignored).
 
   Args:
     opt_config: `config.optimizer` (momentum, nesterov, weight_decay, lr_multipliers,
-      grad_clip_norm, clip_per_group).
+      grad_clip_norm, clip_per_group, saliency_delay_loss).
     param_labels: a pytree like the parameters whose leaves are group names ("task",
       "saliency_head", "saliency_backbone"), or a function of the parameters returning one.
     schedules: the learning rate of each group (`group_schedules`).
+    chance_loss: the loss of a prediction at chance (the log of the number of classes), which
+      `opt_config.saliency_delay_loss` is a fraction of; needed when that is > 0.
 
   Returns:
     An optax transformation; a group whose multiplier is 0 is frozen (no momentum buffer).
@@ -121,6 +167,12 @@ def make_optimizer(opt_config: ml_collections.ConfigDict, *, param_labels: Any,
   if set(multipliers) != set(schedules):
     raise ValueError(f"schedules: expected one per group {sorted(multipliers)}, got "
                      f"{sorted(schedules)}.")
+  hold = None
+  if opt_config.saliency_delay_loss > 0:
+    if chance_loss is None or not chance_loss > 0:
+      raise ValueError(f"chance_loss: expected a positive loss for the saliency hold "
+                       f"(optimizer.saliency_delay_loss), got {chance_loss}.")
+    hold = opt_config.saliency_delay_loss * chance_loss
   clip = opt_config.grad_clip_norm
   transforms = {}
   for group, multiplier in multipliers.items():
@@ -132,6 +184,10 @@ def make_optimizer(opt_config: ml_collections.ConfigDict, *, param_labels: Any,
         optax.clip_by_global_norm(clip) if clip > 0 and opt_config.clip_per_group else
         optax.identity(),
         optax.add_decayed_weights(opt_config.weight_decay),
+        # Held after the weight decay and before the momentum: a held group neither decays nor
+        # gathers momentum.
+        hold_until_loss_below(hold) if hold is not None and group != "task" else
+        optax.identity(),
         optax.sgd(schedules[group], momentum=opt_config.momentum or None,
                   nesterov=opt_config.nesterov),
     )

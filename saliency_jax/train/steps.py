@@ -108,22 +108,25 @@ def train_step(state: TrainState, batch: Mapping[str, jax.Array], blur: bool, *,
     outputs, extras = model(batch["image"], blur_key=key if blur else None)
     if "view_outputs" in extras:  # Each view of the sampler's uniform view on its own loss.
       views = extras["view_outputs"]
-      losses = jnp.sum(jnp.stack([metrics_lib.per_example_loss(view, labels, task=task)
-                                  for view in views]), axis=0)
+      view_losses = [metrics_lib.per_example_loss(view, labels, task=task) for view in views]
+      losses = jnp.sum(jnp.stack(view_losses), axis=0)
+      # The loss of the model's prediction alone, which the optimizer's saliency hold reads.
+      prediction_losses = metrics_lib.per_example_loss(outputs, labels, task=task)
     else:
-      losses = metrics_lib.per_example_loss(outputs, labels, task=task,
-                                            segmentation_loss=segmentation_loss)
+      losses = prediction_losses = metrics_lib.per_example_loss(
+          outputs, labels, task=task, segmentation_loss=segmentation_loss)
     total = losses
     if "glimpse_outputs" in extras:
       total = total + glimpse_credit(extras, labels, task=task)
     if "penalty" in extras:  # The model's own per-example terms (the sampler's saliency cost).
       total = total + extras["penalty"]
     loss = jnp.sum(weights * total) / jnp.maximum(jnp.sum(weights), 1.0)
-    return loss, (outputs, losses, nnx.state(model, nnx.Not(nnx.Param)))
+    prediction_loss = jnp.sum(weights * prediction_losses) / jnp.maximum(jnp.sum(weights), 1.0)
+    return loss, (outputs, losses, prediction_loss, nnx.state(model, nnx.Not(nnx.Param)))
 
-  (loss, (outputs, losses, model_state)), grads = jax.value_and_grad(
+  (loss, (outputs, losses, prediction_loss, model_state)), grads = jax.value_and_grad(
       loss_fn, has_aux=True)(state.params)
-  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  updates, opt_state = tx.update(grads, state.opt_state, state.params, value=prediction_loss)
   params = optax.apply_updates(state.params, updates)
   sums = metrics_lib.training_sums(outputs, labels, losses, batch["mask"], task=task)
   # The parameter norm also catches an update that overflows although loss and gradient were
