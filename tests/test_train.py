@@ -9,6 +9,7 @@ from PIL import Image
 import pytest
 
 from saliency_jax import train
+from conftest import final_state
 from tiny_experiments import load_config, synthetic_batch, tiny, write_gazecapture
 from tree_checks import assert_layouts_agree
 
@@ -106,6 +107,23 @@ def test_step_on_eight_devices_equals_one_device_and_bfloat16_is_close():
     assert_layouts_agree(tree_one, tree_eight, leaf_rtol=5e-3, norm_rtol=1e-3, name=name)
   # Same initialisation and batch in bfloat16: the first loss differs only by rounding.
   np.testing.assert_allclose(runs["bfloat16"][1]["loss"], metrics_one[0]["loss"], rtol=0.05)
+
+
+def test_a_saliency_network_held_all_run_is_reported(tmp_path, capsys):
+  """With the saliency hold out of reach (the loss at chance after one step), the run says that
+  its model was uniform downsampling, and the saliency network's parameters never moved."""
+  config = tiny(load_config("default"), steps=2)
+  config.compare_with_uniform = False
+  config.optimizer.saliency_delay_loss = 0.01
+  results = train.train_and_evaluate(config, str(tmp_path / "run"))
+  assert results["train"]["saliency_released"] == 0.0
+  assert ("the saliency network was held all run: the training loss never fell below 0.01 of "
+          "chance, so this model is uniform downsampling") in capsys.readouterr().out
+  state = final_state(str(tmp_path / "run"), 2)
+  initial = final_state(str(tmp_path / "run"), 1)
+  moved = lambda name: [not np.array_equal(a, b) for a, b in zip(
+      jax.tree.leaves(initial["params"][name]), jax.tree.leaves(state["params"][name]))]
+  assert not any(moved("saliency_net")) and all(moved("task_net"))
 
 
 def test_pretrained_weights_are_loaded_from_the_config_paths(tmp_path):

@@ -143,6 +143,14 @@ def hold_until_loss_below(threshold: float, *,
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
+def hold_released(opt_state: Any) -> jax.Array | None:
+  """Whether `hold_until_loss_below` has released its updates (a bool scalar), or None if the
+  optimizer has no hold. The saliency groups' holds see the same loss and agree."""
+  holds = [leaf for leaf in jax.tree.leaves(opt_state, is_leaf=lambda x: isinstance(x, HoldState))
+           if isinstance(leaf, HoldState)]
+  return holds[0].released if holds else None
+
+
 def make_optimizer(opt_config: ml_collections.ConfigDict, *, param_labels: Any,
                    schedules: Mapping[str, Schedule],
                    chance_loss: float | None = None) -> optax.GradientTransformation:

@@ -29,6 +29,7 @@ from flax import nnx
 
 from saliency_jax.train import dense_metrics
 from saliency_jax.train import metrics as metrics_lib
+from saliency_jax.train import optimizer as optimizer_lib
 
 # The sampler's extras that the panels draw.
 PANEL_EXTRAS = ("sampled", "grid", "saliency")
@@ -133,6 +134,9 @@ def train_step(state: TrainState, batch: Mapping[str, jax.Array], blur: bool, *,
   # finite, so that no checkpoint is written after it.
   step_metrics = {**{f"sum_{k}": v for k, v in sums.items()}, "loss": loss,
                   "grad_norm": optax.global_norm(grads), "param_norm": optax.global_norm(params)}
+  released = optimizer_lib.hold_released(opt_state)
+  if released is not None:  # The saliency hold (optimizer.saliency_delay_loss).
+    step_metrics["saliency_released"] = released.astype(jnp.float32)
   new_state = state.replace(step=state.step + 1, params=params, model_state=model_state,
                             opt_state=opt_state)
   return new_state, step_metrics

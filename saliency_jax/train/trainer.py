@@ -89,9 +89,15 @@ def _interval_metrics(history: list[tuple[int, dict[str, float]]]) -> dict[str, 
         sums[name[4:]] = sums.get(name[4:], 0.0) + value
   means = metrics_lib.summarize(sums)
   means.pop("count")
-  for name in ("grad_norm", "param_norm"):
-    means[name] = float(np.mean([v[name] for _, v in history]))
+  for name in ("grad_norm", "param_norm", "saliency_released"):
+    if name in history[0][1]:
+      means[name] = float(np.mean([v[name] for _, v in history]))
   return means
+
+
+def _released_at(history: list[tuple[int, dict[str, float]]]) -> int | None:
+  """The first step of `history` after which the saliency hold had released, or None."""
+  return next((step for step, values in history if values.get("saliency_released")), None)
 
 
 def _describe(results: Mapping[str, float], task: str) -> str:
@@ -328,7 +334,13 @@ def _train(config: ml_collections.ConfigDict, workdir: str, *, label: str, mesh:
           f"{problem}; training stopped and {kept}. Lower "
           f"--config.optimizer.learning_rate (or set --config.optimizer.grad_clip_norm) and "
           f"train again in a new --workdir.")
+    released_before = last_train.get("saliency_released", 0.0) == 1.0
     last_train = _interval_metrics(history)
+    released_at = _released_at(history)
+    if released_at is not None and not released_before:
+      progress.message(
+          f"[{label}] step {released_at}: the saliency network trains from here on (the "
+          f"training loss fell below {config.optimizer.saliency_delay_loss} of chance)")
     loss_curve.append([done, last_train["loss"]])
     rate = progress.update(done, loss=last_train["loss"])
     lrs = {f"lr/{g}": float(s(done - 1)) for g, s in experiment.schedules.items()}
@@ -382,6 +394,12 @@ def _train(config: ml_collections.ConfigDict, workdir: str, *, label: str, mesh:
     # The final checkpoint must be on disk before the run reports success: a save that failed
     # in the background (a full disk, say) surfaces here, before the evaluation, not after it.
     checkpoints.wait()
+    if last_train.get("saliency_released") == 0.0:
+      progress.message(
+          f"[{label}] the saliency network was held all run: the training loss never fell "
+          f"below {config.optimizer.saliency_delay_loss} of chance, so this model is uniform "
+          f"downsampling (a longer run, or an optimizer.saliency_delay_loss closer to 1, "
+          f"releases it sooner)")
     if stop.requested is None or not abort_evaluation:
       draw_panels(length.total_steps)
       eval_results = evaluate(length.total_steps)
