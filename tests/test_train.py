@@ -9,6 +9,7 @@ from PIL import Image
 import pytest
 
 from saliency_jax import train
+from saliency_jax.train import trainer
 from conftest import final_state
 from tiny_experiments import load_config, synthetic_batch, tiny, write_gazecapture
 from tree_checks import assert_layouts_agree
@@ -152,3 +153,15 @@ def test_pretrained_weights_are_loaded_from_the_config_paths(tmp_path):
   # A resumed run restores every parameter from its checkpoint: the files are not read again.
   resumed = train.create_model(config, num_outputs=6, load_pretrained=False)
   assert not np.array_equal(resumed.task_net.conv1.kernel[...], donor.task_net.conv1.kernel[...])
+
+
+def test_the_release_is_announced_once_at_its_step():
+  released = lambda steps: [(s, {"saliency_released": float(s >= 155)}) for s in steps]
+  assert trainer._released_at(released(range(101, 151)), {}) is None  # Still held.
+  assert trainer._released_at(released(range(151, 201)), {"saliency_released": 0.0}) == 155
+  # The next interval: released throughout, already announced (0.92 of the one before).
+  assert trainer._released_at(released(range(201, 251)), {"saliency_released": 0.92}) is None
+  # A resumed run whose checkpoint's interval was released says nothing again; a run without
+  # the hold has no such metric.
+  assert trainer._released_at(released(range(251, 301)), {"saliency_released": 1.0}) is None
+  assert trainer._released_at([(1, {"loss": 1.0})], {}) is None

@@ -95,8 +95,12 @@ def _interval_metrics(history: list[tuple[int, dict[str, float]]]) -> dict[str, 
   return means
 
 
-def _released_at(history: list[tuple[int, dict[str, float]]]) -> int | None:
-  """The first step of `history` after which the saliency hold had released, or None."""
+def _released_at(history: list[tuple[int, dict[str, float]]],
+                 previous: Mapping[str, float]) -> int | None:
+  """The step of `history` after which the saliency hold released, or None if it did not or
+  had already in the interval before (`previous`, its metrics): the release is for good."""
+  if previous.get("saliency_released", 0.0) > 0:
+    return None
   return next((step for step, values in history if values.get("saliency_released")), None)
 
 
@@ -334,10 +338,9 @@ def _train(config: ml_collections.ConfigDict, workdir: str, *, label: str, mesh:
           f"{problem}; training stopped and {kept}. Lower "
           f"--config.optimizer.learning_rate (or set --config.optimizer.grad_clip_norm) and "
           f"train again in a new --workdir.")
-    released_before = last_train.get("saliency_released", 0.0) == 1.0
+    released_at = _released_at(history, last_train)
     last_train = _interval_metrics(history)
-    released_at = _released_at(history)
-    if released_at is not None and not released_before:
+    if released_at is not None:
       progress.message(
           f"[{label}] step {released_at}: the saliency network trains from here on (the "
           f"training loss fell below {config.optimizer.saliency_delay_loss} of chance)")
