@@ -23,6 +23,8 @@ seeds and checks the suite's targets against uniform downsampling at the same si
 
 import argparse
 import ast
+import contextlib
+import fcntl
 import importlib.util
 import json
 import os
@@ -146,6 +148,34 @@ def _runs(payload: dict, tag: str, family: str, size: int, model: str) -> list:
   return entry["runs"].setdefault(family, {}).setdefault(str(size), {}).setdefault(model, [])
 
 
+@contextlib.contextmanager
+def _locked(path: str):
+  """Holds an exclusive lock on `path`'s lock file: one suite process reads and writes it at
+  a time."""
+  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+  with open(f"{path}.lock", "w") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    yield
+
+
+def _record(out: str, args: argparse.Namespace, overrides: dict, family: str, size: int,
+            model: str, seed: int, results: dict) -> None:
+  """Adds one run's record to the JSON `out` as it is on disk now."""
+  payload = _load(out)
+  payload["environment"] = common.environment()
+  records = _runs(payload, args.tag, family, size, model)
+  payload["tags"][args.tag]["overrides"] = dict(overrides)
+  if args.sampler_recipe:
+    payload["tags"][args.tag]["sampler_recipe"] = True
+  records[:] = [r for r in records if r["seed"] != seed]
+  records.append({"seed": seed, "top1": results["eval"]["top1"],
+                  "eval_loss": results["eval"]["loss"], "collapse": collapse(
+                      results["loss_curve"]), "loss_curve": results["loss_curve"],
+                  "steps": results["steps"], "images_per_sec": results["images_per_sec"]})
+  records.sort(key=lambda r: r["seed"])
+  files.write_json(out, payload)
+
+
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--families", default=",".join(FAMILIES))
@@ -206,20 +236,10 @@ def main(argv=None):
     workdir = os.path.join(args.workdir, args.tag, family, str(size), model, f"seed{seed}")
     print(f"\n=== {args.tag}: {family}, task size {size}, {model}, seed {seed} ===", flush=True)
     results = train.train_and_evaluate(config, workdir)
-    # Read again just before writing, so that suites run side by side (other tags, families)
-    # keep each other's runs; an interrupted suite loses one run at most.
-    payload = _load(out)
-    payload["environment"] = common.environment()
-    records = _runs(payload, args.tag, family, size, model)
-    payload["tags"][args.tag]["overrides"] = dict(overrides)
-    if args.sampler_recipe:
-      payload["tags"][args.tag]["sampler_recipe"] = True
-    records.append({"seed": seed, "top1": results["eval"]["top1"],
-                    "eval_loss": results["eval"]["loss"], "collapse": collapse(
-                        results["loss_curve"]), "loss_curve": results["loss_curve"],
-                    "steps": results["steps"], "images_per_sec": results["images_per_sec"]})
-    records.sort(key=lambda r: r["seed"])
-    files.write_json(out, payload)
+    # Read again just before writing, under a lock, so that suites run side by side (other
+    # tags, families, seeds) keep each other's runs; an interrupted suite loses one run at most.
+    with _locked(out):
+      _record(out, args, overrides, family, size, model, seed, results)
 
   tag = _load(out)["tags"][args.tag]
   chance = {f: 1 / zoom_tasks.NUM_CLASSES[f] for f in FAMILIES}

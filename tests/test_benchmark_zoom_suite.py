@@ -2,6 +2,8 @@
 saliency of benchmarks/zoom_oracle.py."""
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -9,6 +11,7 @@ import pytest
 import saliency_jax as sj
 from benchmarks import zoom_oracle
 from benchmarks import zoom_suite
+from conftest import ROOT
 
 
 def test_collapse_is_the_largest_rise_above_the_running_minimum():
@@ -25,6 +28,30 @@ def test_targets_follow_the_issue():
   # Uniform near chance: the sampler must reach twice chance; uniform above 90 %: only never-hurts.
   assert zoom_suite._target(49.0, 26.0, 25.0) == "never hurts: ok, looks: MISSED"
   assert zoom_suite._target(95.0, 96.5, 25.0) == "never hurts: MISSED"
+
+
+_RECORDER = """
+import argparse, sys
+from benchmarks import zoom_suite
+out, first = sys.argv[1], int(sys.argv[2])
+args = argparse.Namespace(tag="t", sampler_recipe=False)
+results = {"eval": {"top1": 0.5, "loss": 1.0}, "loss_curve": [[1, 1.0]], "steps": 1,
+           "images_per_sec": 1.0}
+for seed in range(first, first + 25):
+  with zoom_suite._locked(out):
+    zoom_suite._record(out, args, {}, "zoom_glyph", 64, "uniform", seed, results)
+"""
+
+
+def test_suites_side_by_side_keep_each_others_runs(tmp_path):
+  # Two real processes record 25 seeds each into one JSON at once (as two suite lanes do).
+  out = str(tmp_path / "suite.json")
+  processes = [subprocess.Popen([sys.executable, "-c", _RECORDER, out, str(first)], cwd=ROOT)
+               for first in (0, 100)]
+  assert [p.wait(timeout=120) for p in processes] == [0, 0]
+  with open(out) as f:
+    records = json.load(f)["tags"]["t"]["runs"]["zoom_glyph"]["64"]["uniform"]
+  assert [r["seed"] for r in records] == [*range(25), *range(100, 125)]
 
 
 def test_suite_config_overrides_and_rejects_unknown_fields():
