@@ -176,8 +176,9 @@ def dataset_info(data_config: Any) -> DatasetInfo:
   cfg = config_lib.parse_data_config(data_config)
   train = make_source(cfg, "train")
   evaluation = make_source(cfg, "eval")
-  return DatasetInfo(task=config_lib.DATASET_TASKS[cfg["name"]], num_outputs=_num_outputs(cfg, train),
-                     train_size=len(train), eval_size=len(evaluation))
+  return DatasetInfo(task=config_lib.DATASET_TASKS[cfg["name"]],
+                     num_outputs=_num_outputs(cfg, train), train_size=len(train),
+                     eval_size=len(evaluation))
 
 
 def training_boxes(data_config: Any, *, limit: int) -> tuple[np.ndarray, np.ndarray]:
