@@ -32,6 +32,7 @@ import numpy as np
 
 from saliency_jax.ops import fusion
 from saliency_jax.ops import local_magnification
+from saliency_jax.ops import native
 from saliency_jax.ops import taps
 
 
@@ -75,7 +76,10 @@ def _halve_window(level):
   if h % 2 or w % 2:
     level = jnp.pad(level, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
   wide = jnp.uint16 if level.dtype == jnp.uint8 else jnp.float32
-  total = jax.lax.reduce_window(level.astype(wide), wide(0), jax.lax.add, (1, 2, 2, 1),
+  # A Python 0 makes it a `reduce_window_sum`, which (unlike the generic reduce_window that a
+  # typed zero gives) has a gradient: the pyramid of a floating image is differentiated.
+  zero = 0 if level.dtype == jnp.uint8 else 0.0
+  total = jax.lax.reduce_window(level.astype(wide), zero, jax.lax.add, (1, 2, 2, 1),
                                 (1, 2, 2, 1), "VALID")
   if level.dtype == jnp.uint8:
     return ((total + 2) // 4).astype(jnp.uint8)
@@ -183,7 +187,52 @@ def _read_image(image, x0, y0):
 
 @functools.partial(jax.jit, static_argnames=("align_corners", "padding_mode"))
 def antialiased_sample(image, grid, align_corners, padding_mode):
-  """Anti-aliased `grid_sample` (arguments checked by `grid_sample`); float32 output."""
+  """Anti-aliased `grid_sample` (arguments checked by `grid_sample`); float32 output.
+
+  On the CPU, with `native`'s kernels built, the forward value comes from its fused kernel (the
+  same numbers to float32 rounding, about 3x faster); gradients are always this module's XLA
+  formulation's, which then also computes the value (so that its residuals are saved).
+  """
+  grid = grid.astype(jnp.float32)
+  if not native.available() or image.dtype not in (jnp.uint8, jnp.float32):
+    return _xla_sample(image, grid, align_corners, padding_mode)
+  return _fused_sample(image, grid, align_corners, padding_mode)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _fused_sample(image, grid, align_corners, padding_mode):
+  xla = functools.partial(_xla_sample, align_corners=align_corners, padding_mode=padding_mode)
+  fused = functools.partial(native.antialiased_sample, align_corners=align_corners,
+                            padding_mode=padding_mode)
+  return jax.lax.platform_dependent(image, grid, cpu=fused, default=xla)
+
+
+def _fused_sample_fwd(image, grid, align_corners, padding_mode):
+  # symbolic_zeros=True: `.perturbed` says whether the image is differentiated at all.
+  differentiate_image = image.perturbed and jnp.issubdtype(image.value.dtype, jnp.floating)
+  image, grid = image.value, grid.value
+  if differentiate_image:
+    out, pullback = jax.vjp(
+        lambda im, gr: _xla_sample(im, gr, align_corners, padding_mode), image, grid)
+  else:
+    out, pullback = jax.vjp(
+        lambda gr: _xla_sample(image, gr, align_corners, padding_mode), grid)
+  return out, pullback
+
+
+def _fused_sample_bwd(align_corners, padding_mode, pullback, g):
+  del align_corners, padding_mode
+  if isinstance(g, jax.custom_derivatives.SymbolicZero):
+    g = jnp.zeros(g.shape, g.dtype)
+  cotangents = tuple(pullback(g))
+  return cotangents if len(cotangents) == 2 else (None,) + cotangents  # (image, grid)
+
+
+_fused_sample.defvjp(_fused_sample_fwd, _fused_sample_bwd, symbolic_zeros=True)
+
+
+def _xla_sample(image, grid, align_corners, padding_mode):
+  """The anti-aliased sampling in XLA operations (the module docstring's algorithm)."""
   b, height, width, _ = image.shape
   _, h, w, _ = grid.shape
   grid = grid.astype(jnp.float32)

@@ -64,6 +64,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from saliency_jax.ops import fusion
+from saliency_jax.ops import native
 from saliency_jax.ops import sampling
 from saliency_jax.ops import validation
 
@@ -467,9 +468,48 @@ def invert_lattice(grid, xs, ys, *, axis_aligned=False):
     u = jnp.broadcast_to(u[:, None, :], (b, big_h, big_w))
     v = jnp.broadcast_to(v[:, :, None], (b, big_h, big_w))
     covered = cover_x[:, None, :] & cover_y[:, :, None]
+  elif native.available():
+    u, v, covered = jax.lax.platform_dependent(grid, xs, ys, cpu=_invert_lattice_native,
+                                               default=_invert_lattice_general)
   else:
     u, v, covered = _invert_lattice_general(grid, xs, ys)
   return _poison(u, v, covered, _nan_images(grid))
+
+
+@jax.custom_vjp
+def _invert_lattice_native(grid, xs, ys):
+  """`_invert_lattice_general` by `native`'s kernel: the exact solve in each target's cell."""
+  return _invert_lattice_native_fwd(grid, xs, ys)[0]
+
+
+def _invert_lattice_native_fwd(grid, xs, ys):
+  _, h, w, _ = grid.shape
+  x, y, covered = native.invert_lattice(grid, xs, ys)
+  out = (-1.0 + 2.0 * x / (w - 1), -1.0 + 2.0 * y / (h - 1), covered)
+  return out, (grid, xs, ys, x, y)
+
+
+def _invert_lattice_native_bwd(residuals, cotangents):
+  # The XLA path's gradient: its final Newton step, taken from the solution (which it leaves
+  # in place up to rounding), differentiated: the implicit-function gradient.
+  grid, xs, ys, x, y = residuals
+  g_u, g_v, _ = cotangents
+  b, big_h, big_w = x.shape
+
+  def final_step(grid, xs, ys):
+    table, first_cell, shape, _ = _setup(grid, big_h * big_w)
+    row, col, _, _ = _cell_of(x, y, *shape)
+    px = jnp.broadcast_to(xs[:, None, :], (b, big_h, big_w))
+    py = jnp.broadcast_to(ys[:, :, None], (b, big_h, big_w))
+    u, v, _ = _final(table, first_cell[:, None, None], x, y, row, col, px, py, shape,
+                     analytic=False)
+    return u, v
+
+  _, pullback = jax.vjp(final_step, grid, xs, ys)
+  return pullback((g_u, g_v))
+
+
+_invert_lattice_native.defvjp(_invert_lattice_native_fwd, _invert_lattice_native_bwd)
 
 
 @functools.partial(jax.jit, static_argnames=("axis_aligned",))

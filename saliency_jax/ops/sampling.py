@@ -135,8 +135,10 @@ def grid_sample(
       so there use "xla" (or `shard_map`; explicitly sharded arrays are split per device here).
     antialias: True: each output pixel averages the image over its footprint, estimated from the
       grid's local Jacobian, by trilinear reads of an area-averaged pyramid (see `antialias`;
-      always the XLA path); where the grid samples at least as densely as the image this is
-      plain bilinear sampling. False: PyTorch's bilinear sampling.
+      `implementation` does not apply: on the CPU the forward value comes from a fused kernel
+      when it could be built, see `native`, else from XLA operations); where the grid samples at
+      least as densely as the image this is plain bilinear sampling. False: PyTorch's bilinear
+      sampling.
 
   Returns:
     `[B, h, w, C]`: in the image's dtype for floating images (computed in float32), float32 in
@@ -166,9 +168,11 @@ def grid_sample(
     if mipmap.atlas_rows(*image.shape[:3]) > mipmap.INT32_MAX:
       raise ValueError(f"antialias=True addresses its pyramid with int32 indices; image shape "
                        f"{image.shape} is too large: sample smaller batches.")
+    # check=False: on the CPU the value may come from an FFI kernel (`native`), whose outputs
+    # carry no record of how they vary over the devices.
     out = sharding.batch_parallel(functools.partial(
         mipmap.antialiased_sample, align_corners=align_corners,
-        padding_mode=padding_mode))(image, grid)
+        padding_mode=padding_mode), check=False)(image, grid)
     return out.astype(image.dtype) if jnp.issubdtype(image.dtype, jnp.floating) else out
   if implementation == "pallas" and math.prod(image.shape[1:]) > _PALLAS_MAX_ELEMENTS:
     if requested != "auto":

@@ -1,0 +1,772 @@
+// Fused CPU kernels (XLA FFI) for the two ops whose XLA:CPU form is bound by its gathers: the
+// anti-aliased grid sampling of `antialias.py` and the lattice inverse of `inverse.py`.
+//
+// Each computes what its Python counterpart computes (the same conventions, the same float32
+// formulas, the same tie rules), the inverse by an exact per-cell solve instead of Newton steps,
+// and each is checked against it by tests/test_native.py. Only forward values are computed here;
+// the gradients stay JAX's (see native.py). Layouts: images [..., H, W, C], grids [..., h, w, 2]
+// (x, y), row-major; every leading axis is a batch axis (vmap adds them).
+//
+// Built by native.py with the C++ compiler of the machine against the installed jaxlib's FFI
+// headers (jaxlib's FFI with its thread pool, over which the work is spread).
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <condition_variable>
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <limits>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#include "xla/ffi/api/ffi.h"
+
+#if defined(__SSE2__)  // Every x86-64 CPU: the channels of a pixel in one vector.
+#include <emmintrin.h>
+#define SALIENCY_JAX_SSE2 1
+#else
+#define SALIENCY_JAX_SSE2 0
+#endif
+
+namespace ffi = xla::ffi;
+
+namespace {
+
+using Pool = ffi::ThreadPool;
+
+// Chunks [0, total) claimed from a shared counter by the calling thread and up to
+// `num_threads` pool tasks. The caller waits only for chunks that a running thread has already
+// claimed, so it cannot wait on a task queued behind itself; a task that starts after the last
+// chunk is claimed returns at once (the shared state outlives the call).
+struct Chunks {
+  std::function<void(int64_t)> body;
+  int64_t total = 0;
+  std::atomic<int64_t> next{0};
+  std::atomic<int64_t> done{0};
+  std::mutex mu;
+  std::condition_variable finished;
+
+  void Run() {
+    for (int64_t i = next.fetch_add(1); i < total; i = next.fetch_add(1)) {
+      body(i);
+      if (done.fetch_add(1) + 1 == total) {
+        std::lock_guard<std::mutex> lock(mu);
+        finished.notify_all();
+      }
+    }
+  }
+};
+
+template <typename F>
+void ParallelFor(Pool& pool, int64_t total, F body) {
+  if (total <= 0) return;
+  auto chunks = std::make_shared<Chunks>();
+  chunks->body = std::move(body);
+  chunks->total = total;
+  const int64_t helpers = std::min<int64_t>(pool.num_threads(), total - 1);
+  for (int64_t k = 0; k < helpers; ++k) pool.Schedule([chunks] { chunks->Run(); });
+  chunks->Run();
+  std::unique_lock<std::mutex> lock(chunks->mu);
+  chunks->finished.wait(lock, [&] { return chunks->done.load() == total; });
+}
+
+template <typename Span>
+int64_t Product(const Span& dims, size_t begin, size_t end) {
+  int64_t n = 1;
+  for (size_t i = begin; i < end; ++i) n *= dims[i];
+  return n;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Anti-aliased sampling (antialias.py): trilinear reads of an area-averaged pyramid.
+
+enum Padding : int32_t { kZeros = 0, kBorder = 1, kReflection = 2 };
+
+// taps._clip_with_grad's values.
+inline float ClipToImage(float c, float limit) { return c <= 0.f ? 0.f : (c >= limit ? limit : c); }
+
+// taps._reflect.
+inline float Reflect(float c, int64_t twice_low, int64_t twice_high) {
+  if (twice_low == twice_high) return 0.f;
+  const float low = twice_low / 2.f;
+  const float span = (twice_high - twice_low) / 2.f;
+  c = c - low;
+  c = c < 0 ? -c : c;
+  const float extra = std::fmod(c, span);
+  const float flips = std::floor(c / span);
+  return std::fmod(flips, 2.f) == 0 ? extra + low : span - extra + low;
+}
+
+// taps.source_coordinate: normalised -> pixel coordinate, padding applied (NaN stays NaN).
+inline float SourceCoordinate(float c, int64_t size, bool align_corners, int32_t padding) {
+  c = align_corners ? (c + 1.f) / 2.f * static_cast<float>(size - 1)
+                    : ((c + 1.f) * static_cast<float>(size) - 1.f) / 2.f;
+  if (std::isnan(c)) return c;
+  if (padding == kBorder) return ClipToImage(c, size - 1);
+  if (padding == kReflection) {
+    c = align_corners ? Reflect(c, 0, 2 * (size - 1)) : Reflect(c, -1, 2 * size - 1);
+    return ClipToImage(c, size - 1);
+  }
+  return std::min(std::max(c, -2.f), static_cast<float>(size) + 1.f);
+}
+
+// The unpadded pixel coordinate (the footprint's).
+inline float PixelCoordinate(float c, int64_t size, bool align_corners) {
+  return align_corners ? (c + 1.f) / 2.f * static_cast<float>(size - 1)
+                       : ((c + 1.f) * static_cast<float>(size) - 1.f) / 2.f;
+}
+
+// floor() of a float within int32 range: std::floor is a library call on baseline x86-64
+// (no SSE4.1 rounding instruction), several per output pixel.
+inline int32_t FloorInt(float v) {
+  const int32_t i = static_cast<int32_t>(v);
+  return i - (v < static_cast<float>(i));
+}
+
+struct Level {
+  int64_t height, width;
+  int64_t offset;  // Of image 0's level in the pyramid buffer, in pixels.
+};
+
+// Bilinear read of `data [height, width, channels]` at pixel coordinate (x, y), taps outside the
+// level weighted 0 (taps.axis_taps and antialias._level_taps), into out[0 .. channels). As there,
+// the taps are clamped into the level and carry zero weight where they fall outside it, so the
+// sum has no branches. kChannels > 0 fixes the channel count at compile time (the sums then stay
+// in registers); 0 reads it from `channels`.
+template <int kChannels, typename T>
+inline void Bilinear(const T* data, int64_t height, int64_t width, int64_t channels, float x,
+                     float y, float* out) {
+  const int64_t nc = kChannels > 0 ? kChannels : channels;
+  // x, y lie within a few pixels of the level (SourceCoordinate clamps): int32 holds them.
+  const int32_t x0 = FloorInt(x), y0 = FloorInt(y);
+  const float ax = x - static_cast<float>(x0), ay = y - static_cast<float>(y0);
+  const float wx0 = (x0 >= 0 && x0 < width) ? 1.f - ax : 0.f;
+  const float wx1 = (x0 + 1 >= 0 && x0 + 1 < width) ? ax : 0.f;
+  const float wy0 = (y0 >= 0 && y0 < height) ? 1.f - ay : 0.f;
+  const float wy1 = (y0 + 1 >= 0 && y0 + 1 < height) ? ay : 0.f;
+  auto clamp = [](int64_t v, int64_t size) { return std::min(std::max(v, int64_t{0}), size - 1); };
+  const int64_t left = clamp(x0, width) * nc, right = clamp(x0 + 1, width) * nc;
+  const T* top = data + clamp(y0, height) * width * nc;
+  const T* bottom = data + clamp(y0 + 1, height) * width * nc;
+  for (int64_t c = 0; c < nc; ++c) {
+    const float upper = wx0 * static_cast<float>(top[left + c]) +
+                        wx1 * static_cast<float>(top[right + c]);
+    const float lower = wx0 * static_cast<float>(bottom[left + c]) +
+                        wx1 * static_cast<float>(bottom[right + c]);
+    out[c] = wy0 * upper + wy1 * lower;
+  }
+}
+
+#if SALIENCY_JAX_SSE2
+// Four consecutive values as floats (a pixel of 3 channels and the next value, ignored).
+inline __m128 Load4(const uint8_t* p) {
+  int32_t bytes;
+  std::memcpy(&bytes, p, 4);
+  const __m128i zero = _mm_setzero_si128();
+  const __m128i wide = _mm_unpacklo_epi8(_mm_cvtsi32_si128(bytes), zero);
+  return _mm_cvtepi32_ps(_mm_unpacklo_epi16(wide, zero));
+}
+inline __m128 Load4(const float* p) { return _mm_loadu_ps(p); }
+
+// `Bilinear` of 3 or 4 channels in the lanes of one vector, the same operations in the same
+// order; nullptr where a load would reach past `end` (the caller then reads with `Bilinear`).
+template <typename T>
+inline bool Bilinear4(const T* data, const T* end, int64_t height, int64_t width, int64_t nc,
+                      float x, float y, __m128* out) {
+  const int32_t x0 = FloorInt(x), y0 = FloorInt(y);
+  const float ax = x - static_cast<float>(x0), ay = y - static_cast<float>(y0);
+  float wx0 = 1.f - ax, wx1 = ax, wy0 = 1.f - ay, wy1 = ay;
+  const T* top;
+  const T* bottom;
+  int64_t left, right;
+  if (x0 >= 0 && x0 + 1 < width && y0 >= 0 && y0 + 1 < height) {  // Most reads.
+    top = data + y0 * width * nc;
+    bottom = top + width * nc;
+    left = x0 * nc;
+    right = left + nc;
+  } else {
+    wx0 = (x0 >= 0 && x0 < width) ? wx0 : 0.f;
+    wx1 = (x0 + 1 >= 0 && x0 + 1 < width) ? wx1 : 0.f;
+    wy0 = (y0 >= 0 && y0 < height) ? wy0 : 0.f;
+    wy1 = (y0 + 1 >= 0 && y0 + 1 < height) ? wy1 : 0.f;
+    auto clamp = [](int64_t v, int64_t size) {
+      return std::min(std::max(v, int64_t{0}), size - 1);
+    };
+    left = clamp(x0, width) * nc, right = clamp(x0 + 1, width) * nc;
+    top = data + clamp(y0, height) * width * nc;
+    bottom = data + clamp(y0 + 1, height) * width * nc;
+  }
+  if (std::max(top, bottom) + std::max(left, right) + 4 > end) return false;
+  const __m128 upper = _mm_add_ps(_mm_mul_ps(_mm_set1_ps(wx0), Load4(top + left)),
+                                  _mm_mul_ps(_mm_set1_ps(wx1), Load4(top + right)));
+  const __m128 lower = _mm_add_ps(_mm_mul_ps(_mm_set1_ps(wx0), Load4(bottom + left)),
+                                  _mm_mul_ps(_mm_set1_ps(wx1), Load4(bottom + right)));
+  *out = _mm_add_ps(_mm_mul_ps(_mm_set1_ps(wy0), upper), _mm_mul_ps(_mm_set1_ps(wy1), lower));
+  return true;
+}
+#endif
+
+// One pyramid level from the previous one: 2x2 means, the last row and column replicated when
+// odd (antialias._halve); uint8 by integer sums rounded half up, floats in float32.
+inline uint8_t Mean4(uint8_t a, uint8_t b, uint8_t c, uint8_t d) {
+  return static_cast<uint8_t>((static_cast<uint32_t>(a) + b + c + d + 2) / 4);
+}
+inline float Mean4(float a, float b, float c, float d) { return 0.25f * (((a + b) + c) + d); }
+
+template <typename T>
+void Halve(const T* src, int64_t height, int64_t width, int64_t channels, T* dst) {
+  const int64_t h = (height + 1) / 2, w = (width + 1) / 2;
+  for (int64_t i = 0; i < h; ++i) {
+    const T* top = src + (2 * i) * width * channels;
+    const T* bottom = src + std::min(2 * i + 1, height - 1) * width * channels;
+    T* out = dst + i * w * channels;
+    for (int64_t j = 0; j < w; ++j) {
+      const int64_t left = 2 * j * channels, right = std::min(2 * j + 1, width - 1) * channels;
+      for (int64_t c = 0; c < channels; ++c) {
+        out[j * channels + c] = Mean4(top[left + c], bottom[left + c], top[right + c],
+                                      bottom[right + c]);
+      }
+    }
+  }
+}
+
+#if SALIENCY_JAX_SSE2
+// `Halve` of uint8 pixels of 3 channels (the trainer's images): the two rows summed in 16 bits
+// by the compiler's vector loop, then each pair of pixels in one vector. The same integers.
+template <>
+void Halve<uint8_t>(const uint8_t* src, int64_t height, int64_t width, int64_t channels,
+                    uint8_t* dst) {
+  if (channels != 3 || width < 4) {
+    const int64_t h = (height + 1) / 2, w = (width + 1) / 2;
+    for (int64_t i = 0; i < h; ++i) {
+      const uint8_t* top = src + (2 * i) * width * channels;
+      const uint8_t* bottom = src + std::min(2 * i + 1, height - 1) * width * channels;
+      uint8_t* out = dst + i * w * channels;
+      for (int64_t j = 0; j < w; ++j) {
+        const int64_t left = 2 * j * channels, right = std::min(2 * j + 1, width - 1) * channels;
+        for (int64_t c = 0; c < channels; ++c) {
+          out[j * channels + c] = Mean4(top[left + c], bottom[left + c], top[right + c],
+                                        bottom[right + c]);
+        }
+      }
+    }
+    return;
+  }
+  const int64_t h = (height + 1) / 2, w = (width + 1) / 2, n = width * 3;
+  std::vector<uint16_t> sums(n + 8);
+  const __m128i two = _mm_set1_epi16(2);
+  for (int64_t i = 0; i < h; ++i) {
+    const uint8_t* top = src + (2 * i) * n;
+    const uint8_t* bottom = src + std::min(2 * i + 1, height - 1) * n;
+    uint8_t* out = dst + i * w * 3;
+    for (int64_t k = 0; k < n; ++k) sums[k] = static_cast<uint16_t>(top[k] + bottom[k]);
+    // Pixels j whose 8-lane load (pixels 2j, 2j + 1 and two lanes more) and 4-byte store stay
+    // inside the row: all but the last two.
+    const int64_t vector_end = std::max<int64_t>(0, std::min(w - 2, (n - 8) / 6 + 1));
+    for (int64_t j = 0; j < vector_end; ++j) {
+      const __m128i pair = _mm_loadu_si128(reinterpret_cast<const __m128i*>(&sums[6 * j]));
+      __m128i total = _mm_add_epi16(_mm_add_epi16(pair, _mm_srli_si128(pair, 6)), two);
+      total = _mm_srli_epi16(total, 2);
+      const int32_t bytes = _mm_cvtsi128_si32(_mm_packus_epi16(total, total));
+      std::memcpy(out + 3 * j, &bytes, 4);  // The 4th byte is the next pixel's, written next.
+    }
+    for (int64_t j = vector_end; j < w; ++j) {
+      const int64_t left = 6 * j, right = std::min(2 * j + 1, width - 1) * 3;
+      for (int64_t c = 0; c < 3; ++c) {
+        out[3 * j + c] = static_cast<uint8_t>((sums[left + c] + sums[right + c] + 2) / 4);
+      }
+    }
+  }
+}
+#endif
+
+struct Geometry {
+  int64_t height, width, channels;  // The image's.
+  int64_t h, w;                     // The grid's.
+  bool align_corners;
+  int32_t padding;
+  bool flat;                        // No footprint: plain bilinear sampling.
+  const std::vector<Level>* levels;
+  const std::vector<float>* scales;
+};
+
+// The end of an image's buffer and of its pyramid's (4-value loads must stay before them).
+template <typename T>
+struct Ends {
+  const T* image;
+  const T* pyramid;
+};
+
+// log2(v) for v >= 1 (and +inf), within 2e-7 of it: the exponent plus log2 of the mantissa m in
+// [1, 2) by the series of 2 atanh((m - 1) / (m + 1)), which, unlike std::log2 (a library call),
+// the compiler vectorises.
+inline float Log2AtLeastOne(float v) {
+  int32_t bits;
+  std::memcpy(&bits, &v, 4);
+  const float exponent = static_cast<float>((bits >> 23) - 127);
+  bits = (bits & 0x007fffff) | 0x3f800000;
+  float m;
+  std::memcpy(&m, &bits, 4);
+  const float z = (m - 1.f) / (m + 1.f), z2 = z * z;  // z in [0, 1/3).
+  const float series =
+      z * (1.f + z2 * (1.f / 3 + z2 * (1.f / 5 + z2 * (1.f / 7 + z2 * (1.f / 9 + z2 / 11)))));
+  return exponent + series * 2.8853900817779268f;  // 2 / ln 2.
+}
+
+// The footprint's pyramid level (antialias._footprint_level) of every pixel of output row `i`,
+// into lam[0 .. w): numpy.gradient of the unpadded pixel coordinates along the row and down the
+// column, in loops without branches (the borders apart), so that the compiler vectorises them.
+inline void FootprintRow(const Geometry& geo, const float* grid, int64_t i, float top_level,
+                         std::vector<float>* scratch, float* lam) {
+  const int64_t h = geo.h, w = geo.w;
+  scratch->resize(6 * w);
+  float* x_here = scratch->data();
+  float* y_here = x_here + w;
+  float* x_down = y_here + w;  // Row i + 1 minus row i - 1, (one-sided at the ends).
+  float* y_down = x_down + w;
+  float* xu = y_down + w;
+  float* yu = xu + w;
+  const int64_t above = i == 0 ? 0 : i - 1, below = i == h - 1 ? h - 1 : i + 1;
+  const float half = (i == 0 || i == h - 1) ? 1.f : 0.5f;
+  const float* here = grid + i * w * 2;
+  const float* up = grid + above * w * 2;
+  const float* down = grid + below * w * 2;
+  const float sx = static_cast<float>(geo.width), sy = static_cast<float>(geo.height);
+  auto px = [&](float v) { return geo.align_corners ? (v + 1.f) / 2.f * (sx - 1.f)
+                                                    : ((v + 1.f) * sx - 1.f) / 2.f; };
+  auto py = [&](float v) { return geo.align_corners ? (v + 1.f) / 2.f * (sy - 1.f)
+                                                    : ((v + 1.f) * sy - 1.f) / 2.f; };
+  for (int64_t j = 0; j < w; ++j) {
+    x_here[j] = px(here[2 * j]);
+    y_here[j] = py(here[2 * j + 1]);
+    x_down[j] = (px(down[2 * j]) - px(up[2 * j])) * half;
+    y_down[j] = (py(down[2 * j + 1]) - py(up[2 * j + 1])) * half;
+  }
+  xu[0] = x_here[1] - x_here[0], yu[0] = y_here[1] - y_here[0];
+  xu[w - 1] = x_here[w - 1] - x_here[w - 2], yu[w - 1] = y_here[w - 1] - y_here[w - 2];
+  for (int64_t j = 1; j < w - 1; ++j) {
+    xu[j] = (x_here[j + 1] - x_here[j - 1]) * 0.5f;
+    yu[j] = (y_here[j + 1] - y_here[j - 1]) * 0.5f;
+  }
+  for (int64_t j = 0; j < w; ++j) {
+    const float side2 = 0.5f * (xu[j] * xu[j] + yu[j] * yu[j] + x_down[j] * x_down[j] +
+                                y_down[j] * y_down[j]);
+    lam[j] = std::max(side2, 1.f);
+  }
+  for (int64_t j = 0; j < w; ++j) {
+    const float value = 0.5f * Log2AtLeastOne(lam[j]);
+    lam[j] = std::min(value, top_level);  // At least 0 already.
+  }
+  for (int64_t j = 0; j < w; ++j) {
+    if (std::isnan(xu[j] + yu[j] + x_down[j] + y_down[j])) lam[j] = std::nanf("");
+  }
+}
+
+// Output rows [begin, end) of one image: `grid [h, w, 2]`, `out [h, w, C]`.
+template <int kChannels, typename T>
+void SampleRows(const Geometry& geo, const T* image, const T* pyramid, Ends<T> ends,
+                const float* grid, int64_t begin, int64_t end, float* out) {
+  const int64_t nc = kChannels > 0 ? kChannels : geo.channels;
+  const int64_t w = geo.w;
+  const std::vector<Level>& levels = *geo.levels;
+  const int64_t top_level = static_cast<int64_t>(levels.size()) - 1;
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  std::vector<float> low_read(nc), high_read(nc), lam_row(w), scratch;
+  // Level k (0: the image) read at level-0 pixel coordinates (x0, y0): its pixel k covers
+  // level-0 pixels [k s, (k + 1) s), s = 2^level, centred at (k + 0.5) s - 0.5.
+  auto read = [&](int64_t k, float x0, float y0, float* into) {
+    if (k == 0) {
+      Bilinear<kChannels>(image, geo.height, geo.width, nc, x0, y0, into);
+      return;
+    }
+    const float scale = (*geo.scales)[k];
+    Bilinear<kChannels>(pyramid + levels[k].offset * nc, levels[k].height, levels[k].width, nc,
+                        (x0 + 0.5f) * scale - 0.5f, (y0 + 0.5f) * scale - 0.5f, into);
+  };
+#if SALIENCY_JAX_SSE2
+  // The same reads with the channels in one vector: falls back to `read` near a buffer's end.
+  auto read4 = [&](int64_t k, float x0, float y0, __m128* into) {
+    if (k == 0) {
+      return Bilinear4(image, ends.image, geo.height, geo.width, nc, x0, y0, into);
+    }
+    const float scale = (*geo.scales)[k];
+    return Bilinear4(pyramid + levels[k].offset * nc, ends.pyramid, levels[k].height,
+                     levels[k].width, nc, (x0 + 0.5f) * scale - 0.5f,
+                     (y0 + 0.5f) * scale - 0.5f, into);
+  };
+#endif
+  for (int64_t i = begin; i < end; ++i) {
+    if (!geo.flat) FootprintRow(geo, grid, i, static_cast<float>(top_level), &scratch,
+                                lam_row.data());
+    for (int64_t j = 0; j < w; ++j) {
+      const float* node = grid + (i * w + j) * 2;
+      float* o = out + (i * w + j) * nc;
+      const float x0 = SourceCoordinate(node[0], geo.width, geo.align_corners, geo.padding);
+      const float y0 = SourceCoordinate(node[1], geo.height, geo.align_corners, geo.padding);
+      const float lam = geo.flat ? 0.f : lam_row[j];
+      if (std::isnan(x0) || std::isnan(y0) || std::isnan(lam)) {
+        for (int64_t c = 0; c < nc; ++c) o[c] = nan;
+        continue;
+      }
+      const int64_t low = FloorInt(lam);
+      const float frac = lam - static_cast<float>(low);
+      // Trilinear: levels low and low + 1 blended by the fraction (antialiased_sample's
+      // `read_0 + frac * (read_a - read_0)` where low is 0); only the levels that weigh.
+#if SALIENCY_JAX_SSE2
+      if constexpr (kChannels == 3 || kChannels == 4) {
+        __m128 low_value, high_value;
+        if (read4(low, x0, y0, &low_value) &&
+            read4(std::min(low + 1, top_level), x0, y0, &high_value)) {
+          const __m128 value = _mm_add_ps(
+              low_value, _mm_mul_ps(_mm_set1_ps(frac), _mm_sub_ps(high_value, low_value)));
+          alignas(16) float lanes[4];
+          _mm_store_ps(lanes, value);
+          for (int64_t c = 0; c < kChannels; ++c) o[c] = lanes[c];
+          continue;
+        }
+      }
+#endif
+      if (frac == 0.f) {
+        read(low, x0, y0, o);
+        continue;
+      }
+      read(low, x0, y0, low_read.data());
+      read(std::min(low + 1, top_level), x0, y0, high_read.data());
+      for (int64_t c = 0; c < nc; ++c) o[c] = low_read[c] + frac * (high_read[c] - low_read[c]);
+    }
+  }
+}
+
+template <ffi::DataType kType>
+ffi::Error AntialiasImpl(Pool pool, ffi::Buffer<kType> image, ffi::Buffer<ffi::F32> grid,
+                         ffi::ResultBuffer<ffi::F32> out, bool align_corners, int32_t padding) {
+  using T = ffi::NativeType<kType>;
+  const auto idims = image.dimensions();
+  const auto gdims = grid.dimensions();
+  const size_t rank = idims.size();
+  if (rank < 4 || gdims.size() != rank || gdims[rank - 1] != 2) {
+    return ffi::Error::InvalidArgument("antialias: expected image [..., H, W, C] and grid "
+                                       "[..., h, w, 2] of the same rank");
+  }
+  const int64_t batch = Product(idims, 0, rank - 3);
+  if (Product(gdims, 0, rank - 3) != batch) {
+    return ffi::Error::InvalidArgument("antialias: image and grid batch sizes differ");
+  }
+  const int64_t height = idims[rank - 3], width = idims[rank - 2], channels = idims[rank - 1];
+  const int64_t h = gdims[rank - 3], w = gdims[rank - 2];
+
+  std::vector<Level> levels = {{height, width, 0}};
+  int64_t per_image = 0;  // Pixels of levels 1.. per image.
+  while (levels.back().height != 1 || levels.back().width != 1) {
+    const Level& last = levels.back();
+    levels.push_back({(last.height + 1) / 2, (last.width + 1) / 2, per_image});
+    per_image += levels.back().height * levels.back().width;
+  }
+  const int64_t num_levels = static_cast<int64_t>(levels.size());
+  std::vector<float> scales(num_levels, 1.f);
+  for (int64_t k = 1; k < num_levels; ++k) scales[k] = 0.5f * scales[k - 1];
+  const bool flat = num_levels == 1 || h < 2 || w < 2;  // Plain bilinear (antialiased_sample).
+
+  const T* image_data = image.typed_data();
+  const float* grid_data = grid.typed_data();
+  float* out_data = out->typed_data();
+  const Geometry geometry{height, width, channels, h, w, align_corners, padding, flat, &levels,
+                          &scales};
+  auto pyramid_of = [&](const T* source, T* pyramid) {
+    for (int64_t k = 1; k < num_levels; ++k) {
+      T* level = pyramid + levels[k].offset * channels;
+      Halve(source, levels[k - 1].height, levels[k - 1].width, channels, level);
+      source = level;
+    }
+  };
+  const T* image_end = image_data + batch * height * width * channels;
+  auto sample = [&](int64_t b, const T* pyramid, const T* pyramid_end, int64_t begin,
+                    int64_t end) {
+    const Ends<T> ends{image_end, pyramid_end};
+    const T* source = image_data + b * height * width * channels;
+    const float* g = grid_data + b * h * w * 2;
+    float* o = out_data + b * h * w * channels;
+    switch (channels) {
+      case 1: return SampleRows<1>(geometry, source, pyramid, ends, g, begin, end, o);
+      case 3: return SampleRows<3>(geometry, source, pyramid, ends, g, begin, end, o);
+      case 4: return SampleRows<4>(geometry, source, pyramid, ends, g, begin, end, o);
+      default: return SampleRows<0>(geometry, source, pyramid, ends, g, begin, end, o);
+    }
+  };
+  if (batch >= 2 * pool.num_threads()) {
+    // One image per task: its pyramid is read back while it is still in the core's cache
+    // (written for the whole batch first, the levels were read back from memory: 2x slower).
+    ParallelFor(pool, batch, [&](int64_t b) {
+      // Each thread keeps its pyramid buffer from call to call: a fresh one costs its page
+      // faults every time.
+      thread_local std::vector<T> pyramid;
+      if (pyramid.size() < per_image * channels) pyramid.resize(per_image * channels);
+      if (!flat) pyramid_of(image_data + b * height * width * channels, pyramid.data());
+      sample(b, pyramid.data(), pyramid.data() + pyramid.size(), 0, h);
+    });
+    return ffi::Error::Success();
+  }
+  // Few images: every pyramid first (one task per image), then rows of output per task.
+  std::vector<T> pyramids(flat ? 0 : batch * per_image * channels);
+  if (!flat) {
+    ParallelFor(pool, batch, [&](int64_t b) {
+      pyramid_of(image_data + b * height * width * channels,
+                 pyramids.data() + b * per_image * channels);
+    });
+  }
+  const int64_t rows_per_chunk = std::max<int64_t>(1, 2048 / std::max<int64_t>(w, 1));
+  const int64_t chunks_per_image = (h + rows_per_chunk - 1) / rows_per_chunk;
+  ParallelFor(pool, batch * chunks_per_image, [&](int64_t chunk) {
+    const int64_t b = chunk / chunks_per_image;
+    const int64_t begin = (chunk % chunks_per_image) * rows_per_chunk;
+    sample(b, pyramids.data() + b * per_image * channels, pyramids.data() + pyramids.size(),
+           begin, std::min(h, begin + rows_per_chunk));
+  });
+  return ffi::Error::Success();
+}
+
+// ---------------------------------------------------------------------------------------------
+// The lattice inverse (inverse.py): for each target of the lattice xs x ys, the node coordinates
+// (x, y) of the warped position whose bilinear interpolation of the grid is the target, found by
+// the analytic solve of inverse.solve_cell in one cell after another, starting from the previous
+// target's cell along each row (most targets share their neighbour's cell).
+
+constexpr double kCoverTol = 1e-4;  // inverse._COVER_TOL
+
+struct Cell {
+  double ax, ay, ex, ey, fx, fy, gx, gy;
+  double tol;  // inverse._residual_tol
+};
+
+inline Cell MakeCell(const float* g, int64_t w, int64_t row, int64_t col) {
+  const float* a = g + (row * w + col) * 2;
+  const float* b = a + 2;
+  const float* c = a + 2 * w;
+  const float* d = c + 2;
+  Cell cell;
+  cell.ax = a[0], cell.ay = a[1];
+  cell.ex = b[0] - a[0], cell.ey = b[1] - a[1];
+  cell.fx = c[0] - a[0], cell.fy = c[1] - a[1];
+  cell.gx = static_cast<double>(a[0]) - b[0] - c[0] + d[0];
+  cell.gy = static_cast<double>(a[1]) - b[1] - c[1] + d[1];
+  cell.tol = kCoverTol * (std::abs(cell.ex) + std::abs(cell.ey) + std::abs(cell.fx) +
+                          std::abs(cell.fy)) + 1e-6;
+  return cell;
+}
+
+inline double Cross(double a0, double a1, double b0, double b1) { return a0 * b1 - a1 * b0; }
+
+inline double Outside(double s, double t) {
+  return std::max(std::max(-s, s - 1.0), 0.0) + std::max(std::max(-t, t - 1.0), 0.0);
+}
+
+inline double TFor(const Cell& k, double s, double qx, double qy) {
+  const double hx = k.fx + s * k.gx, hy = k.fy + s * k.gy;
+  const double den = hx * hx + hy * hy;
+  const double scale = k.ex * k.ex + k.ey * k.ey + k.fx * k.fx + k.fy * k.fy;
+  if (!(den > 1e-12 * scale + 1e-30)) return 0.0;
+  return ((qx - s * k.ex) * hx + (qy - s * k.ey) * hy) / den;
+}
+
+struct Solution {
+  double s, t, outside;  // outside: L1 distance to the unit square; inf when no root fits.
+};
+
+// inverse.solve_cell: the root of the cell's extended patch closest to the unit square.
+inline Solution Solve(const Cell& k, double px, double py) {
+  const double qx = px - k.ax, qy = py - k.ay;
+  const double a2 = Cross(k.ex, k.ey, k.gx, k.gy);
+  const double a1 = Cross(k.ex, k.ey, k.fx, k.fy) - Cross(qx, qy, k.gx, k.gy);
+  const double a0 = -Cross(qx, qy, k.fx, k.fy);
+  const double disc = a1 * a1 - 4.0 * a2 * a0;
+  const double root = disc > 0 ? std::sqrt(disc) : 0.0;
+  const double qq = -0.5 * (a1 + (a1 >= 0 ? root : -root));
+  const double scale = k.ex * k.ex + k.ey * k.ey + k.fx * k.fx + k.fy * k.fy + 1e-30;
+  const double s1 = std::abs(qq) > 1e-12 * scale ? a0 / qq : 0.0;
+  const double s2 = std::abs(a2) > 1e-6 * std::abs(qq) ? qq / a2 : 1e6;
+  const double t1 = TFor(k, s1, qx, qy), t2 = TFor(k, s2, qx, qy);
+  const double d1 = Outside(s1, t1), d2 = Outside(s2, t2);
+  Solution best = d1 <= d2 ? Solution{s1, t1, d1} : Solution{s2, t2, d2};
+  const double rx = qx - best.s * k.ex - best.t * k.fx - best.s * best.t * k.gx;
+  const double ry = qy - best.s * k.ey - best.t * k.fy - best.s * best.t * k.gy;
+  if (std::abs(rx) + std::abs(ry) > k.tol) best.outside = std::numeric_limits<double>::infinity();
+  return best;
+}
+
+// floor(v) clamped to [-2, 2] for v outside [0, 1], else 0: the cells to step along one axis.
+inline int64_t Step(double v) {
+  if (v < 0) return v < -1 ? -2 : -1;
+  if (v > 1) return v >= 2 ? 2 : 1;
+  return 0;
+}
+
+struct Target {
+  double x, y;  // Node coordinates (col + s, row + t).
+  bool covered;
+  int64_t row, col;
+};
+
+// The cell-to-cell walk from cell (row, col): solve, and step towards the root's side (at most
+// two cells per axis), or, where the cell has no root that fits (a degenerate cell), towards the
+// target by the cell's corners. Ends in the covering cell, or at the border of the grid, or after
+// a bounded number of cells, in the cell whose root came closest.
+Target Walk(const float* g, int64_t h, int64_t w, double px, double py, int64_t row,
+            int64_t col) {
+  const int64_t cells_h = h - 1, cells_w = w - 1;
+  const int64_t max_visits = 4 * (cells_h + cells_w) + 8;
+  Target best{0, 0, false, row, col};
+  double best_outside = std::numeric_limits<double>::infinity();
+  bool have_best = false;
+  for (int64_t visit = 0; visit < max_visits; ++visit) {
+    const Cell cell = MakeCell(g, w, row, col);
+    const Solution sol = Solve(cell, px, py);
+    if (sol.outside <= kCoverTol) return {col + sol.s, row + sol.t, true, row, col};
+    if (!have_best || sol.outside < best_outside) {
+      best = {col + sol.s, row + sol.t, false, row, col};
+      best_outside = sol.outside;
+      have_best = true;
+    }
+    int64_t dc = 0, dr = 0;
+    if (std::isfinite(sol.outside)) {
+      dc = Step(sol.s);
+      dr = Step(sol.t);
+    } else {
+      const double left = std::min(cell.ax, cell.ax + cell.fx);
+      const double right = std::max(cell.ax + cell.ex, cell.ax + cell.ex + cell.fx + cell.gx);
+      const double top = std::min(cell.ay, cell.ay + cell.ey);
+      const double bottom = std::max(cell.ay + cell.fy, cell.ay + cell.ey + cell.fy + cell.gy);
+      dc = px < left ? -1 : (px > right ? 1 : 0);
+      dr = py < top ? -1 : (py > bottom ? 1 : 0);
+    }
+    const int64_t next_row = std::min(std::max(row + dr, int64_t{0}), cells_h - 1);
+    const int64_t next_col = std::min(std::max(col + dc, int64_t{0}), cells_w - 1);
+    if (next_row == row && next_col == col) break;
+    row = next_row;
+    col = next_col;
+  }
+  if (!std::isfinite(best_outside)) {
+    // No cell on the way had a fitting root (degenerate cells only): the last cell's clamped
+    // point, flagged uncovered.
+    best.x = std::min(std::max(best.x, -0.5), cells_w + 0.5);
+    best.y = std::min(std::max(best.y, -0.5), cells_h + 0.5);
+  }
+  return best;
+}
+
+// The cell whose column range of the mean profile holds `coord` (inverse._first_guess).
+inline int64_t ProfileCell(const std::vector<double>& profile, double coord) {
+  const int64_t n = static_cast<int64_t>(profile.size());
+  int64_t count = 0;
+  for (int64_t k = 0; k < n; ++k) count += profile[k] <= coord;
+  return std::min(std::max(count - 1, int64_t{0}), n - 2);
+}
+
+ffi::Error InvertImpl(Pool pool, ffi::Buffer<ffi::F32> grid, ffi::Buffer<ffi::F32> xs,
+                      ffi::Buffer<ffi::F32> ys, ffi::ResultBuffer<ffi::F32> out_x,
+                      ffi::ResultBuffer<ffi::F32> out_y, ffi::ResultBuffer<ffi::U8> covered) {
+  const auto gdims = grid.dimensions();
+  const size_t rank = gdims.size();
+  if (rank < 4 || gdims[rank - 1] != 2 || xs.dimensions().size() != rank - 2 ||
+      ys.dimensions().size() != rank - 2) {
+    return ffi::Error::InvalidArgument("invert: expected grid [..., h, w, 2], xs [..., W] and "
+                                       "ys [..., H]");
+  }
+  const int64_t batch = Product(gdims, 0, rank - 3);
+  const int64_t h = gdims[rank - 3], w = gdims[rank - 2];
+  const int64_t big_w = xs.dimensions()[rank - 3], big_h = ys.dimensions()[rank - 3];
+  if (h < 2 || w < 2) return ffi::Error::InvalidArgument("invert: the grid needs 2x2 nodes");
+  const float* grid_data = grid.typed_data();
+  const float* xs_data = xs.typed_data();
+  const float* ys_data = ys.typed_data();
+  float* x_data = out_x->typed_data();
+  float* y_data = out_y->typed_data();
+  uint8_t* covered_data = covered->typed_data();
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+
+  // Per image: the mean profiles (the first guess of each row's first target), or NaN.
+  std::vector<std::vector<double>> profile_x(batch), profile_y(batch);
+  std::vector<uint8_t> finite(batch);
+  ParallelFor(pool, batch, [&](int64_t b) {
+    const float* g = grid_data + b * h * w * 2;
+    bool ok = true;
+    for (int64_t k = 0; k < h * w * 2; ++k) ok &= std::isfinite(g[k]);
+    finite[b] = ok;
+    profile_x[b].assign(w, 0.0);
+    profile_y[b].assign(h, 0.0);
+    for (int64_t i = 0; i < h; ++i) {
+      for (int64_t j = 0; j < w; ++j) {
+        profile_x[b][j] += g[(i * w + j) * 2] / static_cast<double>(h);
+        profile_y[b][i] += g[(i * w + j) * 2 + 1] / static_cast<double>(w);
+      }
+    }
+  });
+
+  const int64_t rows_per_chunk = std::max<int64_t>(1, 4096 / std::max<int64_t>(big_w, 1));
+  const int64_t chunks_per_image = (big_h + rows_per_chunk - 1) / rows_per_chunk;
+  ParallelFor(pool, batch * chunks_per_image, [&](int64_t chunk) {
+    const int64_t b = chunk / chunks_per_image;
+    const int64_t r_begin = (chunk % chunks_per_image) * rows_per_chunk;
+    const int64_t r_end = std::min(big_h, r_begin + rows_per_chunk);
+    const float* g = grid_data + b * h * w * 2;
+    const float* row_targets = xs_data + b * big_w;
+    for (int64_t r = r_begin; r < r_end; ++r) {
+      const double py = ys_data[b * big_h + r];
+      const int64_t base = (b * big_h + r) * big_w;
+      if (!finite[b] || std::isnan(py)) {
+        for (int64_t c = 0; c < big_w; ++c) {
+          x_data[base + c] = nan, y_data[base + c] = nan, covered_data[base + c] = 0;
+        }
+        continue;
+      }
+      int64_t row = ProfileCell(profile_y[b], py), col = -1;
+      for (int64_t c = 0; c < big_w; ++c) {
+        const double px = row_targets[c];
+        if (std::isnan(px)) {
+          x_data[base + c] = nan, y_data[base + c] = nan, covered_data[base + c] = 0;
+          continue;
+        }
+        if (col < 0) col = ProfileCell(profile_x[b], px);
+        const Target found = Walk(g, h, w, px, py, row, col);
+        x_data[base + c] = static_cast<float>(found.x);
+        y_data[base + c] = static_cast<float>(found.y);
+        covered_data[base + c] = found.covered;
+        // The next target starts in this one's cell, unless this one left the grid (its walk
+        // ended at the border, possibly far along it): then from the profiles again.
+        if (found.covered) {
+          row = found.row, col = found.col;
+        } else {
+          row = ProfileCell(profile_y[b], py), col = -1;
+        }
+      }
+    }
+  });
+  return ffi::Error::Success();
+}
+
+}  // namespace
+
+#define SALIENCY_ANTIALIAS(name, type)                                                    \
+  XLA_FFI_DEFINE_HANDLER_SYMBOL(name, AntialiasImpl<type>,                                \
+                                ffi::Ffi::Bind()                                          \
+                                    .Ctx<Pool>()                                          \
+                                    .Arg<ffi::Buffer<type>>()                             \
+                                    .Arg<ffi::Buffer<ffi::F32>>()                         \
+                                    .Ret<ffi::Buffer<ffi::F32>>()                         \
+                                    .Attr<bool>("align_corners")                          \
+                                    .Attr<int32_t>("padding_mode"));
+
+SALIENCY_ANTIALIAS(SaliencyAntialiasU8, ffi::U8)
+SALIENCY_ANTIALIAS(SaliencyAntialiasF32, ffi::F32)
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(SaliencyInvert, InvertImpl,
+                              ffi::Ffi::Bind()
+                                  .Ctx<Pool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::U8>>());
