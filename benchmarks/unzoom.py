@@ -3,9 +3,12 @@
 Times, interleaved in one run (medians over the repetitions, `common.interleaved_medians`):
 - grid_sample: plain bilinear sampling, uint8 batch 32 x 800 x 800 x 3 -> 224 x 224, with a
   224 x 224 attraction grid from random 31 x 31 logits (what the sampler layer does);
-- grid_sample antialias: the same with `antialias=True`;
+- grid_sample antialias: the same with `antialias=True` (on the CPU the forward value of
+  `ops.native`'s fused kernel when it could be built), and the same by its XLA formulation (what
+  GPUs and TPUs run, and the CPU without the kernels);
 - invert_grid 31 -> 224: the exact inverse of the 31 x 31 attraction grid on a 224 x 224 source
-  frame (the general path), and the same of the axis-aligned attraction grid by its fast path;
+  frame (the general path: the kernel on the CPU), the XLA formulation of its lattice solve, and
+  the inverse of the axis-aligned attraction grid by its fast path;
 - unwarp stride 8: a 28 x 28 x 256 float32 feature map of the warped image back to 28 x 28 of the
   source (`source_shape=(800, 800)`) through the 224 x 224 grid.
 Accuracy (not timed): on a zone plate, the RMS error against a supersampled reference (the mean
@@ -30,6 +33,9 @@ import numpy as np  # noqa: E402
 import saliency_jax as sj  # noqa: E402
 from benchmarks import common  # noqa: E402
 from saliency_jax import files  # noqa: E402
+from saliency_jax.ops import antialias  # noqa: E402
+from saliency_jax.ops import inverse  # noqa: E402
+from saliency_jax.ops import native  # noqa: E402
 from tests.references.supersampling import supersampled, zone_plate  # noqa: E402
 
 # (batch, image side, output side, grid side, feature stride, feature channels)
@@ -48,8 +54,8 @@ def antialias_errors(size: int, out: int) -> dict:
   for name, grid in (("uniform", uniform), ("peaked", peaked)):
     reference = supersampled(image, grid)
     errors = {}
-    for label, antialias in (("plain", False), ("antialias", True)):
-      sampled = np.asarray(sj.grid_sample(image, grid, align_corners=True, antialias=antialias))
+    for label, smooth in (("plain", False), ("antialias", True)):
+      sampled = np.asarray(sj.grid_sample(image, grid, align_corners=True, antialias=smooth))
       errors[label] = float(np.sqrt(np.mean((sampled - reference) ** 2)))
     errors["ratio"] = errors["plain"] / errors["antialias"]
     results[name] = errors
@@ -70,7 +76,10 @@ def contenders(batch, size, out, grid_size, stride, channels, seed=0):
                          jnp.float32)
   sample = jax.jit(lambda i, g: sj.grid_sample(i, g, align_corners=True))
   sample_aa = jax.jit(lambda i, g: sj.grid_sample(i, g, align_corners=True, antialias=True))
+  sample_aa_xla = jax.jit(lambda i, g: antialias._xla_sample(i, g, True, "zeros"))
   invert = jax.jit(lambda g: sj.invert_grid(g, (out, out)))
+  targets = jnp.broadcast_to(inverse.lattice(out), (batch, out))
+  invert_xla = jax.jit(lambda g: inverse._invert_lattice_general(g, targets, targets))
   invert_aligned = jax.jit(lambda g: sj.invert_grid(g, (out, out), axis_aligned=True))
   unwarp = jax.jit(lambda f, g: sj.unwarp(f, g, (out // stride, out // stride),
                                           source_shape=(size, size)))
@@ -78,7 +87,9 @@ def contenders(batch, size, out, grid_size, stride, channels, seed=0):
   return {
       "grid_sample": lambda: block(sample(image, grid)),
       "grid_sample antialias": lambda: block(sample_aa(image, grid)),
+      "grid_sample antialias, XLA formulation": lambda: block(sample_aa_xla(image, grid)),
       f"invert_grid {grid_size} -> {out}": lambda: block(invert(coarse)),
+      f"invert_grid {grid_size} -> {out}, XLA formulation": lambda: block(invert_xla(coarse)),
       f"invert_grid {grid_size} -> {out} axis_aligned": lambda: block(invert_aligned(aligned)),
       f"unwarp stride {stride}": lambda: block(unwarp(features, grid)),
   }
@@ -108,7 +119,8 @@ def main():
   common.print_table(f"anti-aliasing on a {accuracy['zone_plate']}x{accuracy['zone_plate']} zone "
                      f"plate (RMS error against the supersampled footprints)", rows,
                      ("grid", "plain", "antialias", "error reduction"))
-  results = {"environment": common.environment(), "sizes": dict(zip(
+  results = {"environment": common.environment(), "native_kernels": native.available(),
+             "sizes": dict(zip(
       ("batch", "image", "output", "grid", "stride", "channels"), SIZES[key])),
              "timings": timings, "antialias_errors": accuracy}
   output = args.output or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",

@@ -536,28 +536,39 @@ ffi::Error AntialiasImpl(Pool pool, ffi::Buffer<kType> image, ffi::Buffer<ffi::F
 
 constexpr double kCoverTol = 1e-4;  // inverse._COVER_TOL
 
+// One cell's patch P(s, t) = A + s e + t f + s t g, with what every solve in it reuses.
 struct Cell {
   double ax, ay, ex, ey, fx, fy, gx, gy;
-  double tol;  // inverse._residual_tol
+  double a2, exf;  // e x g and e x f: the quadratic's coefficients that do not depend on p.
+  double scale;    // |e|^2 + |f|^2.
+  double tol;      // inverse._residual_tol.
 };
 
-inline Cell MakeCell(const float* g, int64_t w, int64_t row, int64_t col) {
-  const float* a = g + (row * w + col) * 2;
-  const float* b = a + 2;
-  const float* c = a + 2 * w;
-  const float* d = c + 2;
-  Cell cell;
-  cell.ax = a[0], cell.ay = a[1];
-  cell.ex = b[0] - a[0], cell.ey = b[1] - a[1];
-  cell.fx = c[0] - a[0], cell.fy = c[1] - a[1];
-  cell.gx = static_cast<double>(a[0]) - b[0] - c[0] + d[0];
-  cell.gy = static_cast<double>(a[1]) - b[1] - c[1] + d[1];
-  cell.tol = kCoverTol * (std::abs(cell.ex) + std::abs(cell.ey) + std::abs(cell.fx) +
-                          std::abs(cell.fy)) + 1e-6;
-  return cell;
-}
-
 inline double Cross(double a0, double a1, double b0, double b1) { return a0 * b1 - a1 * b0; }
+
+// Every cell of an image's grid [h, w, 2], row-major.
+void CellTable(const float* g, int64_t h, int64_t w, std::vector<Cell>* cells) {
+  cells->resize((h - 1) * (w - 1));
+  for (int64_t row = 0; row < h - 1; ++row) {
+    for (int64_t col = 0; col < w - 1; ++col) {
+      const float* a = g + (row * w + col) * 2;
+      const float* b = a + 2;
+      const float* c = a + 2 * w;
+      const float* d = c + 2;
+      Cell& k = (*cells)[row * (w - 1) + col];
+      k.ax = a[0], k.ay = a[1];
+      k.ex = static_cast<double>(b[0]) - a[0], k.ey = static_cast<double>(b[1]) - a[1];
+      k.fx = static_cast<double>(c[0]) - a[0], k.fy = static_cast<double>(c[1]) - a[1];
+      k.gx = static_cast<double>(a[0]) - b[0] - c[0] + d[0];
+      k.gy = static_cast<double>(a[1]) - b[1] - c[1] + d[1];
+      k.a2 = Cross(k.ex, k.ey, k.gx, k.gy);
+      k.exf = Cross(k.ex, k.ey, k.fx, k.fy);
+      k.scale = k.ex * k.ex + k.ey * k.ey + k.fx * k.fx + k.fy * k.fy;
+      k.tol = kCoverTol * (std::abs(k.ex) + std::abs(k.ey) + std::abs(k.fx) + std::abs(k.fy)) +
+              1e-6;
+    }
+  }
+}
 
 inline double Outside(double s, double t) {
   return std::max(std::max(-s, s - 1.0), 0.0) + std::max(std::max(-t, t - 1.0), 0.0);
@@ -566,8 +577,7 @@ inline double Outside(double s, double t) {
 inline double TFor(const Cell& k, double s, double qx, double qy) {
   const double hx = k.fx + s * k.gx, hy = k.fy + s * k.gy;
   const double den = hx * hx + hy * hy;
-  const double scale = k.ex * k.ex + k.ey * k.ey + k.fx * k.fx + k.fy * k.fy;
-  if (!(den > 1e-12 * scale + 1e-30)) return 0.0;
+  if (!(den > 1e-12 * k.scale + 1e-30)) return 0.0;
   return ((qx - s * k.ex) * hx + (qy - s * k.ey) * hy) / den;
 }
 
@@ -575,24 +585,34 @@ struct Solution {
   double s, t, outside;  // outside: L1 distance to the unit square; inf when no root fits.
 };
 
-// inverse.solve_cell: the root of the cell's extended patch closest to the unit square.
+inline bool Fits(const Cell& k, double s, double t, double qx, double qy) {
+  const double rx = qx - s * k.ex - t * k.fx - s * t * k.gx;
+  const double ry = qy - s * k.ey - t * k.fy - s * t * k.gy;
+  return std::abs(rx) + std::abs(ry) <= k.tol;
+}
+
+// inverse.solve_cell: the root of the cell's extended patch closest to the unit square. The
+// bounded root s1 is tried first: inside its cell (most solves) the other one cannot be closer.
 inline Solution Solve(const Cell& k, double px, double py) {
   const double qx = px - k.ax, qy = py - k.ay;
-  const double a2 = Cross(k.ex, k.ey, k.gx, k.gy);
-  const double a1 = Cross(k.ex, k.ey, k.fx, k.fy) - Cross(qx, qy, k.gx, k.gy);
+  const double a1 = k.exf - Cross(qx, qy, k.gx, k.gy);
   const double a0 = -Cross(qx, qy, k.fx, k.fy);
-  const double disc = a1 * a1 - 4.0 * a2 * a0;
+  const double disc = a1 * a1 - 4.0 * k.a2 * a0;
   const double root = disc > 0 ? std::sqrt(disc) : 0.0;
   const double qq = -0.5 * (a1 + (a1 >= 0 ? root : -root));
-  const double scale = k.ex * k.ex + k.ey * k.ey + k.fx * k.fx + k.fy * k.fy + 1e-30;
-  const double s1 = std::abs(qq) > 1e-12 * scale ? a0 / qq : 0.0;
-  const double s2 = std::abs(a2) > 1e-6 * std::abs(qq) ? qq / a2 : 1e6;
-  const double t1 = TFor(k, s1, qx, qy), t2 = TFor(k, s2, qx, qy);
-  const double d1 = Outside(s1, t1), d2 = Outside(s2, t2);
-  Solution best = d1 <= d2 ? Solution{s1, t1, d1} : Solution{s2, t2, d2};
-  const double rx = qx - best.s * k.ex - best.t * k.fx - best.s * best.t * k.gx;
-  const double ry = qy - best.s * k.ey - best.t * k.fy - best.s * best.t * k.gy;
-  if (std::abs(rx) + std::abs(ry) > k.tol) best.outside = std::numeric_limits<double>::infinity();
+  const double s1 = std::abs(qq) > 1e-12 * (k.scale + 1e-30) ? a0 / qq : 0.0;
+  const double t1 = TFor(k, s1, qx, qy);
+  const double d1 = Outside(s1, t1);
+  Solution best{s1, t1, d1};
+  if (d1 > 0) {
+    const double s2 = std::abs(k.a2) > 1e-6 * std::abs(qq) ? qq / k.a2 : 1e6;
+    const double t2 = TFor(k, s2, qx, qy);
+    const double d2 = Outside(s2, t2);
+    if (d2 < d1) best = {s2, t2, d2};
+  }
+  // Degenerate cells (zero width) have no solution off their segment, though the roots'
+  // fallbacks may lie in the square: the residual tells.
+  if (!Fits(k, best.s, best.t, qx, qy)) best.outside = std::numeric_limits<double>::infinity();
   return best;
 }
 
@@ -613,15 +633,14 @@ struct Target {
 // two cells per axis), or, where the cell has no root that fits (a degenerate cell), towards the
 // target by the cell's corners. Ends in the covering cell, or at the border of the grid, or after
 // a bounded number of cells, in the cell whose root came closest.
-Target Walk(const float* g, int64_t h, int64_t w, double px, double py, int64_t row,
-            int64_t col) {
-  const int64_t cells_h = h - 1, cells_w = w - 1;
+Target Walk(const std::vector<Cell>& cells, int64_t cells_h, int64_t cells_w, double px,
+            double py, int64_t row, int64_t col) {
   const int64_t max_visits = 4 * (cells_h + cells_w) + 8;
   Target best{0, 0, false, row, col};
   double best_outside = std::numeric_limits<double>::infinity();
   bool have_best = false;
   for (int64_t visit = 0; visit < max_visits; ++visit) {
-    const Cell cell = MakeCell(g, w, row, col);
+    const Cell& cell = cells[row * cells_w + col];
     const Solution sol = Solve(cell, px, py);
     if (sol.outside <= kCoverTol) return {col + sol.s, row + sol.t, true, row, col};
     if (!have_best || sol.outside < best_outside) {
@@ -664,6 +683,145 @@ inline int64_t ProfileCell(const std::vector<double>& profile, double coord) {
   return std::min(std::max(count - 1, int64_t{0}), n - 2);
 }
 
+// Cell k's four edges (a bilinear patch's edges are straight segments) on the line at height
+// py: edge i's side of target (px, py) is slope[i] px + offset[i], positive (times the cell's
+// orientation) on the cell's side. Edges top (A -> B), right (B -> D), bottom (D -> C), left
+// (C -> A). `valid` is false for a degenerate cell (e x f = 0), whose edges tell nothing.
+struct EdgeLines {
+  double slope[4], offset[4];
+  bool valid;
+};
+
+inline EdgeLines EdgesAt(const Cell& k, double py) {
+  EdgeLines lines{};
+  lines.valid = k.exf != 0 && std::isfinite(k.exf);
+  if (!lines.valid) return lines;
+  const double o = k.exf > 0 ? 1.0 : -1.0;
+  const double ax = k.ax, ay = k.ay, bx = ax + k.ex, by = ay + k.ey, cx = ax + k.fx,
+               cy = ay + k.fy, dx = bx + k.fx + k.gx, dy = by + k.fy + k.gy;
+  const double from[4][2] = {{ax, ay}, {bx, by}, {dx, dy}, {cx, cy}};
+  const double to[4][2] = {{bx, by}, {dx, dy}, {cx, cy}, {ax, ay}};
+  for (int i = 0; i < 4; ++i) {
+    // cross(to - from, p - from) * o, linear in px.
+    const double ux = to[i][0] - from[i][0], uy = to[i][1] - from[i][1];
+    lines.slope[i] = -o * uy;
+    lines.offset[i] = o * (ux * (py - from[i][1]) + uy * from[i][0]);
+  }
+  return lines;
+}
+
+// The analytic solve of targets xs[0 .. n) at height py in one cell, in float32 (as the XLA
+// formulation) and without branches, so that the compiler vectorises it: local (s, t), and
+// whether (s, t) is in the cell with a zero residual (inverse.solve_cell's bounded root, which
+// is the one inside a non-degenerate cell).
+// (Plain float arguments and noipa: GCC 12 vectorised the loop only so, not inlined or cloned.)
+__attribute__((noipa)) void SolveRunLoop(float ax, float ex, float ey, float fx, float fy,
+                                         float gx, float gy, float a2, float exf, float scale,
+                                         float tol, float cover, float qy, float col, float row,
+                                         const float* __restrict xs, int64_t n,
+                                         float* __restrict x_out, float* __restrict y_out,
+                                         int32_t* __restrict ok) {
+  for (int64_t j = 0; j < n; ++j) {
+    const float qx = xs[j] - ax;
+    const float a1 = exf - (qx * gy - qy * gx);
+    const float a0 = -(qx * fy - qy * fx);
+    const float root = std::sqrt(std::max(a1 * a1 - 4.f * a2 * a0, 0.f));
+    const float qq = -0.5f * (a1 + (a1 >= 0 ? root : -root));
+    const bool q_ok = std::abs(qq) > 1e-12f * scale;
+    const float s = q_ok ? a0 / (q_ok ? qq : 1.f) : 0.f;
+    const float hx = fx + s * gx, hy = fy + s * gy;
+    const float den = hx * hx + hy * hy;
+    const bool d_ok = den > 1e-12f * scale;
+    const float t = d_ok ? ((qx - s * ex) * hx + (qy - s * ey) * hy) / (d_ok ? den : 1.f) : 0.f;
+    const float rx = qx - s * ex - t * fx - s * t * gx;
+    const float ry = qy - s * ey - t * fy - s * t * gy;
+    x_out[j] = col + s;
+    y_out[j] = row + t;
+    // int32 flags, as wide as the floats: four targets per vector (uint8 ones made the loop
+    // take 16 at a time, more than most runs hold).
+    ok[j] = (s >= -cover) & (s <= 1.f + cover) & (t >= -cover) & (t <= 1.f + cover) &
+            (std::abs(rx) + std::abs(ry) <= tol);
+  }
+}
+
+// Cell (row, col)'s solve of the targets xs[0 .. n) at height py: node coordinates and ok.
+void SolveRun(const Cell& k, int64_t row, int64_t col, double py, const float* xs, int64_t n,
+              float* x_out, float* y_out, int32_t* ok) {
+  auto f = [](double v) { return static_cast<float>(v); };
+  SolveRunLoop(f(k.ax), f(k.ex), f(k.ey), f(k.fx), f(k.fy), f(k.gx), f(k.gy), f(k.a2), f(k.exf),
+               f(k.scale), f(k.tol), f(kCoverTol), f(py - k.ay), f(col), f(row), xs, n, x_out,
+               y_out, ok);
+}
+
+// One row of targets (xs[0 .. n) at height py) into x, y, covered. First each target's cell, by
+// edge tests from the previous target's cell (most targets share their left neighbour's); then
+// the solve, one vectorised run per cell; targets whose cell the edges did not find (outside the
+// grid, degenerate or folded cells) or whose solve failed take the walk with the full solve.
+void InvertRow(const std::vector<Cell>& cells, int64_t cells_h, int64_t cells_w,
+               const std::vector<double>& profile_x, const std::vector<double>& profile_y,
+               const float* xs, int64_t n, double py, float* x_out, float* y_out,
+               uint8_t* covered_out, std::vector<int32_t>* scratch) {
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  const int64_t max_steps = 2 * (cells_h + cells_w);
+  scratch->resize(2 * n);
+  int32_t* cell_of = scratch->data();  // -1: the walk decides.
+  int32_t* solved = cell_of + n;
+  int64_t row = ProfileCell(profile_y, py), col = -1;
+  EdgeLines lines{};
+  bool have_lines = false;  // `lines` are cell (row, col)'s.
+  for (int64_t c = 0; c < n; ++c) {
+    const double px = xs[c];
+    cell_of[c] = -1;
+    if (std::isnan(px)) continue;
+    if (col < 0) col = ProfileCell(profile_x, px), have_lines = false;
+    for (int64_t step = 0; step < max_steps; ++step) {
+      if (!have_lines) lines = EdgesAt(cells[row * cells_w + col], py), have_lines = true;
+      if (!lines.valid) break;
+      const double top = lines.slope[0] * px + lines.offset[0];
+      const double right = lines.slope[1] * px + lines.offset[1];
+      const double bottom = lines.slope[2] * px + lines.offset[2];
+      const double left = lines.slope[3] * px + lines.offset[3];
+      const int64_t dc = right < 0 ? 1 : (left < 0 ? -1 : 0);
+      const int64_t dr = bottom < 0 ? 1 : (top < 0 ? -1 : 0);
+      if (dc == 0 && dr == 0) {
+        cell_of[c] = static_cast<int32_t>(row * cells_w + col);
+        break;
+      }
+      const int64_t next_row = std::min(std::max(row + dr, int64_t{0}), cells_h - 1);
+      const int64_t next_col = std::min(std::max(col + dc, int64_t{0}), cells_w - 1);
+      if (next_row == row && next_col == col) break;  // Beyond the grid's border.
+      row = next_row, col = next_col, have_lines = false;
+    }
+    if (cell_of[c] < 0) row = ProfileCell(profile_y, py), col = -1;
+  }
+  for (int64_t c = 0; c < n;) {
+    int64_t end = c + 1;
+    if (cell_of[c] >= 0) {
+      while (end < n && cell_of[end] == cell_of[c]) ++end;
+      SolveRun(cells[cell_of[c]], cell_of[c] / cells_w, cell_of[c] % cells_w, py, xs + c,
+               end - c, x_out + c, y_out + c, solved + c);
+    } else {
+      solved[c] = 0;
+    }
+    for (int64_t j = c; j < end; ++j) {
+      covered_out[j] = solved[j] != 0;
+      if (solved[j]) continue;
+      const double px = xs[j];
+      if (std::isnan(px)) {
+        x_out[j] = nan, y_out[j] = nan;
+        continue;
+      }
+      const int64_t start = cell_of[j] >= 0 ? cell_of[j] : ProfileCell(profile_y, py) * cells_w +
+                                                               ProfileCell(profile_x, px);
+      const Target found = Walk(cells, cells_h, cells_w, px, py, start / cells_w,
+                                start % cells_w);
+      x_out[j] = static_cast<float>(found.x), y_out[j] = static_cast<float>(found.y);
+      covered_out[j] = found.covered;
+    }
+    c = end;
+  }
+}
+
 ffi::Error InvertImpl(Pool pool, ffi::Buffer<ffi::F32> grid, ffi::Buffer<ffi::F32> xs,
                       ffi::Buffer<ffi::F32> ys, ffi::ResultBuffer<ffi::F32> out_x,
                       ffi::ResultBuffer<ffi::F32> out_y, ffi::ResultBuffer<ffi::U8> covered) {
@@ -686,11 +844,14 @@ ffi::Error InvertImpl(Pool pool, ffi::Buffer<ffi::F32> grid, ffi::Buffer<ffi::F3
   uint8_t* covered_data = covered->typed_data();
   const float nan = std::numeric_limits<float>::quiet_NaN();
 
-  // Per image: the mean profiles (the first guess of each row's first target), or NaN.
+  // Per image: its cells, the mean profiles (the first guess of each row's first target), and
+  // whether it is finite.
   std::vector<std::vector<double>> profile_x(batch), profile_y(batch);
+  std::vector<std::vector<Cell>> cells(batch);
   std::vector<uint8_t> finite(batch);
   ParallelFor(pool, batch, [&](int64_t b) {
     const float* g = grid_data + b * h * w * 2;
+    CellTable(g, h, w, &cells[b]);
     bool ok = true;
     for (int64_t k = 0; k < h * w * 2; ++k) ok &= std::isfinite(g[k]);
     finite[b] = ok;
@@ -710,8 +871,8 @@ ffi::Error InvertImpl(Pool pool, ffi::Buffer<ffi::F32> grid, ffi::Buffer<ffi::F3
     const int64_t b = chunk / chunks_per_image;
     const int64_t r_begin = (chunk % chunks_per_image) * rows_per_chunk;
     const int64_t r_end = std::min(big_h, r_begin + rows_per_chunk);
-    const float* g = grid_data + b * h * w * 2;
     const float* row_targets = xs_data + b * big_w;
+    std::vector<int32_t> scratch;
     for (int64_t r = r_begin; r < r_end; ++r) {
       const double py = ys_data[b * big_h + r];
       const int64_t base = (b * big_h + r) * big_w;
@@ -721,26 +882,8 @@ ffi::Error InvertImpl(Pool pool, ffi::Buffer<ffi::F32> grid, ffi::Buffer<ffi::F3
         }
         continue;
       }
-      int64_t row = ProfileCell(profile_y[b], py), col = -1;
-      for (int64_t c = 0; c < big_w; ++c) {
-        const double px = row_targets[c];
-        if (std::isnan(px)) {
-          x_data[base + c] = nan, y_data[base + c] = nan, covered_data[base + c] = 0;
-          continue;
-        }
-        if (col < 0) col = ProfileCell(profile_x[b], px);
-        const Target found = Walk(g, h, w, px, py, row, col);
-        x_data[base + c] = static_cast<float>(found.x);
-        y_data[base + c] = static_cast<float>(found.y);
-        covered_data[base + c] = found.covered;
-        // The next target starts in this one's cell, unless this one left the grid (its walk
-        // ended at the border, possibly far along it): then from the profiles again.
-        if (found.covered) {
-          row = found.row, col = found.col;
-        } else {
-          row = ProfileCell(profile_y[b], py), col = -1;
-        }
-      }
+      InvertRow(cells[b], h - 1, w - 1, profile_x[b], profile_y[b], row_targets, big_w, py,
+                x_data + base, y_data + base, covered_data + base, &scratch);
     }
   });
   return ffi::Error::Success();

@@ -32,6 +32,9 @@ _SOURCE = pathlib.Path(__file__).with_name("native.cc")
 _TARGETS = {"antialias_uint8": "SaliencyAntialiasU8", "antialias_float32": "SaliencyAntialiasF32",
             "invert": "SaliencyInvert"}
 PADDING_CODES = {"zeros": 0, "border": 1, "reflection": 2}
+# -fno-math-errno and -fno-trapping-math let the compiler vectorise square roots and guarded
+# divisions; IEEE results (NaN included) are unchanged (no -ffast-math).
+_FLAGS = ("-O3", "-fno-math-errno", "-fno-trapping-math", "-std=c++17", "-shared", "-fPIC")
 
 
 def _compiler() -> str | None:
@@ -52,7 +55,7 @@ def _headers() -> pathlib.Path | None:
 
 def library_path(include: pathlib.Path) -> pathlib.Path:
   """Where the kernels built from this source against these headers are cached."""
-  digest = hashlib.sha256(_SOURCE.read_bytes())
+  digest = hashlib.sha256(_SOURCE.read_bytes() + repr(_FLAGS).encode())
   for name in ("ffi.h", "api.h", "c_api.h"):
     digest.update((include / "xla" / "ffi" / "api" / name).read_bytes())
   cache = pathlib.Path(os.environ.get("SALIENCY_JAX_CACHE",
@@ -75,8 +78,7 @@ def build(include: pathlib.Path) -> pathlib.Path:
       return path
     with tempfile.TemporaryDirectory(dir=path.parent) as scratch:
       built = pathlib.Path(scratch) / path.name
-      command = [compiler, "-O3", "-std=c++17", "-shared", "-fPIC", "-isystem", str(include),
-                 str(_SOURCE), "-o", str(built)]
+      command = [compiler, *_FLAGS, "-isystem", str(include), str(_SOURCE), "-o", str(built)]
       result = subprocess.run(command, capture_output=True, text=True)
       if result.returncode:
         raise RuntimeError(f"{' '.join(command)} failed:\n{result.stderr[-2000:]}")
