@@ -147,9 +147,12 @@ def _native_inverse(grid, xs, ys):
     ("attraction", _attraction(3, (13, 11), seed=6, peak=30.0, size=11)),
     # A zoom onto the centre: most targets are outside the grid's image (uncovered).
     ("zoom", smooth_grid(2, 5, 5, amp=0.02, seed=7) * np.float32(0.4) + np.float32(0.1)),
+    # More cells than targets (a feature map unwarped through a full-resolution grid).
+    ("fine", smooth_grid(2, 61, 53, amp=0.05, seed=8)),
 ])
 def test_inverse_kernel_matches_xla(name, grid):
-  xs, ys = inverse.lattice(37), inverse.lattice(29)
+  xs, ys = (inverse.lattice(9), inverse.lattice(7)) if name == "fine" else (
+      inverse.lattice(37), inverse.lattice(29))
   u, v, covered = _native_inverse(grid, xs, ys)
   u_ref, v_ref, covered_ref = _xla_inverse(grid, xs, ys)
   # The XLA path may miss a target on a clipped border that the kernel's exact solve finds

@@ -546,29 +546,35 @@ struct Cell {
 
 inline double Cross(double a0, double a1, double b0, double b1) { return a0 * b1 - a1 * b0; }
 
-// Every cell of an image's grid [h, w, 2], row-major.
-void CellTable(const float* g, int64_t h, int64_t w, std::vector<Cell>* cells) {
-  cells->resize((h - 1) * (w - 1));
-  for (int64_t row = 0; row < h - 1; ++row) {
-    for (int64_t col = 0; col < w - 1; ++col) {
-      const float* a = g + (row * w + col) * 2;
-      const float* b = a + 2;
-      const float* c = a + 2 * w;
-      const float* d = c + 2;
-      Cell& k = (*cells)[row * (w - 1) + col];
-      k.ax = a[0], k.ay = a[1];
-      k.ex = static_cast<double>(b[0]) - a[0], k.ey = static_cast<double>(b[1]) - a[1];
-      k.fx = static_cast<double>(c[0]) - a[0], k.fy = static_cast<double>(c[1]) - a[1];
-      k.gx = static_cast<double>(a[0]) - b[0] - c[0] + d[0];
-      k.gy = static_cast<double>(a[1]) - b[1] - c[1] + d[1];
-      k.a2 = Cross(k.ex, k.ey, k.gx, k.gy);
-      k.exf = Cross(k.ex, k.ey, k.fx, k.fy);
-      k.scale = k.ex * k.ex + k.ey * k.ey + k.fx * k.fx + k.fy * k.fy;
-      k.tol = kCoverTol * (std::abs(k.ex) + std::abs(k.ey) + std::abs(k.fx) + std::abs(k.fy)) +
-              1e-6;
-    }
+// An image's grid [h, w, 2] and its cells, each made when asked for: a table of them cost more
+// than the solves where the grid has more cells than there are targets (unwarping a feature map
+// through a full-resolution grid).
+struct Cells {
+  const float* g;
+  int64_t h, w;
+
+  int64_t rows() const { return h - 1; }
+  int64_t cols() const { return w - 1; }
+
+  Cell operator()(int64_t row, int64_t col) const {
+    const float* a = g + (row * w + col) * 2;
+    const float* b = a + 2;
+    const float* c = a + 2 * w;
+    const float* d = c + 2;
+    Cell k;
+    k.ax = a[0], k.ay = a[1];
+    k.ex = static_cast<double>(b[0]) - a[0], k.ey = static_cast<double>(b[1]) - a[1];
+    k.fx = static_cast<double>(c[0]) - a[0], k.fy = static_cast<double>(c[1]) - a[1];
+    k.gx = static_cast<double>(a[0]) - b[0] - c[0] + d[0];
+    k.gy = static_cast<double>(a[1]) - b[1] - c[1] + d[1];
+    k.a2 = Cross(k.ex, k.ey, k.gx, k.gy);
+    k.exf = Cross(k.ex, k.ey, k.fx, k.fy);
+    k.scale = k.ex * k.ex + k.ey * k.ey + k.fx * k.fx + k.fy * k.fy;
+    k.tol = kCoverTol * (std::abs(k.ex) + std::abs(k.ey) + std::abs(k.fx) + std::abs(k.fy)) +
+            1e-6;
+    return k;
   }
-}
+};
 
 inline double Outside(double s, double t) {
   return std::max(std::max(-s, s - 1.0), 0.0) + std::max(std::max(-t, t - 1.0), 0.0);
@@ -633,14 +639,14 @@ struct Target {
 // two cells per axis), or, where the cell has no root that fits (a degenerate cell), towards the
 // target by the cell's corners. Ends in the covering cell, or at the border of the grid, or after
 // a bounded number of cells, in the cell whose root came closest.
-Target Walk(const std::vector<Cell>& cells, int64_t cells_h, int64_t cells_w, double px,
-            double py, int64_t row, int64_t col) {
+Target Walk(const Cells& cells, double px, double py, int64_t row, int64_t col) {
+  const int64_t cells_h = cells.rows(), cells_w = cells.cols();
   const int64_t max_visits = 4 * (cells_h + cells_w) + 8;
   Target best{0, 0, false, row, col};
   double best_outside = std::numeric_limits<double>::infinity();
   bool have_best = false;
   for (int64_t visit = 0; visit < max_visits; ++visit) {
-    const Cell& cell = cells[row * cells_w + col];
+    const Cell cell = cells(row, col);
     const Solution sol = Solve(cell, px, py);
     if (sol.outside <= kCoverTol) return {col + sol.s, row + sol.t, true, row, col};
     if (!have_best || sol.outside < best_outside) {
@@ -757,10 +763,10 @@ void SolveRun(const Cell& k, int64_t row, int64_t col, double py, const float* x
 // edge tests from the previous target's cell (most targets share their left neighbour's); then
 // the solve, one vectorised run per cell; targets whose cell the edges did not find (outside the
 // grid, degenerate or folded cells) or whose solve failed take the walk with the full solve.
-void InvertRow(const std::vector<Cell>& cells, int64_t cells_h, int64_t cells_w,
-               const std::vector<double>& profile_x, const std::vector<double>& profile_y,
-               const float* xs, int64_t n, double py, float* x_out, float* y_out,
-               uint8_t* covered_out, std::vector<int32_t>* scratch) {
+void InvertRow(const Cells& cells, const std::vector<double>& profile_x,
+               const std::vector<double>& profile_y, const float* xs, int64_t n, double py,
+               float* x_out, float* y_out, uint8_t* covered_out, std::vector<int32_t>* scratch) {
+  const int64_t cells_h = cells.rows(), cells_w = cells.cols();
   const float nan = std::numeric_limits<float>::quiet_NaN();
   const int64_t max_steps = 2 * (cells_h + cells_w);
   scratch->resize(2 * n);
@@ -775,7 +781,7 @@ void InvertRow(const std::vector<Cell>& cells, int64_t cells_h, int64_t cells_w,
     if (std::isnan(px)) continue;
     if (col < 0) col = ProfileCell(profile_x, px), have_lines = false;
     for (int64_t step = 0; step < max_steps; ++step) {
-      if (!have_lines) lines = EdgesAt(cells[row * cells_w + col], py), have_lines = true;
+      if (!have_lines) lines = EdgesAt(cells(row, col), py), have_lines = true;
       if (!lines.valid) break;
       const double top = lines.slope[0] * px + lines.offset[0];
       const double right = lines.slope[1] * px + lines.offset[1];
@@ -798,7 +804,8 @@ void InvertRow(const std::vector<Cell>& cells, int64_t cells_h, int64_t cells_w,
     int64_t end = c + 1;
     if (cell_of[c] >= 0) {
       while (end < n && cell_of[end] == cell_of[c]) ++end;
-      SolveRun(cells[cell_of[c]], cell_of[c] / cells_w, cell_of[c] % cells_w, py, xs + c,
+      const int64_t cell_row = cell_of[c] / cells_w, cell_col = cell_of[c] % cells_w;
+      SolveRun(cells(cell_row, cell_col), cell_row, cell_col, py, xs + c,
                end - c, x_out + c, y_out + c, solved + c);
     } else {
       solved[c] = 0;
@@ -813,8 +820,7 @@ void InvertRow(const std::vector<Cell>& cells, int64_t cells_h, int64_t cells_w,
       }
       const int64_t start = cell_of[j] >= 0 ? cell_of[j] : ProfileCell(profile_y, py) * cells_w +
                                                                ProfileCell(profile_x, px);
-      const Target found = Walk(cells, cells_h, cells_w, px, py, start / cells_w,
-                                start % cells_w);
+      const Target found = Walk(cells, px, py, start / cells_w, start % cells_w);
       x_out[j] = static_cast<float>(found.x), y_out[j] = static_cast<float>(found.y);
       covered_out[j] = found.covered;
     }
@@ -847,11 +853,9 @@ ffi::Error InvertImpl(Pool pool, ffi::Buffer<ffi::F32> grid, ffi::Buffer<ffi::F3
   // Per image: its cells, the mean profiles (the first guess of each row's first target), and
   // whether it is finite.
   std::vector<std::vector<double>> profile_x(batch), profile_y(batch);
-  std::vector<std::vector<Cell>> cells(batch);
   std::vector<uint8_t> finite(batch);
   ParallelFor(pool, batch, [&](int64_t b) {
     const float* g = grid_data + b * h * w * 2;
-    CellTable(g, h, w, &cells[b]);
     bool ok = true;
     for (int64_t k = 0; k < h * w * 2; ++k) ok &= std::isfinite(g[k]);
     finite[b] = ok;
@@ -882,7 +886,8 @@ ffi::Error InvertImpl(Pool pool, ffi::Buffer<ffi::F32> grid, ffi::Buffer<ffi::F3
         }
         continue;
       }
-      InvertRow(cells[b], h - 1, w - 1, profile_x[b], profile_y[b], row_targets, big_w, py,
+      InvertRow(Cells{grid_data + b * h * w * 2, h, w}, profile_x[b], profile_y[b], row_targets,
+                big_w, py,
                 x_data + base, y_data + base, covered_data + base, &scratch);
     }
   });
