@@ -387,15 +387,24 @@ void SampleRows(const Geometry& geo, const T* image, const T* pyramid, Ends<T> e
                         (x0 + 0.5f) * scale - 0.5f, (y0 + 0.5f) * scale - 0.5f, into);
   };
 #if SALIENCY_JAX_SSE2
-  // The same reads with the channels in one vector: falls back to `read` near a buffer's end.
+  // The same reads with the channels in one vector (falling back to `read` near a buffer's
+  // end), each level's data, size and scale looked up in one table.
+  struct View {
+    const T* data;
+    const T* end;
+    int64_t height, width;
+    float scale;
+  };
+  std::vector<View> views(levels.size());
+  views[0] = {image, ends.image, geo.height, geo.width, 1.f};
+  for (size_t k = 1; k < levels.size(); ++k) {
+    views[k] = {pyramid + levels[k].offset * nc, ends.pyramid, levels[k].height, levels[k].width,
+                (*geo.scales)[k]};
+  }
   auto read4 = [&](int64_t k, float x0, float y0, __m128* into) {
-    if (k == 0) {
-      return Bilinear4(image, ends.image, geo.height, geo.width, nc, x0, y0, into);
-    }
-    const float scale = (*geo.scales)[k];
-    return Bilinear4(pyramid + levels[k].offset * nc, ends.pyramid, levels[k].height,
-                     levels[k].width, nc, (x0 + 0.5f) * scale - 0.5f,
-                     (y0 + 0.5f) * scale - 0.5f, into);
+    const View& v = views[k];
+    return Bilinear4(v.data, v.end, v.height, v.width, nc, (x0 + 0.5f) * v.scale - 0.5f,
+                     (y0 + 0.5f) * v.scale - 0.5f, into);
   };
 #endif
   for (int64_t i = begin; i < end; ++i) {
@@ -419,8 +428,8 @@ void SampleRows(const Geometry& geo, const T* image, const T* pyramid, Ends<T> e
       if constexpr (kChannels == 3 || kChannels == 4) {
         __m128 low_value, high_value;
         if (read4(low, x0, y0, &low_value) &&
-            read4(std::min(low + 1, top_level), x0, y0, &high_value)) {
-          const __m128 value = _mm_add_ps(
+            (frac == 0.f || read4(std::min(low + 1, top_level), x0, y0, &high_value))) {
+          const __m128 value = frac == 0.f ? low_value : _mm_add_ps(
               low_value, _mm_mul_ps(_mm_set1_ps(frac), _mm_sub_ps(high_value, low_value)));
           alignas(16) float lanes[4];
           _mm_store_ps(lanes, value);
