@@ -217,7 +217,7 @@ inline uint8_t Mean4(uint8_t a, uint8_t b, uint8_t c, uint8_t d) {
 inline float Mean4(float a, float b, float c, float d) { return 0.25f * (((a + b) + c) + d); }
 
 template <typename T>
-void Halve(const T* src, int64_t height, int64_t width, int64_t channels, T* dst) {
+void HalveScalar(const T* src, int64_t height, int64_t width, int64_t channels, T* dst) {
   const int64_t h = (height + 1) / 2, w = (width + 1) / 2;
   for (int64_t i = 0; i < h; ++i) {
     const T* top = src + (2 * i) * width * channels;
@@ -233,28 +233,18 @@ void Halve(const T* src, int64_t height, int64_t width, int64_t channels, T* dst
   }
 }
 
+template <typename T>
+void Halve(const T* src, int64_t height, int64_t width, int64_t channels, T* dst) {
+  HalveScalar(src, height, width, channels, dst);
+}
+
 #if SALIENCY_JAX_SSE2
 // `Halve` of uint8 pixels of 3 channels (the trainer's images): the two rows summed in 16 bits
 // by the compiler's vector loop, then each pair of pixels in one vector. The same integers.
 template <>
 void Halve<uint8_t>(const uint8_t* src, int64_t height, int64_t width, int64_t channels,
                     uint8_t* dst) {
-  if (channels != 3 || width < 4) {
-    const int64_t h = (height + 1) / 2, w = (width + 1) / 2;
-    for (int64_t i = 0; i < h; ++i) {
-      const uint8_t* top = src + (2 * i) * width * channels;
-      const uint8_t* bottom = src + std::min(2 * i + 1, height - 1) * width * channels;
-      uint8_t* out = dst + i * w * channels;
-      for (int64_t j = 0; j < w; ++j) {
-        const int64_t left = 2 * j * channels, right = std::min(2 * j + 1, width - 1) * channels;
-        for (int64_t c = 0; c < channels; ++c) {
-          out[j * channels + c] = Mean4(top[left + c], bottom[left + c], top[right + c],
-                                        bottom[right + c]);
-        }
-      }
-    }
-    return;
-  }
+  if (channels != 3 || width < 4) return HalveScalar(src, height, width, channels, dst);
   const int64_t h = (height + 1) / 2, w = (width + 1) / 2, n = width * 3;
   std::vector<uint16_t> sums(n + 8);
   const __m128i two = _mm_set1_epi16(2);

@@ -22,6 +22,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import warnings
 
 import jax
@@ -86,9 +87,17 @@ def build(include: pathlib.Path) -> pathlib.Path:
   return path
 
 
-@functools.cache
+_LOCK = threading.Lock()
+
+
 def available() -> bool:
   """Whether the kernels are built and registered (the first call builds them)."""
+  with _LOCK:  # Tracing threads (input pipelines, evaluation) must not register twice.
+    return _load()
+
+
+@functools.cache
+def _load() -> bool:
   if os.environ.get("SALIENCY_JAX_NATIVE", "1") == "0":
     return False
   include = _headers()
