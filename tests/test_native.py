@@ -1,8 +1,9 @@
 """The CPU kernels of `ops.native` against the XLA formulations they replace.
 
-References: `antialias._xla_sample` (itself held to supersampled footprints in test_antialias.py)
-and `inverse._invert_lattice_general` (held to a NumPy brute force in test_inverse.py, which now
-runs the kernel: so both formulations meet the same reference). Each case calls the two side by
+References: `antialias._xla_sample` (itself held to supersampled footprints in test_antialias.py),
+`inverse._invert_lattice_general` (held to a NumPy brute force in test_inverse.py, which now
+runs the kernel: so both formulations meet the same reference), and the transpose of the tap
+gathers by `jax.vjp` for the image gradient (test_sampling.py holds it to PyTorch's). Each case calls the two side by
 side; the build and its fallback run in real subprocesses.
 """
 
@@ -19,6 +20,8 @@ import saliency_jax as sj
 from saliency_jax.ops import antialias
 from saliency_jax.ops import inverse
 from saliency_jax.ops import native
+from saliency_jax.ops import taps
+from tests.test_inverse import forward
 from tests.test_inverse import smooth_grid
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -164,7 +167,6 @@ def test_inverse_kernel_matches_xla(name, grid):
   np.testing.assert_allclose(v[both], v_ref[both], atol=2e-5)
   # Every covered target maps back onto itself through the grid (its defining property).
   px, py = np.meshgrid(np.asarray(xs), np.asarray(ys))
-  from tests.test_inverse import forward
   back = forward(grid, np.stack([u, v], -1))
   assert np.abs(back[..., 0] - px)[covered].max() < 1e-5
   assert np.abs(back[..., 1] - py)[covered].max() < 1e-5
@@ -244,3 +246,28 @@ def test_build_is_cached_and_a_failed_build_falls_back(tmp_path):
   assert "could not be built" in failing.stderr
   off = _python(code, SALIENCY_JAX_CACHE=cache, SALIENCY_JAX_NATIVE="0")
   assert off.returncode == 0 and off.stdout.split() == ["False", str(expected)], off.stderr
+
+
+@pytest.mark.parametrize("shape", [(3, 9, 7, 5), (1, 1, 6, 2), (2, 5, 1, 3)])
+def test_image_gradient_kernel_matches_xla(shape):
+  # grid_sample's gradient to a float32 image (the scatter-add of its taps), every padding mode
+  # and convention, on images with a single row or column too (patches of one tap that way).
+  rng = np.random.default_rng(sum(shape))
+  image = jnp.asarray(rng.normal(size=shape), jnp.float32)
+  grid = jnp.asarray(rng.uniform(-1.3, 1.3, (shape[0], 6, 4, 2)), jnp.float32)
+  weights = jnp.asarray(rng.normal(size=(shape[0], 6, 4, shape[-1])), jnp.float32)
+  for align_corners in (True, False):
+    for padding_mode in ("zeros", "border", "reflection"):
+      f = lambda i: jnp.sum(weights * sj.grid_sample(i, grid, align_corners=align_corners,
+                                                       padding_mode=padding_mode))
+      got = jax.grad(f)(image)
+      # The same cotangent through XLA's scatter: the transpose of the tap gathers (jax.vjp of
+      # the plain reads, which never take the kernel).
+      x = taps.source_coordinate(grid[..., 0], shape[2], align_corners, padding_mode)
+      y = taps.source_coordinate(grid[..., 1], shape[1], align_corners, padding_mode)
+      row, wy, _ = taps.axis_taps(y, shape[1])
+      col, wx, _ = taps.axis_taps(x, shape[2])
+      read = lambda i: taps.interpolate(taps.gather_taps(i, row, col, len(wy), len(wx)), wy, wx)
+      _, pullback = jax.vjp(read, image)
+      np.testing.assert_allclose(np.asarray(got), np.asarray(pullback(weights)[0]), atol=1e-5,
+                                 err_msg=f"{align_corners=} {padding_mode=}")

@@ -893,6 +893,49 @@ ffi::Error InvertImpl(Pool pool, ffi::Buffer<ffi::F32> grid, ffi::Buffer<ffi::F3
   return ffi::Error::Success();
 }
 
+// ---------------------------------------------------------------------------------------------
+// The transpose of grid_sample's tap gathers (taps.scatter_to_image): the gradient to an image
+// [..., H, W, C] from the cotangent g [..., h, w, C] of reads of the patches at (row, col) with
+// weights wy[r] wx[c] (patches of `rows` x `cols` taps, 1 or 2 each). One task per image, which
+// alone writes that image's gradient, so the sums need no atomics.
+ffi::Error ScatterImpl(Pool pool, ffi::Buffer<ffi::S32> row, ffi::Buffer<ffi::S32> col,
+                       ffi::Buffer<ffi::F32> wy0, ffi::Buffer<ffi::F32> wy1,
+                       ffi::Buffer<ffi::F32> wx0, ffi::Buffer<ffi::F32> wx1,
+                       ffi::Buffer<ffi::F32> g, ffi::ResultBuffer<ffi::F32> out, int64_t rows,
+                       int64_t cols) {
+  const auto gdims = g.dimensions();
+  const auto odims = out->dimensions();
+  const size_t rank = gdims.size();
+  if (rank < 4 || odims.size() != rank || row.dimensions().size() != rank - 1) {
+    return ffi::Error::InvalidArgument("scatter: expected g [..., h, w, C], out [..., H, W, C] "
+                                       "and taps [..., h, w]");
+  }
+  const int64_t batch = Product(gdims, 0, rank - 3);
+  const int64_t h = gdims[rank - 3], w = gdims[rank - 2], channels = gdims[rank - 1];
+  const int64_t height = odims[rank - 3], width = odims[rank - 2];
+  const int64_t targets = h * w, pixels = height * width;
+  float* out_data = out->typed_data();
+  ParallelFor(pool, batch, [&](int64_t b) {
+    float* image = out_data + b * pixels * channels;
+    std::fill(image, image + pixels * channels, 0.f);
+    const int64_t base = b * targets;
+    for (int64_t k = 0; k < targets; ++k) {
+      const int64_t r0 = row.typed_data()[base + k], c0 = col.typed_data()[base + k];
+      const float wy[2] = {wy0.typed_data()[base + k], wy1.typed_data()[base + k]};
+      const float wx[2] = {wx0.typed_data()[base + k], wx1.typed_data()[base + k]};
+      const float* cotangent = g.typed_data() + (base + k) * channels;
+      for (int64_t r = 0; r < rows; ++r) {
+        for (int64_t c = 0; c < cols; ++c) {
+          const float weight = wy[r] * wx[c];
+          float* pixel = image + ((r0 + r) * width + c0 + c) * channels;
+          for (int64_t ch = 0; ch < channels; ++ch) pixel[ch] += weight * cotangent[ch];
+        }
+      }
+    }
+  });
+  return ffi::Error::Success();
+}
+
 }  // namespace
 
 #define SALIENCY_ANTIALIAS(name, type)                                                    \
@@ -917,3 +960,17 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(SaliencyInvert, InvertImpl,
                                   .Ret<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::U8>>());
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(SaliencyScatter, ScatterImpl,
+                              ffi::Ffi::Bind()
+                                  .Ctx<Pool>()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Attr<int64_t>("rows")
+                                  .Attr<int64_t>("cols"));

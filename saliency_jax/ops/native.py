@@ -1,11 +1,13 @@
-"""Fused CPU kernels for anti-aliased sampling and the lattice inverse (XLA FFI, `native.cc`).
+"""Fused CPU kernels (XLA FFI, `native.cc`): anti-aliased sampling, the lattice inverse, and the
+scatter-add of sampling's gradient to an image.
 
-On XLA:CPU these two ops are bound by their gathers (one loop per tap, several taps per output
-pixel; see benchmarks/README.md); `native.cc` computes their forward values in one pass per
-output pixel instead. They are used only where they hold: on the CPU platform
-(`jax.lax.platform_dependent` picks the XLA formulation elsewhere), for forward values (the
-gradients are JAX's: `antialias.py` and `inverse.py` say how), and when the kernels could be
-built. The source is compiled on first use with the machine's C++ compiler (`$CXX`, else `c++`)
+On XLA:CPU these ops are bound by their gathers and scatters (one loop per tap, several taps per
+output pixel; see benchmarks/README.md); `native.cc` computes them in one pass per output pixel
+instead. They are used only where they hold: on the CPU platform
+(`jax.lax.platform_dependent` picks the XLA formulation elsewhere), for values that are not
+differentiated again (the forward values of anti-aliasing and of the inverse, whose gradients are
+JAX's, as `antialias.py` and `inverse.py` say, and the image gradient inside `grid_sample`'s
+custom VJP), and when the kernels could be built. The source is compiled on first use with the machine's C++ compiler (`$CXX`, else `c++`)
 against the installed jaxlib's FFI headers, into `$SALIENCY_JAX_CACHE` (default
 `~/.cache/saliency_jax`), keyed by the source and the headers; `python -m saliency_jax.ops.native`
 builds it ahead of time. Without a compiler, or with `SALIENCY_JAX_NATIVE=0`, the XLA formulation
@@ -31,7 +33,7 @@ import numpy as np
 
 _SOURCE = pathlib.Path(__file__).with_name("native.cc")
 _TARGETS = {"antialias_uint8": "SaliencyAntialiasU8", "antialias_float32": "SaliencyAntialiasF32",
-            "invert": "SaliencyInvert"}
+            "invert": "SaliencyInvert", "scatter": "SaliencyScatter"}
 PADDING_CODES = {"zeros": 0, "border": 1, "reflection": 2}
 # -fno-math-errno and -fno-trapping-math let the compiler vectorise square roots and guarded
 # divisions; IEEE results (NaN included) are unchanged (no -ffast-math).
@@ -147,6 +149,21 @@ def invert_lattice(grid: jax.Array, xs: jax.Array, ys: jax.Array):
                           vmap_method="broadcast_all")
   x, y, covered = call(grid.astype(jnp.float32), xs.astype(jnp.float32), ys.astype(jnp.float32))
   return x, y, covered != 0
+
+
+def scatter_to_image(shape, row, col, wy, wx, g):
+  """`taps.scatter_to_image` for a float32 image of `shape` `[..., H, W, C]` (CPU only).
+
+  `row, col [..., h, w]` int32 patch starts, `wy, wx` tuples of 1 or 2 weights `[..., h, w]`,
+  `g [..., h, w, C]`: the float32 gradient to the image.
+  """
+  _require()
+  zero = jnp.zeros_like(wy[0])
+  pad = lambda weights: (weights[0], weights[1] if len(weights) > 1 else zero)
+  call = jax.ffi.ffi_call("saliency_jax_scatter", jax.ShapeDtypeStruct(shape, jnp.float32),
+                          vmap_method="broadcast_all")
+  return call(row.astype(jnp.int32), col.astype(jnp.int32), *pad(wy), *pad(wx),
+              g.astype(jnp.float32), rows=np.int64(len(wy)), cols=np.int64(len(wx)))
 
 
 if __name__ == "__main__":

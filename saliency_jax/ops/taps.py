@@ -13,6 +13,8 @@ Layout: images `[B, H, W, C]`; coordinates `[B, h, w]` in pixels (x along W, y a
 import jax
 import jax.numpy as jnp
 
+from saliency_jax.ops import native
+
 # The largest index an int32 gather can address (JAX's default integer width).
 _INT32_MAX = 2**31 - 1
 
@@ -167,8 +169,17 @@ def scatter_to_image(image: jax.Array, row: jax.Array, col: jax.Array, wy, wx,
   The transpose of the tap gathers is the scatter-add into the image: the expensive part of the
   backward pass, which callers run only when the image is differentiated.
   """
-  patch_grad = tuple(tuple((a[..., None] * b[..., None] * g).astype(image.dtype) for b in wx)
-                     for a in wy)
-  _, scatter = jax.vjp(lambda im: gather_taps(im, row, col, len(wy), len(wx)), image)
-  (grad_image,) = scatter(patch_grad)
-  return grad_image
+  def xla(row, col, wy, wx, g):
+    patch_grad = tuple(tuple((a[..., None] * b[..., None] * g).astype(image.dtype) for b in wx)
+                       for a in wy)
+    _, scatter = jax.vjp(lambda im: gather_taps(im, row, col, len(wy), len(wx)), image)
+    (grad_image,) = scatter(patch_grad)
+    return grad_image
+
+  if image.dtype != jnp.float32 or not native.available():
+    return xla(row, col, wy, wx, g)
+  # On the CPU a kernel that sums each image's taps in one loop: XLA:CPU's scatter-add (one
+  # loop per tap and pixel) took most of a dense model's unwarp (benchmarks/README.md).
+  fused = lambda row, col, wy, wx, g: native.scatter_to_image(image.shape, row, col, wy, wx, g)
+  return jax.lax.platform_dependent(row, col, tuple(wy), tuple(wx), g.astype(jnp.float32),
+                                    cpu=fused, default=xla)
