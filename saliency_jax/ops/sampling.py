@@ -145,7 +145,8 @@ def grid_sample(
     0..255 for uint8. NaN in the grid gives NaN at those outputs under `jit`.
 
   Gradients flow to the grid always and to a floating image when it is differentiated; the
-  scatter-add into the image is not computed otherwise.
+  scatter-add into the image is not computed otherwise (on the CPU, for float32 images, it is a
+  fused kernel when `native` could build it).
 
   Raises:
     ValueError: on bad shapes, dtypes or options, and (outside `jit`) a grid holding NaN or inf.
