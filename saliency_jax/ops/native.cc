@@ -781,7 +781,10 @@ void InvertRow(const Cells& cells, const std::vector<double>& profile_x,
     if (col < 0) col = ProfileCell(profile_x, px), have_lines = false;
     for (int64_t step = 0; step < max_steps; ++step) {
       if (!have_lines) lines = EdgesAt(cells(row, col), py), have_lines = true;
-      if (!lines.valid) break;
+      if (!lines.valid) {
+        row = ProfileCell(profile_y, py), col = -1;  // A degenerate cell: start afresh.
+        break;
+      }
       const double top = lines.slope[0] * px + lines.offset[0];
       const double right = lines.slope[1] * px + lines.offset[1];
       const double bottom = lines.slope[2] * px + lines.offset[2];
@@ -797,7 +800,8 @@ void InvertRow(const Cells& cells, const std::vector<double>& profile_x,
       if (next_row == row && next_col == col) break;  // Beyond the grid's border.
       row = next_row, col = next_col, have_lines = false;
     }
-    if (cell_of[c] < 0) row = ProfileCell(profile_y, py), col = -1;
+    // Beyond the border the next target (most often beyond it too) starts where this one's
+    // edges stopped; the walk that decides this one starts from the profiles' guess.
   }
   for (int64_t c = 0; c < n;) {
     int64_t end = c + 1;
