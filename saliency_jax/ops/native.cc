@@ -1,14 +1,15 @@
-// Fused CPU kernels (XLA FFI) for the two ops whose XLA:CPU form is bound by its gathers: the
-// anti-aliased grid sampling of `antialias.py` and the lattice inverse of `inverse.py`.
+// Fused CPU kernels (XLA FFI) for the ops whose XLA:CPU form is bound by its gathers and
+// scatters: the anti-aliased grid sampling of `antialias.py`, the lattice inverse of `inverse.py`
+// and the scatter-add of `taps.scatter_to_image` (grid_sample's gradient to an image).
 //
 // Each computes what its Python counterpart computes (the same conventions, the same float32
-// formulas, the same tie rules), the inverse by an exact per-cell solve instead of Newton steps,
-// and each is checked against it by tests/test_native.py. Only forward values are computed here;
-// the gradients stay JAX's (see native.py). Layouts: images [..., H, W, C], grids [..., h, w, 2]
-// (x, y), row-major; every leading axis is a batch axis (vmap adds them).
+// formulas, the same tie rules; the inverse by an exact per-cell solve instead of Newton steps),
+// and each is checked against it by tests/test_native.py. None is differentiated: the gradients
+// stay JAX's (see native.py). Layouts: images [..., H, W, C], grids [..., h, w, 2] (x, y),
+// row-major; every leading axis is a batch axis (vmap adds them).
 //
-// Built by native.py with the C++ compiler of the machine against the installed jaxlib's FFI
-// headers (jaxlib's FFI with its thread pool, over which the work is spread).
+// Built by native.py with the machine's C++ compiler against the installed jaxlib's FFI headers;
+// the work is spread over XLA's CPU thread pool.
 
 #include <algorithm>
 #include <atomic>
