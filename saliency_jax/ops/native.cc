@@ -173,7 +173,7 @@ inline __m128 Load4(const uint8_t* p) {
 inline __m128 Load4(const float* p) { return _mm_loadu_ps(p); }
 
 // `Bilinear` of 3 or 4 channels in the lanes of one vector, the same operations in the same
-// order; nullptr where a load would reach past `end` (the caller then reads with `Bilinear`).
+// order; false where a load would reach past `end` (the caller then reads with `Bilinear`).
 template <typename T>
 inline bool Bilinear4(const T* data, const T* end, int64_t height, int64_t width, int64_t nc,
                       float x, float y, __m128* out) {
@@ -291,7 +291,8 @@ struct Ends {
   const T* pyramid;
 };
 
-// log2(v) for v >= 1 (and +inf), within 2e-7 of it: the exponent plus log2 of the mantissa m in
+// log2(v) for v >= 1 (and +inf), to float32 rounding of the sum (1.2e-6 off at v = 1e6, where the
+// exponent alone is 19): the exponent plus log2 of the mantissa m in
 // [1, 2) by the series of 2 atanh((m - 1) / (m + 1)), which, unlike std::log2 (a library call),
 // the compiler vectorises.
 inline float Log2AtLeastOne(float v) {
@@ -530,9 +531,8 @@ ffi::Error AntialiasImpl(Pool pool, ffi::Buffer<kType> image, ffi::Buffer<ffi::F
 
 // ---------------------------------------------------------------------------------------------
 // The lattice inverse (inverse.py): for each target of the lattice xs x ys, the node coordinates
-// (x, y) of the warped position whose bilinear interpolation of the grid is the target, found by
-// the analytic solve of inverse.solve_cell in one cell after another, starting from the previous
-// target's cell along each row (most targets share their neighbour's cell).
+// (x, y) of the warped position whose bilinear interpolation of the grid is the target, by the
+// analytic solve of inverse.solve_cell in the target's cell (see InvertRow for how it is found).
 
 constexpr double kCoverTol = 1e-4;  // inverse._COVER_TOL
 
@@ -854,8 +854,8 @@ ffi::Error InvertImpl(Pool pool, ffi::Buffer<ffi::F32> grid, ffi::Buffer<ffi::F3
   uint8_t* covered_data = covered->typed_data();
   const float nan = std::numeric_limits<float>::quiet_NaN();
 
-  // Per image: its cells, the mean profiles (the first guess of each row's first target), and
-  // whether it is finite.
+  // Per image: the mean profiles (the first guess of each row's first target), and whether it is
+  // finite.
   std::vector<std::vector<double>> profile_x(batch), profile_y(batch);
   std::vector<uint8_t> finite(batch);
   ParallelFor(pool, batch, [&](int64_t b) {
