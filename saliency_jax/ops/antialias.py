@@ -194,7 +194,7 @@ def antialiased_sample(image, grid, align_corners, padding_mode):
   formulation's, which then also computes the value (so that its residuals are saved).
   """
   grid = grid.astype(jnp.float32)
-  if not native.available() or image.dtype not in (jnp.uint8, jnp.float32):
+  if image.dtype not in (jnp.uint8, jnp.float32):  # The dtypes the kernel reads.
     return _xla_sample(image, grid, align_corners, padding_mode)
   return _fused_sample(image, grid, align_corners, padding_mode)
 
@@ -204,7 +204,7 @@ def _fused_sample(image, grid, align_corners, padding_mode):
   xla = functools.partial(_xla_sample, align_corners=align_corners, padding_mode=padding_mode)
   fused = functools.partial(native.antialiased_sample, align_corners=align_corners,
                             padding_mode=padding_mode)
-  return jax.lax.platform_dependent(image, grid, cpu=fused, default=xla)
+  return native.dispatch(fused, xla, image, grid)
 
 
 def _fused_sample_fwd(image, grid, align_corners, padding_mode):

@@ -468,11 +468,9 @@ def invert_lattice(grid, xs, ys, *, axis_aligned=False):
     u = jnp.broadcast_to(u[:, None, :], (b, big_h, big_w))
     v = jnp.broadcast_to(v[:, :, None], (b, big_h, big_w))
     covered = cover_x[:, None, :] & cover_y[:, :, None]
-  elif native.available():
-    u, v, covered = jax.lax.platform_dependent(grid, xs, ys, cpu=_invert_lattice_native,
-                                               default=_invert_lattice_general)
   else:
-    u, v, covered = _invert_lattice_general(grid, xs, ys)
+    u, v, covered = native.dispatch(_invert_lattice_native, _invert_lattice_general, grid, xs,
+                                    ys)
   return _poison(u, v, covered, _nan_images(grid))
 
 

@@ -117,6 +117,14 @@ def _load() -> bool:
   return True
 
 
+def dispatch(cpu, default, *operands):
+  """`cpu(*operands)` where the computation runs on the CPU and the kernels are built, else
+  `default(*operands)` (the XLA formulation, with the same outputs)."""
+  if not available():
+    return default(*operands)
+  return jax.lax.platform_dependent(*operands, cpu=cpu, default=default)
+
+
 def _require():
   if not available():
     raise RuntimeError("saliency_jax's CPU kernels are not available: check native.available() "

@@ -176,10 +176,9 @@ def scatter_to_image(image: jax.Array, row: jax.Array, col: jax.Array, wy, wx,
     (grad_image,) = scatter(patch_grad)
     return grad_image
 
-  if image.dtype != jnp.float32 or not native.available():
+  if image.dtype != jnp.float32:
     return xla(row, col, wy, wx, g)
   # On the CPU a kernel that sums each image's taps in one loop: XLA:CPU's scatter-add (one
-  # loop per tap and pixel) took most of a dense model's unwarp (benchmarks/README.md).
+  # loop per tap and pixel) took about half of a dense model's unwarp (benchmarks/README.md).
   fused = lambda row, col, wy, wx, g: native.scatter_to_image(image.shape, row, col, wy, wx, g)
-  return jax.lax.platform_dependent(row, col, tuple(wy), tuple(wx), g.astype(jnp.float32),
-                                    cpu=fused, default=xla)
+  return native.dispatch(fused, xla, row, col, tuple(wy), tuple(wx), g.astype(jnp.float32))
