@@ -132,35 +132,6 @@ struct Level {
   int64_t offset;  // Of image 0's level in the pyramid buffer, in pixels.
 };
 
-// Bilinear read of `data [height, width, channels]` at pixel coordinate (x, y), taps outside the
-// level weighted 0 (taps.axis_taps and antialias._level_taps), into out[0 .. channels). As there,
-// the taps are clamped into the level and carry zero weight where they fall outside it, so the
-// sum has no branches. kChannels > 0 fixes the channel count at compile time (the sums then stay
-// in registers); 0 reads it from `channels`.
-template <int kChannels, typename T>
-inline void Bilinear(const T* data, int64_t height, int64_t width, int64_t channels, float x,
-                     float y, float* out) {
-  const int64_t nc = kChannels > 0 ? kChannels : channels;
-  // x, y lie within a few pixels of the level (SourceCoordinate clamps): int32 holds them.
-  const int32_t x0 = FloorInt(x), y0 = FloorInt(y);
-  const float ax = x - static_cast<float>(x0), ay = y - static_cast<float>(y0);
-  const float wx0 = (x0 >= 0 && x0 < width) ? 1.f - ax : 0.f;
-  const float wx1 = (x0 + 1 >= 0 && x0 + 1 < width) ? ax : 0.f;
-  const float wy0 = (y0 >= 0 && y0 < height) ? 1.f - ay : 0.f;
-  const float wy1 = (y0 + 1 >= 0 && y0 + 1 < height) ? ay : 0.f;
-  auto clamp = [](int64_t v, int64_t size) { return std::min(std::max(v, int64_t{0}), size - 1); };
-  const int64_t left = clamp(x0, width) * nc, right = clamp(x0 + 1, width) * nc;
-  const T* top = data + clamp(y0, height) * width * nc;
-  const T* bottom = data + clamp(y0 + 1, height) * width * nc;
-  for (int64_t c = 0; c < nc; ++c) {
-    const float upper = wx0 * static_cast<float>(top[left + c]) +
-                        wx1 * static_cast<float>(top[right + c]);
-    const float lower = wx0 * static_cast<float>(bottom[left + c]) +
-                        wx1 * static_cast<float>(bottom[right + c]);
-    out[c] = wy0 * upper + wy1 * lower;
-  }
-}
-
 #if SALIENCY_JAX_SSE2
 // Four consecutive values as floats (a pixel of 3 channels and the next value, ignored).
 inline __m128 Load4(const uint8_t* p) {
@@ -171,43 +142,6 @@ inline __m128 Load4(const uint8_t* p) {
   return _mm_cvtepi32_ps(_mm_unpacklo_epi16(wide, zero));
 }
 inline __m128 Load4(const float* p) { return _mm_loadu_ps(p); }
-
-// `Bilinear` of 3 or 4 channels in the lanes of one vector, the same operations in the same
-// order; false where a load would reach past `end` (the caller then reads with `Bilinear`).
-template <typename T>
-inline bool Bilinear4(const T* data, const T* end, int64_t height, int64_t width, int64_t nc,
-                      float x, float y, __m128* out) {
-  const int32_t x0 = FloorInt(x), y0 = FloorInt(y);
-  const float ax = x - static_cast<float>(x0), ay = y - static_cast<float>(y0);
-  float wx0 = 1.f - ax, wx1 = ax, wy0 = 1.f - ay, wy1 = ay;
-  const T* top;
-  const T* bottom;
-  int64_t left, right;
-  if (x0 >= 0 && x0 + 1 < width && y0 >= 0 && y0 + 1 < height) {  // Most reads.
-    top = data + y0 * width * nc;
-    bottom = top + width * nc;
-    left = x0 * nc;
-    right = left + nc;
-  } else {
-    wx0 = (x0 >= 0 && x0 < width) ? wx0 : 0.f;
-    wx1 = (x0 + 1 >= 0 && x0 + 1 < width) ? wx1 : 0.f;
-    wy0 = (y0 >= 0 && y0 < height) ? wy0 : 0.f;
-    wy1 = (y0 + 1 >= 0 && y0 + 1 < height) ? wy1 : 0.f;
-    auto clamp = [](int64_t v, int64_t size) {
-      return std::min(std::max(v, int64_t{0}), size - 1);
-    };
-    left = clamp(x0, width) * nc, right = clamp(x0 + 1, width) * nc;
-    top = data + clamp(y0, height) * width * nc;
-    bottom = data + clamp(y0 + 1, height) * width * nc;
-  }
-  if (std::max(top, bottom) + std::max(left, right) + 4 > end) return false;
-  const __m128 upper = _mm_add_ps(_mm_mul_ps(_mm_set1_ps(wx0), Load4(top + left)),
-                                  _mm_mul_ps(_mm_set1_ps(wx1), Load4(top + right)));
-  const __m128 lower = _mm_add_ps(_mm_mul_ps(_mm_set1_ps(wx0), Load4(bottom + left)),
-                                  _mm_mul_ps(_mm_set1_ps(wx1), Load4(bottom + right)));
-  *out = _mm_add_ps(_mm_mul_ps(_mm_set1_ps(wy0), upper), _mm_mul_ps(_mm_set1_ps(wy1), lower));
-  return true;
-}
 #endif
 
 // One pyramid level from the previous one: 2x2 means, the last row and column replicated when
@@ -281,7 +215,6 @@ struct Geometry {
   int32_t padding;
   bool flat;                        // No footprint: plain bilinear sampling.
   const std::vector<Level>* levels;
-  const std::vector<float>* scales;
 };
 
 // The end of an image's buffer and of its pyramid's (4-value loads must stay before them).
@@ -308,6 +241,22 @@ inline float Log2AtLeastOne(float v) {
   return exponent + series * 2.8853900817779268f;  // 2 / ln 2.
 }
 
+// `FootprintRow`'s pixel coordinates of grid row `here` (x, y) and the differences of rows
+// `down` and `up` (times `half`), by `pixel(value, size)`. A function of its own: its pointers'
+// `__restrict` lets the compiler vectorise the loop without run-time alias checks.
+template <typename Pixel>
+inline void PixelRows(Pixel pixel, int64_t w, const float* __restrict here,
+                      const float* __restrict up, const float* __restrict down, float sx, float sy,
+                      float half, float* __restrict x_here, float* __restrict y_here,
+                      float* __restrict x_down, float* __restrict y_down) {
+  for (int64_t j = 0; j < w; ++j) {
+    x_here[j] = pixel(here[2 * j], sx);
+    y_here[j] = pixel(here[2 * j + 1], sy);
+    x_down[j] = (pixel(down[2 * j], sx) - pixel(up[2 * j], sx)) * half;
+    y_down[j] = (pixel(down[2 * j + 1], sy) - pixel(up[2 * j + 1], sy)) * half;
+  }
+}
+
 // The footprint's pyramid level (antialias._footprint_level) of every pixel of output row `i`,
 // into lam[0 .. w): numpy.gradient of the unpadded pixel coordinates along the row and down the
 // column, in loops without branches (the borders apart), so that the compiler vectorises them.
@@ -315,27 +264,25 @@ inline void FootprintRow(const Geometry& geo, const float* grid, int64_t i, floa
                          std::vector<float>* scratch, float* lam) {
   const int64_t h = geo.h, w = geo.w;
   scratch->resize(6 * w);
-  float* x_here = scratch->data();
-  float* y_here = x_here + w;
-  float* x_down = y_here + w;  // Row i + 1 minus row i - 1, (one-sided at the ends).
-  float* y_down = x_down + w;
-  float* xu = y_down + w;
-  float* yu = xu + w;
+  float* __restrict x_here = scratch->data();
+  float* __restrict y_here = x_here + w;
+  float* __restrict x_down = y_here + w;  // Row i + 1 minus row i - 1, (one-sided at the ends).
+  float* __restrict y_down = x_down + w;
+  float* __restrict xu = y_down + w;
+  float* __restrict yu = xu + w;
   const int64_t above = i == 0 ? 0 : i - 1, below = i == h - 1 ? h - 1 : i + 1;
   const float half = (i == 0 || i == h - 1) ? 1.f : 0.5f;
   const float* here = grid + i * w * 2;
   const float* up = grid + above * w * 2;
   const float* down = grid + below * w * 2;
   const float sx = static_cast<float>(geo.width), sy = static_cast<float>(geo.height);
-  auto px = [&](float v) { return geo.align_corners ? (v + 1.f) / 2.f * (sx - 1.f)
-                                                    : ((v + 1.f) * sx - 1.f) / 2.f; };
-  auto py = [&](float v) { return geo.align_corners ? (v + 1.f) / 2.f * (sy - 1.f)
-                                                    : ((v + 1.f) * sy - 1.f) / 2.f; };
-  for (int64_t j = 0; j < w; ++j) {
-    x_here[j] = px(here[2 * j]);
-    y_here[j] = py(here[2 * j + 1]);
-    x_down[j] = (px(down[2 * j]) - px(up[2 * j])) * half;
-    y_down[j] = (py(down[2 * j + 1]) - py(up[2 * j + 1])) * half;
+  // PixelCoordinate, one loop per convention (a branch in the loop keeps it scalar).
+  if (geo.align_corners) {
+    PixelRows([](float v, float size) { return (v + 1.f) / 2.f * (size - 1.f); }, w, here, up,
+              down, sx, sy, half, x_here, y_here, x_down, y_down);
+  } else {
+    PixelRows([](float v, float size) { return ((v + 1.f) * size - 1.f) / 2.f; }, w, here, up,
+              down, sx, sy, half, x_here, y_here, x_down, y_down);
   }
   xu[0] = x_here[1] - x_here[0], yu[0] = y_here[1] - y_here[0];
   xu[w - 1] = x_here[w - 1] - x_here[w - 2], yu[w - 1] = y_here[w - 1] - y_here[w - 2];
@@ -352,8 +299,124 @@ inline void FootprintRow(const Geometry& geo, const float* grid, int64_t i, floa
     const float value = 0.5f * Log2AtLeastOne(lam[j]);
     lam[j] = std::min(value, top_level);  // At least 0 already.
   }
+  const float nan = std::numeric_limits<float>::quiet_NaN();
   for (int64_t j = 0; j < w; ++j) {
-    if (std::isnan(xu[j] + yu[j] + x_down[j] + y_down[j])) lam[j] = std::nanf("");
+    const float sum = xu[j] + yu[j] + x_down[j] + y_down[j];
+    lam[j] = sum == sum ? lam[j] : nan;
+  }
+}
+
+// Where the two reads of each pixel of an output row fall (the coordinates, the footprint's
+// levels and, per level read, the level pixel at or left of / above the position and the
+// fractions), computed for the whole row in loops without branches that the compiler
+// vectorises; the per-pixel loop then only loads and blends.
+struct RowReads {
+  std::vector<float> x, y, lam, frac, ax[2], ay[2];
+  std::vector<int32_t> level[2], col[2], row[2];
+
+  void Resize(int64_t w) {
+    for (auto* v : {&x, &y, &lam, &frac, &ax[0], &ax[1], &ay[0], &ay[1]}) v->resize(w);
+    for (auto* v : {&level[0], &level[1], &col[0], &col[1], &row[0], &row[1]}) v->resize(w);
+  }
+};
+
+// 2^-k for k in [0, 126], exactly (antialias's level scales, 0.5 ** k).
+inline float InverseScale(int32_t k) { return __builtin_bit_cast(float, (127 - k) << 23); }
+
+// `SourceCoordinate` of values[2 j], j < w, into out[j]: for zeros and border padding in loops
+// without branches, which the compiler vectorises (NaN passes the clamps as NaN).
+inline void SourceCoordinates(const float* __restrict values, int64_t w, int64_t size,
+                              bool align_corners, int32_t padding, float* __restrict out) {
+  if (padding == kReflection) {
+    for (int64_t j = 0; j < w; ++j) {
+      out[j] = SourceCoordinate(values[2 * j], size, align_corners, padding);
+    }
+    return;
+  }
+  const float extent = static_cast<float>(size);
+  const float low = padding == kBorder ? 0.f : -2.f;
+  const float high = padding == kBorder ? extent - 1.f : extent + 1.f;
+  for (int64_t j = 0; j < w; ++j) {
+    const float v = values[2 * j];
+    // PixelCoordinate's two conventions, the same operations.
+    float c = align_corners ? (v + 1.f) / 2.f * static_cast<float>(size - 1)
+                            : ((v + 1.f) * extent - 1.f) / 2.f;
+    c = c <= low ? low : c;
+    out[j] = c >= high ? high : c;
+  }
+}
+
+// The reads of one level per pixel (`level [w]`) at coordinates x, y (NaN read as 0): the level
+// pixel at or left of / above the position and the fractions. Level pixel c covers level-0
+// pixels [c s, (c + 1) s), s = 2^level: centred at (c + 0.5) s - 0.5; level 0 (the image) is
+// read at the coordinates themselves.
+inline void PlanLevelReads(int64_t w, const float* __restrict x, const float* __restrict y,
+                           const int32_t* __restrict level, int32_t* __restrict col,
+                           int32_t* __restrict row, float* __restrict ax,
+                           float* __restrict ay) {
+  for (int64_t j = 0; j < w; ++j) {
+    const float scale = InverseScale(level[j]);
+    const float x0 = x[j] == x[j] ? x[j] : 0.f, y0 = y[j] == y[j] ? y[j] : 0.f;
+    const float lx = level[j] == 0 ? x0 : (x0 + 0.5f) * scale - 0.5f;
+    const float ly = level[j] == 0 ? y0 : (y0 + 0.5f) * scale - 0.5f;
+    col[j] = FloorInt(lx);
+    row[j] = FloorInt(ly);
+    ax[j] = lx - static_cast<float>(col[j]);
+    ay[j] = ly - static_cast<float>(row[j]);
+  }
+}
+
+// Output row `i` of one image into `reads` (NaN coordinates or footprints stay NaN in x, y and
+// lam; the rest of such a pixel is computed from zeros and not read).
+inline void PlanRow(const Geometry& geo, const float* grid, int64_t i, int32_t top_level,
+                    std::vector<float>* scratch, RowReads* reads) {
+  const int64_t w = geo.w;
+  const float* node = grid + i * w * 2;
+  float* x = reads->x.data();
+  float* y = reads->y.data();
+  float* lam = reads->lam.data();
+  SourceCoordinates(node, w, geo.width, geo.align_corners, geo.padding, x);
+  SourceCoordinates(node + 1, w, geo.height, geo.align_corners, geo.padding, y);
+  if (geo.flat) {
+    std::fill(lam, lam + w, 0.f);
+  } else {
+    FootprintRow(geo, grid, i, static_cast<float>(top_level), scratch, lam);
+  }
+  float* frac = reads->frac.data();
+  int32_t* low = reads->level[0].data();
+  int32_t* high = reads->level[1].data();
+  for (int64_t j = 0; j < w; ++j) {
+    const float l = lam[j] == lam[j] ? lam[j] : 0.f;
+    low[j] = FloorInt(l);
+    frac[j] = l - static_cast<float>(low[j]);
+    high[j] = std::min(low[j] + 1, top_level);
+  }
+  for (int k = 0; k < 2; ++k) {
+    PlanLevelReads(w, x, y, reads->level[k].data(), reads->col[k].data(),
+                   reads->row[k].data(), reads->ax[k].data(), reads->ay[k].data());
+  }
+}
+
+// Bilinear read of `data [height, width, channels]` from its pixel (col, row) and the fractions
+// (ax, ay) (`Bilinear`'s taps and weights, the same operations in the same order).
+template <int kChannels, typename T>
+inline void BilinearAt(const T* data, int64_t height, int64_t width, int64_t channels, int32_t x0,
+                       int32_t y0, float ax, float ay, float* out) {
+  const int64_t nc = kChannels > 0 ? kChannels : channels;
+  const float wx0 = (x0 >= 0 && x0 < width) ? 1.f - ax : 0.f;
+  const float wx1 = (x0 + 1 >= 0 && x0 + 1 < width) ? ax : 0.f;
+  const float wy0 = (y0 >= 0 && y0 < height) ? 1.f - ay : 0.f;
+  const float wy1 = (y0 + 1 >= 0 && y0 + 1 < height) ? ay : 0.f;
+  auto clamp = [](int64_t v, int64_t size) { return std::min(std::max(v, int64_t{0}), size - 1); };
+  const int64_t left = clamp(x0, width) * nc, right = clamp(x0 + 1, width) * nc;
+  const T* top = data + clamp(y0, height) * width * nc;
+  const T* bottom = data + clamp(y0 + 1, height) * width * nc;
+  for (int64_t c = 0; c < nc; ++c) {
+    const float upper = wx0 * static_cast<float>(top[left + c]) +
+                        wx1 * static_cast<float>(top[right + c]);
+    const float lower = wx0 * static_cast<float>(bottom[left + c]) +
+                        wx1 * static_cast<float>(bottom[right + c]);
+    out[c] = wy0 * upper + wy1 * lower;
   }
 }
 
@@ -364,78 +427,81 @@ void SampleRows(const Geometry& geo, const T* image, const T* pyramid, Ends<T> e
   const int64_t nc = kChannels > 0 ? kChannels : geo.channels;
   const int64_t w = geo.w;
   const std::vector<Level>& levels = *geo.levels;
-  const int64_t top_level = static_cast<int64_t>(levels.size()) - 1;
+  const int32_t top_level = static_cast<int32_t>(levels.size()) - 1;
   const float nan = std::numeric_limits<float>::quiet_NaN();
-  std::vector<float> low_read(nc), high_read(nc), lam_row(w), scratch;
-  // Level k (0: the image) read at level-0 pixel coordinates (x0, y0): its pixel k covers
-  // level-0 pixels [k s, (k + 1) s), s = 2^level, centred at (k + 0.5) s - 0.5.
-  auto read = [&](int64_t k, float x0, float y0, float* into) {
-    if (k == 0) {
-      Bilinear<kChannels>(image, geo.height, geo.width, nc, x0, y0, into);
-      return;
-    }
-    const float scale = (*geo.scales)[k];
-    Bilinear<kChannels>(pyramid + levels[k].offset * nc, levels[k].height, levels[k].width, nc,
-                        (x0 + 0.5f) * scale - 0.5f, (y0 + 0.5f) * scale - 0.5f, into);
-  };
-#if SALIENCY_JAX_SSE2
-  // The same reads with the channels in one vector (falling back to `read` near a buffer's
-  // end), each level's data, size and scale looked up in one table.
+  // Each level's data, size and end (4-value loads must stay before it).
   struct View {
     const T* data;
     const T* end;
     int64_t height, width;
-    float scale;
   };
   std::vector<View> views(levels.size());
-  views[0] = {image, ends.image, geo.height, geo.width, 1.f};
+  views[0] = {image, ends.image, geo.height, geo.width};
   for (size_t k = 1; k < levels.size(); ++k) {
-    views[k] = {pyramid + levels[k].offset * nc, ends.pyramid, levels[k].height, levels[k].width,
-                (*geo.scales)[k]};
+    views[k] = {pyramid + levels[k].offset * nc, ends.pyramid, levels[k].height,
+                levels[k].width};
   }
-  auto read4 = [&](int64_t k, float x0, float y0, __m128* into) {
-    const View& v = views[k];
-    return Bilinear4(v.data, v.end, v.height, v.width, nc, (x0 + 0.5f) * v.scale - 0.5f,
-                     (y0 + 0.5f) * v.scale - 0.5f, into);
-  };
-#endif
+  std::vector<float> low_read(nc), high_read(nc), scratch;
+  RowReads reads;
+  reads.Resize(w);
   for (int64_t i = begin; i < end; ++i) {
-    if (!geo.flat) FootprintRow(geo, grid, i, static_cast<float>(top_level), &scratch,
-                                lam_row.data());
+    PlanRow(geo, grid, i, top_level, &scratch, &reads);
     for (int64_t j = 0; j < w; ++j) {
-      const float* node = grid + (i * w + j) * 2;
       float* o = out + (i * w + j) * nc;
-      const float x0 = SourceCoordinate(node[0], geo.width, geo.align_corners, geo.padding);
-      const float y0 = SourceCoordinate(node[1], geo.height, geo.align_corners, geo.padding);
-      const float lam = geo.flat ? 0.f : lam_row[j];
-      if (std::isnan(x0) || std::isnan(y0) || std::isnan(lam)) {
+      if (std::isnan(reads.x[j]) || std::isnan(reads.y[j]) || std::isnan(reads.lam[j])) {
         for (int64_t c = 0; c < nc; ++c) o[c] = nan;
         continue;
       }
-      const int64_t low = FloorInt(lam);
-      const float frac = lam - static_cast<float>(low);
+      const float frac = reads.frac[j];
       // Trilinear: levels low and low + 1 blended by the fraction (antialiased_sample's
       // `read_0 + frac * (read_a - read_0)` where low is 0); only the levels that weigh.
 #if SALIENCY_JAX_SSE2
       if constexpr (kChannels == 3 || kChannels == 4) {
+        // The channels of a pixel in one vector where the read's four taps lie inside its
+        // level (most reads); `BilinearAt` elsewhere.
+        auto read4 = [&](int k, __m128* into) {
+          const View& v = views[reads.level[k][j]];
+          const int32_t x0 = reads.col[k][j], y0 = reads.row[k][j];
+          if (!(x0 >= 0 && x0 + 1 < v.width && y0 >= 0 && y0 + 1 < v.height)) return false;
+          const T* top = v.data + (y0 * v.width + x0) * nc;
+          const T* bottom = top + v.width * nc;
+          if (bottom + nc + 4 > v.end) return false;
+          const float ax = reads.ax[k][j], ay = reads.ay[k][j];
+          const __m128 wx0 = _mm_set1_ps(1.f - ax), wx1 = _mm_set1_ps(ax);
+          const __m128 upper = _mm_add_ps(_mm_mul_ps(wx0, Load4(top)),
+                                          _mm_mul_ps(wx1, Load4(top + nc)));
+          const __m128 lower = _mm_add_ps(_mm_mul_ps(wx0, Load4(bottom)),
+                                          _mm_mul_ps(wx1, Load4(bottom + nc)));
+          *into = _mm_add_ps(_mm_mul_ps(_mm_set1_ps(1.f - ay), upper),
+                             _mm_mul_ps(_mm_set1_ps(ay), lower));
+          return true;
+        };
         __m128 low_value, high_value;
-        if (read4(low, x0, y0, &low_value) &&
-            (frac == 0.f || read4(std::min(low + 1, top_level), x0, y0, &high_value))) {
+        if (read4(0, &low_value) && (frac == 0.f || read4(1, &high_value))) {
           const __m128 value = frac == 0.f ? low_value : _mm_add_ps(
               low_value, _mm_mul_ps(_mm_set1_ps(frac), _mm_sub_ps(high_value, low_value)));
-          alignas(16) float lanes[4];
-          _mm_store_ps(lanes, value);
-          for (int64_t c = 0; c < kChannels; ++c) o[c] = lanes[c];
+          if (kChannels == 4 || j + 1 < w) {
+            _mm_storeu_ps(o, value);  // With 3 channels the 4th lane is the next pixel's.
+          } else {
+            alignas(16) float lanes[4];
+            _mm_store_ps(lanes, value);
+            for (int64_t c = 0; c < kChannels; ++c) o[c] = lanes[c];
+          }
           continue;
         }
       }
 #endif
+      auto read = [&](int k, float* into) {
+        const View& v = views[reads.level[k][j]];
+        BilinearAt<kChannels>(v.data, v.height, v.width, nc, reads.col[k][j], reads.row[k][j],
+                              reads.ax[k][j], reads.ay[k][j], into);
+      };
       if (frac == 0.f) {
-        read(low, x0, y0, o);
+        read(0, o);
         continue;
       }
-      read(low, x0, y0, low_read.data());
-      read(std::min(low + 1, top_level), x0, y0, high_read.data());
+      read(0, low_read.data());
+      read(1, high_read.data());
       for (int64_t c = 0; c < nc; ++c) o[c] = low_read[c] + frac * (high_read[c] - low_read[c]);
     }
   }
@@ -467,15 +533,12 @@ ffi::Error AntialiasImpl(Pool pool, ffi::Buffer<kType> image, ffi::Buffer<ffi::F
     per_image += levels.back().height * levels.back().width;
   }
   const int64_t num_levels = static_cast<int64_t>(levels.size());
-  std::vector<float> scales(num_levels, 1.f);
-  for (int64_t k = 1; k < num_levels; ++k) scales[k] = 0.5f * scales[k - 1];
   const bool flat = num_levels == 1 || h < 2 || w < 2;  // Plain bilinear (antialiased_sample).
 
   const T* image_data = image.typed_data();
   const float* grid_data = grid.typed_data();
   float* out_data = out->typed_data();
-  const Geometry geometry{height, width, channels, h, w, align_corners, padding, flat, &levels,
-                          &scales};
+  const Geometry geometry{height, width, channels, h, w, align_corners, padding, flat, &levels};
   auto pyramid_of = [&](const T* source, T* pyramid) {
     for (int64_t k = 1; k < num_levels; ++k) {
       T* level = pyramid + levels[k].offset * channels;
