@@ -110,6 +110,29 @@ def test_warp_points_matches_torch_port_on_attraction_grid():
   np.testing.assert_allclose(forward(grid, ref)[ref_covered], points[ref_covered], atol=1e-9)
 
 
+def folded_grid():
+  """A 5x5 grid over [-0.8, 0.8]^2 whose top border's middle node is pushed down past the next
+  row: its two top cells fold over, covering a region that the border curve does not enclose."""
+  lin = np.linspace(-0.8, 0.8, 5, dtype=np.float32)
+  grid = np.stack(np.meshgrid(lin, lin), -1)[None].copy()
+  grid[0, 0, 2, 1] = 0.5 * (lin[1] + lin[2])
+  return grid
+
+
+def test_warp_points_finds_targets_in_folded_cells():
+  """In a folded cell one root of the patch's quadratic can miss the target (its least-squares
+  t does not reproduce it) while the other fits: the solve must take the one that fits."""
+  grid = folded_grid()
+  px, py = np.meshgrid(np.linspace(-1, 1, 41), np.linspace(-1, 1, 37))
+  points = np.stack([px, py], -1).reshape(1, -1, 2).astype(np.float32)
+  warped, covered = sj.warp_points(points, grid)
+  _, ref_covered = torch_inverse.invert(grid, points)
+  ref_covered = ref_covered.numpy()
+  np.testing.assert_array_equal(np.asarray(covered), ref_covered)
+  np.testing.assert_allclose(forward(grid, np.asarray(warped))[ref_covered],
+                             points[ref_covered], atol=1e-5)
+
+
 def test_lattice_matches_torch_port_away_from_clipped_border():
   grid = peaked_attraction_grid(2, 9, 9, seed=2)
   inv, covered = sj.invert_grid(grid, (40, 40))

@@ -21,6 +21,8 @@ from saliency_jax.ops import antialias
 from saliency_jax.ops import inverse
 from saliency_jax.ops import native
 from saliency_jax.ops import taps
+from tests.references import torch_inverse
+from tests.test_inverse import folded_grid
 from tests.test_inverse import forward
 from tests.test_inverse import smooth_grid
 
@@ -170,6 +172,35 @@ def test_inverse_kernel_matches_xla(name, grid):
   back = forward(grid, np.stack([u, v], -1))
   assert np.abs(back[..., 0] - px)[covered].max() < 1e-5
   assert np.abs(back[..., 1] - py)[covered].max() < 1e-5
+
+
+def _winding(border, px, py):
+  """The winding number of the closed polygon `border [N, 2]` around each point (px, py)."""
+  a, b = border, np.roll(border, -1, axis=0)
+  up = (a[:, 1, None] <= py) & (b[:, 1, None] > py)
+  down = (a[:, 1, None] > py) & (b[:, 1, None] <= py)
+  side = ((b[:, 0, None] - a[:, 0, None]) * (py - a[:, 1, None])
+          - (px - a[:, 0, None]) * (b[:, 1, None] - a[:, 1, None]))
+  return (up & (side > 0)).sum(0) - (down & (side < 0)).sum(0)
+
+
+def test_inverse_kernel_finds_targets_that_only_a_fold_covers():
+  """The kernel skips targets outside the region the grid's border encloses (winding number 0)
+  unless a folded cell's box holds them: `folded_grid` covers such targets. Reference: the
+  brute-force float64 solve in every cell (tests/references)."""
+  grid = folded_grid()
+  xs, ys = inverse.lattice(41), inverse.lattice(37)
+  px, py = (a.ravel() for a in np.meshgrid(np.asarray(xs), np.asarray(ys)))
+  _, reference = torch_inverse.invert(grid, np.stack([px, py], -1)[None])
+  reference = reference.numpy()[0].reshape(len(ys), len(xs))
+  border = np.concatenate([grid[0, 0, :-1], grid[0, :-1, -1], grid[0, -1, :0:-1],
+                           grid[0, :0:-1, 0]])
+  winding = _winding(border, px, py).reshape(reference.shape)
+  assert (reference & (winding == 0)).sum() >= 5  # What the fold alone covers.
+  _, _, covered = _native_inverse(grid, xs, ys)
+  assert np.all(covered[0] | ~reference)
+  # The kernel's cover tolerance (1e-4 of a cell) may take in a target on a cell's edge.
+  assert (covered[0] & ~reference).sum() <= 2
 
 
 def test_inverse_kernel_degenerate_and_nan_grids():

@@ -135,14 +135,19 @@ def solve_cell(corners, px, py):
   t1 = _t_for(s1, qx, qy, ex, ey, fx, fy, gx, gy)
   t2 = _t_for(s2, qx, qy, ex, ey, fx, fy, gx, gy)
   d1, d2 = _outside(s1, t1), _outside(s2, t2)
-  first = d1 <= d2
+  # A root counts only where its (s, t) reproduces the target: degenerate cells (zero width)
+  # have no solution off their segment, though the roots' fallbacks may lie in the square, and
+  # in a folded cell the least-squares t of one root may miss while the other root's fits.
+  tol = _residual_tol(corners)
+  fits1, fits2 = (
+      jax.lax.stop_gradient(jnp.abs(qx - s * ex - t * fx - s * t * gx)
+                            + jnp.abs(qy - s * ey - t * fy - s * t * gy)) <= tol
+      for s, t in ((s1, t1), (s2, t2)))
+  d1, d2 = jnp.where(fits1, d1, jnp.inf), jnp.where(fits2, d2, jnp.inf)
+  # Neither fits: the root closer to the square, as an extrapolation (flagged by inf).
+  first = jnp.where(fits1 | fits2, d1 <= d2, _outside(s1, t1) <= _outside(s2, t2))
   s, t = jnp.where(first, s1, s2), jnp.where(first, t1, t2)
-  # Degenerate cells (zero width) have no solution off their segment, though the roots' fallbacks
-  # may lie in the square: the residual tells.
-  rx = qx - s * ex - t * fx - s * t * gx
-  ry = qy - s * ey - t * fy - s * t * gy
-  bad = jax.lax.stop_gradient(jnp.abs(rx) + jnp.abs(ry)) > _residual_tol(corners)
-  return s, t, jnp.where(bad, jnp.inf, jnp.where(first, d1, d2))
+  return s, t, jnp.where(first, d1, d2)
 
 
 def _residual_tol(corners):

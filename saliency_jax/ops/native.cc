@@ -660,9 +660,13 @@ inline bool Fits(const Cell& k, double s, double t, double qx, double qy) {
   return std::abs(rx) + std::abs(ry) <= k.tol;
 }
 
-// inverse.solve_cell: the root of the cell's extended patch closest to the unit square. The
-// bounded root s1 is tried first: inside its cell (most solves) the other one cannot be closer.
+// inverse.solve_cell: of the roots of the cell's extended patch that reproduce the target, the
+// one closest to the unit square (outside = inf if none does: a degenerate cell, whose roots'
+// fallbacks may lie in the square off its segment, or a folded cell whose least-squares t misses
+// for one root). The bounded root s1 is tried first: a fitting s1 inside its cell (most solves)
+// cannot be beaten.
 inline Solution Solve(const Cell& k, double px, double py) {
+  const double inf = std::numeric_limits<double>::infinity();
   const double qx = px - k.ax, qy = py - k.ay;
   const double a1 = k.exf - Cross(qx, qy, k.gx, k.gy);
   const double a0 = -Cross(qx, qy, k.fx, k.fy);
@@ -671,17 +675,13 @@ inline Solution Solve(const Cell& k, double px, double py) {
   const double qq = -0.5 * (a1 + (a1 >= 0 ? root : -root));
   const double s1 = std::abs(qq) > 1e-12 * (k.scale + 1e-30) ? a0 / qq : 0.0;
   const double t1 = TFor(k, s1, qx, qy);
-  const double d1 = Outside(s1, t1);
-  Solution best{s1, t1, d1};
-  if (d1 > 0) {
+  Solution best{s1, t1, Fits(k, s1, t1, qx, qy) ? Outside(s1, t1) : inf};
+  if (best.outside > 0) {
     const double s2 = std::abs(k.a2) > 1e-6 * std::abs(qq) ? qq / k.a2 : 1e6;
     const double t2 = TFor(k, s2, qx, qy);
-    const double d2 = Outside(s2, t2);
-    if (d2 < d1) best = {s2, t2, d2};
+    const double d2 = Fits(k, s2, t2, qx, qy) ? Outside(s2, t2) : inf;
+    if (d2 < best.outside) best = {s2, t2, d2};
   }
-  // Degenerate cells (zero width) have no solution off their segment, though the roots'
-  // fallbacks may lie in the square: the residual tells.
-  if (!Fits(k, best.s, best.t, qx, qy)) best.outside = std::numeric_limits<double>::infinity();
   return best;
 }
 
@@ -758,6 +758,7 @@ inline int64_t ProfileCell(const std::vector<double>& profile, double coord) {
 // (C -> A). `valid` is false for a degenerate cell (e x f = 0), whose edges tell nothing.
 struct EdgeLines {
   double slope[4], offset[4];
+  double lo, hi;  // The px where all four are >= 0 (to rounding): [lo, hi], empty if lo > hi.
   bool valid;
 };
 
@@ -775,6 +776,14 @@ inline EdgeLines EdgesAt(const Cell& k, double py) {
     const double ux = to[i][0] - from[i][0], uy = to[i][1] - from[i][1];
     lines.slope[i] = -o * uy;
     lines.offset[i] = o * (ux * (py - from[i][1]) + uy * from[i][0]);
+  }
+  lines.lo = -std::numeric_limits<double>::infinity();
+  lines.hi = std::numeric_limits<double>::infinity();
+  for (int i = 0; i < 4; ++i) {
+    const double root = -lines.offset[i] / lines.slope[i];
+    if (lines.slope[i] > 0) lines.lo = std::max(lines.lo, root);
+    if (lines.slope[i] < 0) lines.hi = std::min(lines.hi, root);
+    if (lines.slope[i] == 0 && lines.offset[i] < 0) lines.lo = lines.hi = std::nan("");
   }
   return lines;
 }
@@ -822,31 +831,162 @@ void SolveRun(const Cell& k, int64_t row, int64_t col, double py, const float* x
                y_out, ok);
 }
 
+// The grid's image as the region its border encloses, for the targets surely outside it. Where
+// a cell's Jacobian is >= 0 (no fold; degenerate cells allowed), the points it covers count
+// towards the border curve's winding number around them, which is the number of preimages
+// counted with the Jacobian's sign. So a point off the curve and outside every folded cell's
+// bounding box whose winding number is 0 is uncovered. Crossings and boxes are only trusted
+// `margin` away (more than the cover tolerance reaches); every other target takes the edge tests.
+struct Border {
+  double margin = 0;
+  std::vector<double> x, y;             // The closed curve's nodes, in order.
+  std::vector<double> fold_x0, fold_x1, fold_y0, fold_y1;  // The folded cells' boxes, widened.
+
+  explicit Border(const Cells& cells) {
+    const int64_t h = cells.h, w = cells.w;
+    double extent = 0;
+    for (int64_t r = 0; r + 1 < h; ++r) {
+      for (int64_t c = 0; c + 1 < w; ++c) {
+        const Cell k = cells(r, c);
+        extent = std::max(extent, std::abs(k.ex) + std::abs(k.ey) + std::abs(k.fx) +
+                                      std::abs(k.fy) + std::abs(k.gx) + std::abs(k.gy));
+      }
+    }
+    margin = 1e-3 * extent + 1e-6;
+    for (int64_t r = 0; r + 1 < h; ++r) {
+      for (int64_t c = 0; c + 1 < w; ++c) {
+        const Cell k = cells(r, c);
+        // J(s, t) = (e + t g) x (f + s g) is affine in (s, t): >= 0 on the cell iff at its
+        // corners.
+        const double eg = k.a2, gf = Cross(k.gx, k.gy, k.fx, k.fy);
+        const double floor = -1e-12 * k.scale;
+        if (k.exf >= floor && k.exf + eg >= floor && k.exf + gf >= floor &&
+            k.exf + eg + gf >= floor) {
+          continue;
+        }
+        const double xs[4] = {k.ax, k.ax + k.ex, k.ax + k.fx, k.ax + k.ex + k.fx + k.gx};
+        const double ys[4] = {k.ay, k.ay + k.ey, k.ay + k.fy, k.ay + k.ey + k.fy + k.gy};
+        fold_x0.push_back(*std::min_element(xs, xs + 4) - margin);
+        fold_x1.push_back(*std::max_element(xs, xs + 4) + margin);
+        fold_y0.push_back(*std::min_element(ys, ys + 4) - margin);
+        fold_y1.push_back(*std::max_element(ys, ys + 4) + margin);
+      }
+    }
+    auto add = [&](int64_t r, int64_t c) {
+      x.push_back(cells.g[(r * w + c) * 2]);
+      y.push_back(cells.g[(r * w + c) * 2 + 1]);
+    };
+    for (int64_t c = 0; c < w - 1; ++c) add(0, c);
+    for (int64_t r = 0; r < h - 1; ++r) add(r, w - 1);
+    for (int64_t c = w - 1; c > 0; --c) add(h - 1, c);
+    for (int64_t r = h - 1; r > 0; --r) add(r, 0);
+  }
+};
+
+// What of the border a row of targets at height py needs: the curve's crossings of the row
+// (x, and +1 or -1 by direction) and the folded cells' x ranges on it.
+struct BorderRow {
+  bool trusted = false;  // False where a node of the curve lies within the margin of the row.
+  double margin = 0;
+  std::vector<std::pair<double, int>> crossings;
+  std::vector<std::pair<double, double>> folds;
+
+  void Reset(const Border& border, double py) {
+    crossings.clear(), folds.clear();
+    margin = border.margin;
+    trusted = false;
+    const size_t n = border.x.size();
+    for (size_t i = 0, previous = n - 1; i < n; previous = i++) {
+      const double ya = border.y[previous] - py, yb = border.y[i] - py;
+      if (std::abs(yb) <= margin) return;
+      if ((ya < 0) == (yb < 0)) continue;
+      const double xa = border.x[previous], xb = border.x[i];
+      crossings.push_back({xa + (xb - xa) * (ya / (ya - yb)), ya < 0 ? 1 : -1});
+    }
+    for (size_t i = 0; i < border.fold_x0.size(); ++i) {
+      if (border.fold_y0[i] <= py && py <= border.fold_y1[i]) {
+        folds.push_back({border.fold_x0[i], border.fold_x1[i]});
+      }
+    }
+    trusted = true;
+  }
+
+  // Whether target px of the row is outside the grid's image beyond the margin of the curve.
+  bool SurelyOutside(double px) const {
+    if (!trusted) return false;
+    for (const auto& [x0, x1] : folds) {
+      if (x0 <= px && px <= x1) return false;
+    }
+    int winding = 0;
+    for (const auto& [cx, direction] : crossings) {
+      if (std::abs(cx - px) <= margin) return false;
+      if (cx > px) winding += direction;
+    }
+    return winding == 0;
+  }
+};
+
+// Consecutive targets of a row solved in one cell: found in it by the edge tests, or surely
+// outside the grid's image and extrapolated from it (`outside`), or (cell -1) left to the walk.
+struct Run {
+  int64_t begin, end;
+  int64_t cell;
+  bool outside;
+  Cell k;
+};
+
 // One row of targets (xs[0 .. n) at height py) into x, y, covered. First each target's cell, by
-// edge tests from the previous target's cell (most targets share their left neighbour's); then
-// the solve, one vectorised run per cell; targets whose cell the edges did not find (outside the
-// grid, degenerate or folded cells) or whose solve failed take the walk with the full solve.
-void InvertRow(const Cells& cells, const std::vector<double>& profile_x,
-               const std::vector<double>& profile_y, const float* xs, int64_t n, double py,
-               float* x_out, float* y_out, uint8_t* covered_out, std::vector<int32_t>* scratch) {
+// edge tests from the previous target's cell (most targets share their left neighbour's), or
+// the border's verdict that it is outside the grid's image; then the solve, one vectorised run
+// per cell; targets whose cell the edges did not find (near the border, degenerate or folded
+// cells) or whose solve failed take the walk with the full solve.
+void InvertRow(const Cells& cells, const Border& border, const int32_t* col_guess,
+               int64_t row_guess, const float* xs, int64_t n, double py,
+               float* x_out, float* y_out, uint8_t* covered_out, std::vector<int32_t>* solved,
+               BorderRow* border_row, std::vector<Run>* runs) {
   const int64_t cells_h = cells.rows(), cells_w = cells.cols();
   const float nan = std::numeric_limits<float>::quiet_NaN();
   const int64_t max_steps = 2 * (cells_h + cells_w);
-  scratch->resize(2 * n);
-  int32_t* cell_of = scratch->data();  // -1: the walk decides.
-  int32_t* solved = cell_of + n;
-  int64_t row = ProfileCell(profile_y, py), col = -1;
+  solved->resize(n);
+  runs->clear();
+  border_row->Reset(border, py);
+  // Target c joins the last run if that is of the same cell and kind, else starts one (`make`
+  // gives the new run's cell).
+  auto add = [&](int64_t c, int64_t cell, bool outside, auto make) {
+    if (!runs->empty() && runs->back().end == c && runs->back().cell == cell &&
+        runs->back().outside == outside) {
+      runs->back().end = c + 1;
+    } else {
+      runs->push_back({c, c + 1, cell, outside, make()});
+    }
+  };
+  int64_t row = row_guess, col = -1;
+  Cell current{};
   EdgeLines lines{};
-  bool have_lines = false;  // `lines` are cell (row, col)'s.
+  bool have_lines = false;  // `current` and `lines` are cell (row, col)'s.
   for (int64_t c = 0; c < n; ++c) {
     const double px = xs[c];
-    cell_of[c] = -1;
-    if (std::isnan(px)) continue;
-    if (col < 0) col = ProfileCell(profile_x, px), have_lines = false;
+    if (std::isnan(px)) {
+      add(c, -1, false, [] { return Cell{}; });
+      continue;
+    }
+    // Most targets lie in their left neighbour's cell: one range test. (Within rounding of a
+    // side the solve decides, and the walk where it fails.)
+    if (have_lines && lines.valid && px >= lines.lo && px <= lines.hi) {
+      add(c, row * cells_w + col, false, [&] { return current; });
+      continue;
+    }
+    if (border_row->SurelyOutside(px)) {
+      add(c, row_guess * cells_w + col_guess[c], true,
+          [&] { return cells(row_guess, col_guess[c]); });
+      continue;
+    }
+    if (col < 0) col = col_guess[c], have_lines = false;
+    int64_t found = -1;
     for (int64_t step = 0; step < max_steps; ++step) {
-      if (!have_lines) lines = EdgesAt(cells(row, col), py), have_lines = true;
+      if (!have_lines) current = cells(row, col), lines = EdgesAt(current, py), have_lines = true;
       if (!lines.valid) {
-        row = ProfileCell(profile_y, py), col = -1;  // A degenerate cell: start afresh.
+        row = row_guess, col = -1;  // A degenerate cell: start afresh.
         break;
       }
       const double top = lines.slope[0] * px + lines.offset[0];
@@ -856,7 +996,7 @@ void InvertRow(const Cells& cells, const std::vector<double>& profile_x,
       const int64_t dc = right < 0 ? 1 : (left < 0 ? -1 : 0);
       const int64_t dr = bottom < 0 ? 1 : (top < 0 ? -1 : 0);
       if (dc == 0 && dr == 0) {
-        cell_of[c] = static_cast<int32_t>(row * cells_w + col);
+        found = row * cells_w + col;
         break;
       }
       const int64_t next_row = std::min(std::max(row + dr, int64_t{0}), cells_h - 1);
@@ -866,32 +1006,33 @@ void InvertRow(const Cells& cells, const std::vector<double>& profile_x,
     }
     // Beyond the border the next target (most often beyond it too) starts where this one's
     // edges stopped; the walk that decides this one starts from the profiles' guess.
+    add(c, found, false, [&] { return current; });
   }
-  for (int64_t c = 0; c < n;) {
-    int64_t end = c + 1;
-    if (cell_of[c] >= 0) {
-      while (end < n && cell_of[end] == cell_of[c]) ++end;
-      const int64_t cell_row = cell_of[c] / cells_w, cell_col = cell_of[c] % cells_w;
-      SolveRun(cells(cell_row, cell_col), cell_row, cell_col, py, xs + c,
-               end - c, x_out + c, y_out + c, solved + c);
-    } else {
-      solved[c] = 0;
+  for (const Run& run : *runs) {
+    const int64_t c = run.begin, length = run.end - run.begin;
+    if (run.cell >= 0) {
+      SolveRun(run.k, run.cell / cells_w, run.cell % cells_w, py, xs + c, length, x_out + c,
+               y_out + c, solved->data() + c);
     }
-    for (int64_t j = c; j < end; ++j) {
-      covered_out[j] = solved[j] != 0;
-      if (solved[j]) continue;
-      const double px = xs[j];
-      if (std::isnan(px)) {
-        x_out[j] = nan, y_out[j] = nan;
+    for (int64_t j = c; j < run.end; ++j) {
+      if (run.outside) {
+        covered_out[j] = 0;  // Extrapolated from the run's cell.
         continue;
       }
-      const int64_t start = cell_of[j] >= 0 ? cell_of[j] : ProfileCell(profile_y, py) * cells_w +
-                                                               ProfileCell(profile_x, px);
-      const Target found = Walk(cells, px, py, start / cells_w, start % cells_w);
-      x_out[j] = static_cast<float>(found.x), y_out[j] = static_cast<float>(found.y);
-      covered_out[j] = found.covered;
+      if (run.cell >= 0 && (*solved)[j]) {
+        covered_out[j] = 1;
+        continue;
+      }
+      const double px = xs[j];
+      if (std::isnan(px)) {
+        x_out[j] = nan, y_out[j] = nan, covered_out[j] = 0;
+        continue;
+      }
+      const int64_t start = run.cell >= 0 ? run.cell : row_guess * cells_w + col_guess[j];
+      const Target target = Walk(cells, px, py, start / cells_w, start % cells_w);
+      x_out[j] = static_cast<float>(target.x), y_out[j] = static_cast<float>(target.y);
+      covered_out[j] = target.covered;
     }
-    c = end;
   }
 }
 
@@ -917,22 +1058,32 @@ ffi::Error InvertImpl(Pool pool, ffi::Buffer<ffi::F32> grid, ffi::Buffer<ffi::F3
   uint8_t* covered_data = covered->typed_data();
   const float nan = std::numeric_limits<float>::quiet_NaN();
 
-  // Per image: the mean profiles (the first guess of each row's first target), and whether it is
-  // finite.
-  std::vector<std::vector<double>> profile_x(batch), profile_y(batch);
-  std::vector<uint8_t> finite(batch);
+  // Per image: whether its grid is finite, its border, and the mean profiles' first guesses
+  // (each target column's cell column, and the row profile for each row's).
+  struct Image {
+    bool finite = true;
+    std::unique_ptr<Border> border;
+    std::vector<double> profile_y;
+    std::vector<int32_t> col_guess;
+  };
+  std::vector<Image> images(batch);
   ParallelFor(pool, batch, [&](int64_t b) {
     const float* g = grid_data + b * h * w * 2;
-    bool ok = true;
-    for (int64_t k = 0; k < h * w * 2; ++k) ok &= std::isfinite(g[k]);
-    finite[b] = ok;
-    profile_x[b].assign(w, 0.0);
-    profile_y[b].assign(h, 0.0);
+    Image& image = images[b];
+    for (int64_t k = 0; k < h * w * 2; ++k) image.finite &= std::isfinite(g[k]);
+    if (!image.finite) return;
+    image.border = std::make_unique<Border>(Cells{g, h, w});
+    std::vector<double> profile_x(w, 0.0);
+    image.profile_y.assign(h, 0.0);
     for (int64_t i = 0; i < h; ++i) {
       for (int64_t j = 0; j < w; ++j) {
-        profile_x[b][j] += g[(i * w + j) * 2] / static_cast<double>(h);
-        profile_y[b][i] += g[(i * w + j) * 2 + 1] / static_cast<double>(w);
+        profile_x[j] += g[(i * w + j) * 2] / static_cast<double>(h);
+        image.profile_y[i] += g[(i * w + j) * 2 + 1] / static_cast<double>(w);
       }
+    }
+    image.col_guess.resize(big_w);
+    for (int64_t c = 0; c < big_w; ++c) {
+      image.col_guess[c] = static_cast<int32_t>(ProfileCell(profile_x, xs_data[b * big_w + c]));
     }
   });
 
@@ -942,20 +1093,22 @@ ffi::Error InvertImpl(Pool pool, ffi::Buffer<ffi::F32> grid, ffi::Buffer<ffi::F3
     const int64_t b = chunk / chunks_per_image;
     const int64_t r_begin = (chunk % chunks_per_image) * rows_per_chunk;
     const int64_t r_end = std::min(big_h, r_begin + rows_per_chunk);
-    const float* row_targets = xs_data + b * big_w;
-    std::vector<int32_t> scratch;
+    const Image& image = images[b];
+    std::vector<int32_t> solved;
+    BorderRow border_row;
+    std::vector<Run> runs;
     for (int64_t r = r_begin; r < r_end; ++r) {
       const double py = ys_data[b * big_h + r];
       const int64_t base = (b * big_h + r) * big_w;
-      if (!finite[b] || std::isnan(py)) {
+      if (!image.finite || std::isnan(py)) {
         for (int64_t c = 0; c < big_w; ++c) {
           x_data[base + c] = nan, y_data[base + c] = nan, covered_data[base + c] = 0;
         }
         continue;
       }
-      InvertRow(Cells{grid_data + b * h * w * 2, h, w}, profile_x[b], profile_y[b], row_targets,
-                big_w, py,
-                x_data + base, y_data + base, covered_data + base, &scratch);
+      InvertRow(Cells{grid_data + b * h * w * 2, h, w}, *image.border, image.col_guess.data(),
+                ProfileCell(image.profile_y, py), xs_data + b * big_w, big_w, py, x_data + base,
+                y_data + base, covered_data + base, &solved, &border_row, &runs);
     }
   });
   return ffi::Error::Success();
