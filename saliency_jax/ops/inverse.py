@@ -454,50 +454,69 @@ def _poison(u, v, covered, bad):
   return jnp.where(bad, jnp.nan, u), jnp.where(bad, jnp.nan, v), covered & ~bad
 
 
-@functools.partial(jax.jit, static_argnames=("axis_aligned",))
-def invert_lattice(grid, xs, ys, *, axis_aligned=False):
-  """Extrapolated inverse at the lattice of targets `xs [W]` x `ys [H]`.
+@functools.partial(jax.jit, static_argnames=("axis_aligned", "fill"))
+def invert_lattice(grid, xs, ys, *, axis_aligned=False, fill=None):
+  """Inverse at the lattice of targets `xs [W]` x `ys [H]`.
 
-  Returns `(u, v, covered)`, each `[B, H, W]`; `u, v` extrapolate the nearest cell's patch where
-  nothing covers the target. See `invert_grid` for the conventions.
+  Returns `(inverse [B, H, W, 2], covered [B, H, W])`; where nothing covers the target, `inverse`
+  extrapolates the nearest cell's patch, or is `fill` (a float) if given. See `invert_grid` for
+  the conventions; an image whose grid holds NaN gets NaN and covered False.
   """
   grid = grid.astype(jnp.float32)
   b, h, w, _ = grid.shape
   xs = jnp.broadcast_to(jnp.asarray(xs, jnp.float32), (b, xs.shape[-1]))
   ys = jnp.broadcast_to(jnp.asarray(ys, jnp.float32), (b, ys.shape[-1]))
   big_h, big_w = ys.shape[-1], xs.shape[-1]
-  profile_x, profile_y = _profiles(grid)
   if axis_aligned:
+    profile_x, profile_y = _profiles(grid)
     u, cover_x = _invert_profile(profile_x, xs)
     v, cover_y = _invert_profile(profile_y, ys)
     u = jnp.broadcast_to(u[:, None, :], (b, big_h, big_w))
     v = jnp.broadcast_to(v[:, :, None], (b, big_h, big_w))
     covered = cover_x[:, None, :] & cover_y[:, :, None]
-  else:
-    u, v, covered = native.dispatch(_invert_lattice_native, _invert_lattice_general, grid, xs,
-                                    ys)
-  return _poison(u, v, covered, _nan_images(grid))
+    return _finish(u, v, covered, grid, fill)
+  fill = float("nan") if fill is None else float(fill)
+  return native.dispatch(
+      lambda grid, xs, ys: _invert_lattice_native(grid, xs, ys, fill),
+      lambda grid, xs, ys: _finish(*_invert_lattice_general(grid, xs, ys), grid, fill),
+      grid, xs, ys)
 
 
-@jax.custom_vjp
-def _invert_lattice_native(grid, xs, ys):
-  """`_invert_lattice_general` by `native`'s kernel: the exact solve in each target's cell."""
-  return _invert_lattice_native_fwd(grid, xs, ys)[0]
+def _finish(u, v, covered, grid, fill):
+  """`invert_lattice`'s outputs from the inverse's `u, v, covered [B, H, W]`."""
+  u, v, covered = _poison(u, v, covered, _nan_images(grid))
+  inverse = jnp.stack([u, v], axis=-1)
+  if fill is None or np.isnan(fill):
+    return inverse, covered
+  keep = covered | jnp.isnan(u)  # NaN grids keep their NaN.
+  return jnp.where(keep[..., None], inverse, jnp.float32(fill)), covered
 
 
-def _invert_lattice_native_fwd(grid, xs, ys):
-  _, h, w, _ = grid.shape
-  x, y, covered = native.invert_lattice(grid, xs, ys)
-  out = (-1.0 + 2.0 * x / (w - 1), -1.0 + 2.0 * y / (h - 1), covered)
-  return out, (grid, xs, ys, x, y)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def _invert_lattice_native(grid, xs, ys, fill):
+  """`_invert_lattice_general` (then `_finish`) by `native`'s kernel: the exact solve in each
+  target's cell."""
+  return native.invert_lattice(grid, xs, ys, fill=fill)
 
 
-def _invert_lattice_native_bwd(residuals, cotangents):
+def _invert_lattice_native_fwd(grid, xs, ys, fill):
+  inverse, covered = native.invert_lattice(grid, xs, ys, fill=fill)
+  return (inverse, covered), (grid, xs, ys, inverse, covered)
+
+
+def _invert_lattice_native_bwd(fill, residuals, cotangents):
   # The XLA path's gradient: its final Newton step, taken from the solution (which it leaves
   # in place up to rounding), differentiated: the implicit-function gradient.
-  grid, xs, ys, x, y = residuals
-  g_u, g_v, _ = cotangents
-  b, big_h, big_w = x.shape
+  grid, xs, ys, inverse, covered = residuals
+  g_inverse, _ = cotangents
+  b, big_h, big_w, _ = inverse.shape
+  _, h, w, _ = grid.shape
+  # The node coordinates of the solution; a filled target's value does not depend on the grid.
+  x = (inverse[..., 0] + 1.0) * 0.5 * (w - 1)
+  y = (inverse[..., 1] + 1.0) * 0.5 * (h - 1)
+  if not np.isnan(fill):
+    x, y = jnp.where(covered, x, 0.0), jnp.where(covered, y, 0.0)
+    g_inverse = jnp.where(covered[..., None], g_inverse, 0.0)
 
   def final_step(grid, xs, ys):
     table, first_cell, shape, _ = _setup(grid, big_h * big_w)
@@ -506,10 +525,10 @@ def _invert_lattice_native_bwd(residuals, cotangents):
     py = jnp.broadcast_to(ys[:, :, None], (b, big_h, big_w))
     u, v, _ = _final(table, first_cell[:, None, None], x, y, row, col, px, py, shape,
                      analytic=False)
-    return u, v
+    return jnp.stack([u, v], axis=-1)
 
   _, pullback = jax.vjp(final_step, grid, xs, ys)
-  return pullback((g_u, g_v))
+  return pullback(g_inverse)
 
 
 _invert_lattice_native.defvjp(_invert_lattice_native_fwd, _invert_lattice_native_bwd)
@@ -590,11 +609,8 @@ def invert_grid(
   """
   grid = check_grid(grid, axis_aligned=axis_aligned)
   big_h, big_w = validation.check_shape(out_shape, "out_shape")
-  u, v, covered = invert_lattice(grid, lattice(big_w), lattice(big_h),
-                                 axis_aligned=bool(axis_aligned))
-  inverse = jnp.stack([u, v], axis=-1)
-  keep = covered | jnp.isnan(u)  # NaN grids keep their NaN (see Returns).
-  return jnp.where(keep[..., None], inverse, UNCOVERED), covered
+  return invert_lattice(grid, lattice(big_w), lattice(big_h), axis_aligned=bool(axis_aligned),
+                        fill=UNCOVERED)
 
 
 def _pixel_centres(out_size: int, source_size: int) -> jax.Array:
@@ -674,7 +690,8 @@ def unwarp(
 @functools.partial(jax.jit, static_argnames=("axis_aligned", "padding_mode"))
 def _unwarp(maps, grid, xs, ys, axis_aligned, padding_mode):
   _, h, w, _ = grid.shape
-  u, v, covered = invert_lattice(grid, xs, ys, axis_aligned=axis_aligned)
+  inverse, covered = invert_lattice(grid, xs, ys, axis_aligned=axis_aligned)
+  u, v = inverse[..., 0], inverse[..., 1]
   # Warped pixel coordinates (align_corners=True over the grid's nodes), then the half-pixel
   # normalisation of the warped image, which is the features' align_corners=False frame.
   wx = (u + 1.0) * 0.5 * (w - 1)

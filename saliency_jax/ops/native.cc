@@ -127,6 +127,12 @@ inline int32_t FloorInt(float v) {
   return i - (v < static_cast<float>(i));
 }
 
+// floor() of a double as int64, for values well within range.
+inline int64_t FloorInt64(double v) {
+  const int64_t i = static_cast<int64_t>(v);
+  return i - (v < static_cast<double>(i));
+}
+
 struct Level {
   int64_t height, width;
   int64_t offset;  // Of image 0's level in the pyramid buffer, in pixels.
@@ -839,8 +845,15 @@ void SolveRun(const Cell& k, int64_t row, int64_t col, double py, const float* x
 // `margin` away (more than the cover tolerance reaches); every other target takes the edge tests.
 struct Border {
   double margin = 0;
-  std::vector<double> x, y;             // The closed curve's nodes, in order.
+  std::vector<double> x, y;  // The closed curve's nodes, in order (edge i: node i - 1 -> i).
   std::vector<double> fold_x0, fold_x1, fold_y0, fold_y1;  // The folded cells' boxes, widened.
+  // The edges by height: bucket k holds those whose y range, widened by the margin, meets
+  // [bucket_y0 + k bucket_dy, bucket_y0 + (k + 1) bucket_dy), so that a row reads a few.
+  double bucket_y0 = 0, bucket_dy = 1;
+  std::vector<std::vector<int32_t>> buckets;
+  // Every cell's box (x0, x1, y0, y1), made by the first search (rows run on several threads).
+  mutable std::once_flag boxes_made;
+  mutable std::vector<float> boxes;
 
   explicit Border(const Cells& cells) {
     const int64_t h = cells.h, w = cells.w;
@@ -850,12 +863,6 @@ struct Border {
         const Cell k = cells(r, c);
         extent = std::max(extent, std::abs(k.ex) + std::abs(k.ey) + std::abs(k.fx) +
                                       std::abs(k.fy) + std::abs(k.gx) + std::abs(k.gy));
-      }
-    }
-    margin = 1e-3 * extent + 1e-6;
-    for (int64_t r = 0; r + 1 < h; ++r) {
-      for (int64_t c = 0; c + 1 < w; ++c) {
-        const Cell k = cells(r, c);
         // J(s, t) = (e + t g) x (f + s g) is affine in (s, t): >= 0 on the cell iff at its
         // corners.
         const double eg = k.a2, gf = Cross(k.gx, k.gy, k.fx, k.fy);
@@ -866,11 +873,15 @@ struct Border {
         }
         const double xs[4] = {k.ax, k.ax + k.ex, k.ax + k.fx, k.ax + k.ex + k.fx + k.gx};
         const double ys[4] = {k.ay, k.ay + k.ey, k.ay + k.fy, k.ay + k.ey + k.fy + k.gy};
-        fold_x0.push_back(*std::min_element(xs, xs + 4) - margin);
-        fold_x1.push_back(*std::max_element(xs, xs + 4) + margin);
-        fold_y0.push_back(*std::min_element(ys, ys + 4) - margin);
-        fold_y1.push_back(*std::max_element(ys, ys + 4) + margin);
+        fold_x0.push_back(*std::min_element(xs, xs + 4));
+        fold_x1.push_back(*std::max_element(xs, xs + 4));
+        fold_y0.push_back(*std::min_element(ys, ys + 4));
+        fold_y1.push_back(*std::max_element(ys, ys + 4));
       }
+    }
+    margin = 1e-3 * extent + 1e-6;
+    for (size_t i = 0; i < fold_x0.size(); ++i) {
+      fold_x0[i] -= margin, fold_x1[i] += margin, fold_y0[i] -= margin, fold_y1[i] += margin;
     }
     auto add = [&](int64_t r, int64_t c) {
       x.push_back(cells.g[(r * w + c) * 2]);
@@ -880,6 +891,53 @@ struct Border {
     for (int64_t r = 0; r < h - 1; ++r) add(r, w - 1);
     for (int64_t c = w - 1; c > 0; --c) add(h - 1, c);
     for (int64_t r = h - 1; r > 0; --r) add(r, 0);
+    const int64_t n = static_cast<int64_t>(x.size());
+    const auto [low, high] = std::minmax_element(y.begin(), y.end());
+    bucket_y0 = *low - margin;
+    bucket_dy = std::max((*high - *low + 2 * margin) / static_cast<double>(n), 1e-300);
+    buckets.resize(n);
+    auto bucket = [&](double v) {
+      return std::min<int64_t>(std::max<int64_t>(FloorInt64((v - bucket_y0) / bucket_dy), 0),
+                               n - 1);
+    };
+    for (int64_t i = 0; i < n; ++i) {
+      const double a = y[(i + n - 1) % n], b = y[i];
+      for (int64_t k = bucket(std::min(a, b) - margin); k <= bucket(std::max(a, b) + margin); ++k) {
+        buckets[k].push_back(static_cast<int32_t>(i));
+      }
+    }
+  }
+
+  // The first cell (row-major) whose solve covers (px, py), among those whose box holds it: for
+  // the few targets that the curve says are covered and the walk did not find (it can stop at
+  // the border of a grid that clipping made degenerate there).
+  bool Search(const Cells& cells, double px, double py, Target* found) const {
+    const int64_t cells_w = cells.cols(), count = cells.rows() * cells_w;
+    std::call_once(boxes_made, [&] {
+      boxes.resize(4 * count);
+      for (int64_t i = 0; i < count; ++i) {
+        const float* a = cells.g + ((i / cells_w) * cells.w + i % cells_w) * 2;
+        const float* c = a + 2 * cells.w;
+        const float xs[4] = {a[0], a[2], c[0], c[2]}, ys[4] = {a[1], a[3], c[1], c[3]};
+        boxes[4 * i] = *std::min_element(xs, xs + 4), boxes[4 * i + 1] = *std::max_element(xs, xs + 4);
+        boxes[4 * i + 2] = *std::min_element(ys, ys + 4), boxes[4 * i + 3] = *std::max_element(ys, ys + 4);
+      }
+    });
+    const float slack = static_cast<float>(margin);
+    for (int64_t i = 0; i < count; ++i) {
+      const float* box = boxes.data() + 4 * i;
+      if (px < box[0] - slack || px > box[1] + slack || py < box[2] - slack ||
+          py > box[3] + slack) {
+        continue;
+      }
+      const int64_t row = i / cells_w, col = i % cells_w;
+      const Solution sol = Solve(cells(row, col), px, py);
+      if (sol.outside <= kCoverTol) {
+        *found = {col + sol.s, row + sol.t, true, row, col};
+        return true;
+      }
+    }
+    return false;
   }
 };
 
@@ -891,17 +949,23 @@ struct BorderRow {
   std::vector<std::pair<double, int>> crossings;
   std::vector<std::pair<double, double>> folds;
 
-  void Reset(const Border& border, double py) {
+  void Reset(const Border* border_or_null, double py) {
     crossings.clear(), folds.clear();
-    margin = border.margin;
     trusted = false;
-    const size_t n = border.x.size();
-    for (size_t i = 0, previous = n - 1; i < n; previous = i++) {
-      const double ya = border.y[previous] - py, yb = border.y[i] - py;
-      if (std::abs(yb) <= margin) return;
-      if ((ya < 0) == (yb < 0)) continue;
-      const double xa = border.x[previous], xb = border.x[i];
-      crossings.push_back({xa + (xb - xa) * (ya / (ya - yb)), ya < 0 ? 1 : -1});
+    if (border_or_null == nullptr) return;
+    const Border& border = *border_or_null;
+    margin = border.margin;
+    const int64_t n = static_cast<int64_t>(border.x.size());
+    const double k = std::floor((py - border.bucket_y0) / border.bucket_dy);
+    if (k >= 0 && k < n) {  // Else the row passes beyond the curve: no crossings.
+      for (const int32_t i : border.buckets[static_cast<int64_t>(k)]) {
+        const int64_t previous = i == 0 ? n - 1 : i - 1;
+        const double ya = border.y[previous] - py, yb = border.y[i] - py;
+        if (std::abs(ya) <= margin || std::abs(yb) <= margin) return;
+        if ((ya < 0) == (yb < 0)) continue;
+        const double xa = border.x[previous], xb = border.x[i];
+        crossings.push_back({xa + (xb - xa) * (ya / (ya - yb)), ya < 0 ? 1 : -1});
+      }
     }
     for (size_t i = 0; i < border.fold_x0.size(); ++i) {
       if (border.fold_y0[i] <= py && py <= border.fold_y1[i]) {
@@ -911,18 +975,37 @@ struct BorderRow {
     trusted = true;
   }
 
-  // Whether target px of the row is outside the grid's image beyond the margin of the curve.
-  bool SurelyOutside(double px) const {
+  // The curve's winding number around target px of the row; false where px lies within the
+  // margin of a crossing (or the row is not trusted).
+  bool Winding(double px, int* winding) const {
     if (!trusted) return false;
-    for (const auto& [x0, x1] : folds) {
-      if (x0 <= px && px <= x1) return false;
-    }
-    int winding = 0;
+    *winding = 0;
     for (const auto& [cx, direction] : crossings) {
       if (std::abs(cx - px) <= margin) return false;
-      if (cx > px) winding += direction;
+      if (cx > px) *winding += direction;
     }
-    return winding == 0;
+    return true;
+  }
+
+  bool InFold(double px) const {
+    for (const auto& [x0, x1] : folds) {
+      if (x0 <= px && px <= x1) return true;
+    }
+    return false;
+  }
+
+  // Whether target px of the row is outside the grid's image beyond the margin of the curve.
+  bool SurelyOutside(double px) const {
+    int winding;
+    return Winding(px, &winding) && winding == 0 && !InFold(px);
+  }
+
+  // Whether target px may be covered though the walk did not find its cell: surely where the
+  // winding number (the sum of the Jacobian's signs at its preimages, folds or not) is nonzero,
+  // perhaps in a folded cell's box.
+  bool MayBeCovered(double px) const {
+    int winding;
+    return Winding(px, &winding) && (winding != 0 || InFold(px));
   }
 };
 
@@ -940,7 +1023,7 @@ struct Run {
 // the border's verdict that it is outside the grid's image; then the solve, one vectorised run
 // per cell; targets whose cell the edges did not find (near the border, degenerate or folded
 // cells) or whose solve failed take the walk with the full solve.
-void InvertRow(const Cells& cells, const Border& border, const int32_t* col_guess,
+void InvertRow(const Cells& cells, const Border* border, const int32_t* col_guess,
                int64_t row_guess, const float* xs, int64_t n, double py,
                float* x_out, float* y_out, uint8_t* covered_out, std::vector<int32_t>* solved,
                BorderRow* border_row, std::vector<Run>* runs) {
@@ -1029,16 +1112,20 @@ void InvertRow(const Cells& cells, const Border& border, const int32_t* col_gues
         continue;
       }
       const int64_t start = run.cell >= 0 ? run.cell : row_guess * cells_w + col_guess[j];
-      const Target target = Walk(cells, px, py, start / cells_w, start % cells_w);
+      Target target = Walk(cells, px, py, start / cells_w, start % cells_w);
+      if (!target.covered && border_row->MayBeCovered(px)) border->Search(cells, px, py, &target);
       x_out[j] = static_cast<float>(target.x), y_out[j] = static_cast<float>(target.y);
       covered_out[j] = target.covered;
     }
   }
 }
 
+// The inverse's normalised positions (inverse.py's convention, align_corners=True over the grid's
+// nodes) `[..., H, W, 2]`, interleaved, and `covered`. Uncovered targets get `fill` (both
+// components) unless it is NaN, which keeps the extrapolation; NaN targets and grids stay NaN.
 ffi::Error InvertImpl(Pool pool, ffi::Buffer<ffi::F32> grid, ffi::Buffer<ffi::F32> xs,
-                      ffi::Buffer<ffi::F32> ys, ffi::ResultBuffer<ffi::F32> out_x,
-                      ffi::ResultBuffer<ffi::F32> out_y, ffi::ResultBuffer<ffi::U8> covered) {
+                      ffi::Buffer<ffi::F32> ys, ffi::ResultBuffer<ffi::F32> out,
+                      ffi::ResultBuffer<ffi::U8> covered, float fill) {
   const auto gdims = grid.dimensions();
   const size_t rank = gdims.size();
   if (rank < 4 || gdims[rank - 1] != 2 || xs.dimensions().size() != rank - 2 ||
@@ -1053,16 +1140,18 @@ ffi::Error InvertImpl(Pool pool, ffi::Buffer<ffi::F32> grid, ffi::Buffer<ffi::F3
   const float* grid_data = grid.typed_data();
   const float* xs_data = xs.typed_data();
   const float* ys_data = ys.typed_data();
-  float* x_data = out_x->typed_data();
-  float* y_data = out_y->typed_data();
+  float* out_data = out->typed_data();
   uint8_t* covered_data = covered->typed_data();
+  const bool filled = !std::isnan(fill);
+  // -1 + 2 x / (w - 1), as inverse.py normalises (the same float32 operations).
+  const float x_span = static_cast<float>(w - 1), y_span = static_cast<float>(h - 1);
   const float nan = std::numeric_limits<float>::quiet_NaN();
 
   // Per image: whether its grid is finite, its border, and the mean profiles' first guesses
   // (each target column's cell column, and the row profile for each row's).
   struct Image {
     bool finite = true;
-    std::unique_ptr<Border> border;
+    std::unique_ptr<Border> border;  // Null where the grid has too many cells for it.
     std::vector<double> profile_y;
     std::vector<int32_t> col_guess;
   };
@@ -1072,7 +1161,10 @@ ffi::Error InvertImpl(Pool pool, ffi::Buffer<ffi::F32> grid, ffi::Buffer<ffi::F3
     Image& image = images[b];
     for (int64_t k = 0; k < h * w * 2; ++k) image.finite &= std::isfinite(g[k]);
     if (!image.finite) return;
-    image.border = std::make_unique<Border>(Cells{g, h, w});
+    // The border costs a pass over the cells: worth it where targets outnumber them.
+    if ((h - 1) * (w - 1) * 8 <= big_h * big_w) {
+      image.border = std::make_unique<Border>(Cells{g, h, w});
+    }
     std::vector<double> profile_x(w, 0.0);
     image.profile_y.assign(h, 0.0);
     for (int64_t i = 0; i < h; ++i) {
@@ -1095,20 +1187,28 @@ ffi::Error InvertImpl(Pool pool, ffi::Buffer<ffi::F32> grid, ffi::Buffer<ffi::F3
     const int64_t r_end = std::min(big_h, r_begin + rows_per_chunk);
     const Image& image = images[b];
     std::vector<int32_t> solved;
+    std::vector<float> x(big_w), y(big_w);  // A row's node coordinates.
     BorderRow border_row;
     std::vector<Run> runs;
     for (int64_t r = r_begin; r < r_end; ++r) {
       const double py = ys_data[b * big_h + r];
       const int64_t base = (b * big_h + r) * big_w;
+      float* row_out = out_data + base * 2;
+      uint8_t* row_covered = covered_data + base;
       if (!image.finite || std::isnan(py)) {
-        for (int64_t c = 0; c < big_w; ++c) {
-          x_data[base + c] = nan, y_data[base + c] = nan, covered_data[base + c] = 0;
-        }
+        std::fill(row_out, row_out + 2 * big_w, nan);
+        std::fill(row_covered, row_covered + big_w, 0);
         continue;
       }
-      InvertRow(Cells{grid_data + b * h * w * 2, h, w}, *image.border, image.col_guess.data(),
-                ProfileCell(image.profile_y, py), xs_data + b * big_w, big_w, py, x_data + base,
-                y_data + base, covered_data + base, &solved, &border_row, &runs);
+      InvertRow(Cells{grid_data + b * h * w * 2, h, w}, image.border.get(), image.col_guess.data(),
+                ProfileCell(image.profile_y, py), xs_data + b * big_w, big_w, py, x.data(),
+                y.data(), row_covered, &solved, &border_row, &runs);
+      for (int64_t c = 0; c < big_w; ++c) {
+        const float u = -1.f + 2.f * x[c] / x_span, v = -1.f + 2.f * y[c] / y_span;
+        const bool keep = !filled || row_covered[c] || u != u;
+        row_out[2 * c] = keep ? u : fill;
+        row_out[2 * c + 1] = keep ? v : fill;
+      }
     }
   });
   return ffi::Error::Success();
@@ -1179,8 +1279,8 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(SaliencyInvert, InvertImpl,
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::U8>>());
+                                  .Ret<ffi::Buffer<ffi::U8>>()
+                                  .Attr<float>("fill"));
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(SaliencyScatter, ScatterImpl,
                               ffi::Ffi::Bind()

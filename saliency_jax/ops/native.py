@@ -143,20 +143,22 @@ def antialiased_sample(image: jax.Array, grid: jax.Array, align_corners: bool,
               padding_mode=np.int32(PADDING_CODES[padding_mode]))
 
 
-def invert_lattice(grid: jax.Array, xs: jax.Array, ys: jax.Array):
-  """The inverse's node coordinates `x, y [..., H, W]` float32 and `covered` bool (CPU only).
+def invert_lattice(grid: jax.Array, xs: jax.Array, ys: jax.Array, *,
+                   fill: float = float("nan")):
+  """`inverse.invert_lattice`: the inverse `[..., H, W, 2]` float32 and `covered` bool (CPU only).
 
-  `grid [..., h, w, 2]`, the targets `xs [..., W]`, `ys [..., H]` (leading axes alike).
+  `grid [..., h, w, 2]`, the targets `xs [..., W]`, `ys [..., H]` (leading axes alike); uncovered
+  targets get `fill` unless it is NaN (then the extrapolation).
   """
   _require()
   shape = grid.shape[:-3] + (ys.shape[-1], xs.shape[-1])
   call = jax.ffi.ffi_call("saliency_jax_invert",
-                          (jax.ShapeDtypeStruct(shape, jnp.float32),
-                           jax.ShapeDtypeStruct(shape, jnp.float32),
+                          (jax.ShapeDtypeStruct(shape + (2,), jnp.float32),
                            jax.ShapeDtypeStruct(shape, jnp.uint8)),
                           vmap_method="broadcast_all")
-  x, y, covered = call(grid.astype(jnp.float32), xs.astype(jnp.float32), ys.astype(jnp.float32))
-  return x, y, covered != 0
+  inverse, covered = call(grid.astype(jnp.float32), xs.astype(jnp.float32),
+                          ys.astype(jnp.float32), fill=np.float32(fill))
+  return inverse, covered != 0
 
 
 def scatter_to_image(shape, row, col, wy, wx, g):
