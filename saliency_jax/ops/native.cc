@@ -1031,16 +1031,17 @@ void InvertRow(const Cells& cells, const Border* border, const int32_t* col_gues
   const float nan = std::numeric_limits<float>::quiet_NaN();
   const int64_t max_steps = 2 * (cells_h + cells_w);
   solved->resize(n);
-  runs->clear();
+  if (static_cast<int64_t>(runs->size()) < n) runs->resize(n);  // At most one run per target.
+  int64_t count = 0;
   border_row->Reset(border, py);
   // Target c joins the last run if that is of the same cell and kind, else starts one (`make`
   // gives the new run's cell).
   auto add = [&](int64_t c, int64_t cell, bool outside, auto make) {
-    if (!runs->empty() && runs->back().end == c && runs->back().cell == cell &&
-        runs->back().outside == outside) {
-      runs->back().end = c + 1;
+    Run* last = runs->data() + count - 1;
+    if (count > 0 && last->end == c && last->cell == cell && last->outside == outside) {
+      last->end = c + 1;
     } else {
-      runs->push_back({c, c + 1, cell, outside, make()});
+      (*runs)[count++] = {c, c + 1, cell, outside, make()};
     }
   };
   int64_t row = row_guess, col = -1;
@@ -1091,7 +1092,8 @@ void InvertRow(const Cells& cells, const Border* border, const int32_t* col_gues
     // edges stopped; the walk that decides this one starts from the profiles' guess.
     add(c, found, false, [&] { return current; });
   }
-  for (const Run& run : *runs) {
+  for (int64_t i = 0; i < count; ++i) {
+    const Run& run = (*runs)[i];
     const int64_t c = run.begin, length = run.end - run.begin;
     if (run.cell >= 0) {
       SolveRun(run.k, run.cell / cells_w, run.cell % cells_w, py, xs + c, length, x_out + c,
