@@ -92,8 +92,6 @@ def test_unknown_field_is_rejected():
     ("optimizer.saliency_delay_loss", 1.0,
      r"config.optimizer.saliency_delay_loss: expected in \[0, 1\), a fraction of the loss at "
      r"chance; got 1.0"),
-    ("optimizer.saliency_delay_max", 0.5,
-     r"config.optimizer.saliency_delay_max: expected 0 unless optimizer.saliency_delay_loss > 0"),
     ("batch_size", 0, "batch_size"),
     ("keep_checkpoints", 0, "keep_checkpoints"),
     ("model.task_net", "vgg16", "config.model.*task_net"),
@@ -125,13 +123,6 @@ def test_the_saliency_hold_is_refused_for_tasks_without_a_loss_at_chance():
   config = base_config()
   config.optimizer.saliency_delay_loss = 0.9
   validate_config(config)  # Classification.
-  config.optimizer.saliency_delay_max = 0.25
-  validate_config(config)  # The hold, at the latest a quarter into the run.
-  config.optimizer.saliency_delay_max = 1.0
-  with pytest.raises(ConfigError, match=r"config.optimizer.saliency_delay_max: expected in "
-                                        r"\[0, 1\), a fraction of the run; got 1.0"):
-    validate_config(config)
-  config.optimizer.saliency_delay_max = 0.0
   config.data.name = "gazecapture"
   with pytest.raises(ConfigError, match=r"config.optimizer.saliency_delay_loss: expected 0 for "
                                         r"data.name 'gazecapture', whose task is regression"):

@@ -127,25 +127,6 @@ def test_a_saliency_network_held_all_run_is_reported(tmp_path, capsys):
   assert not any(moved("saliency_net")) and all(moved("task_net"))
 
 
-def test_the_hold_releases_at_its_limit_where_the_loss_never_falls(tmp_path, capsys):
-  """The same unreachable hold with a limit of half the run (4 steps): updates 0 and 1 are
-  held, the third step is the first to move the saliency network, and the run says why."""
-  config = tiny(load_config("default"), steps=4)
-  config.compare_with_uniform = False
-  config.optimizer.saliency_delay_loss = 0.01
-  config.optimizer.saliency_delay_max = 0.5
-  config.keep_checkpoints = 4
-  results = train.train_and_evaluate(config, str(tmp_path / "run"))
-  assert results["train"]["saliency_released"] > 0
-  assert ("step 3: the saliency network trains from here on (the hold reached its limit, 0.5 "
-          "of the run)") in capsys.readouterr().out
-  states = {step: final_state(str(tmp_path / "run"), step)["params"]["saliency_net"]
-            for step in (1, 2, 3)}
-  same = lambda a, b: all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a),
-                                                               jax.tree.leaves(b)))
-  assert same(states[1], states[2]) and not same(states[2], states[3])
-
-
 def test_pretrained_weights_are_loaded_from_the_config_paths(tmp_path):
   from flax import nnx
   from saliency_jax import models

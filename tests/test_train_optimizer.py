@@ -21,7 +21,7 @@ def _opt_config(**overrides):
       "restart_task_schedule_after_blur": True,
       "lr_multipliers": {"task": 1.0, "saliency_head": 0.01, "saliency_backbone": 0.001},
       "grad_clip_norm": 0.0, "clip_per_group": False, "saliency_delay": 0.0,
-      "saliency_delay_loss": 0.0, "saliency_delay_max": 0.0})
+      "saliency_delay_loss": 0.0})
   config.update(overrides)
   return config
 
@@ -158,23 +158,6 @@ def test_hold_passes_nothing_until_the_running_mean_falls_below_the_threshold_th
     optimizer.hold_until_loss_below(1.0, decay=1.0)
 
 
-def test_hold_releases_at_its_step_limit_whatever_the_loss():
-  hold = optimizer.hold_until_loss_below(1.0, max_steps=3)
-  updates = {"w": jnp.array([1.0, -2.0])}
-  state = hold.init(updates)
-  for count in range(5):  # The loss never comes near the threshold.
-    got, state = hold.update(updates, state, value=jnp.float32(5.0))
-    passes = count >= 3  # Updates number 0, 1 and 2 are held.
-    assert bool(state.released) == passes, count
-    np.testing.assert_array_equal(got["w"], updates["w"] if passes else np.zeros(2))
-  # max_steps=0 holds nothing.
-  zero = optimizer.hold_until_loss_below(1.0, max_steps=0)
-  got, _ = zero.update(updates, zero.init(updates), value=jnp.float32(5.0))
-  np.testing.assert_array_equal(got["w"], updates["w"])
-  with pytest.raises(ValueError, match="max_steps"):
-    optimizer.hold_until_loss_below(1.0, max_steps=-1)
-
-
 def test_held_saliency_groups_neither_decay_nor_gather_momentum_and_then_train_from_zero():
   """The task group trains from the first step; the saliency groups stay where they are until
   the loss's running mean falls below the fraction of chance, then follow SGD with momentum
@@ -214,7 +197,3 @@ def test_held_saliency_groups_neither_decay_nor_gather_momentum_and_then_train_f
   assert not np.array_equal(history[0]["task"], start["task"])
   with pytest.raises(ValueError, match="chance_loss"):
     optimizer.make_optimizer(config, param_labels={k: k for k in shapes}, schedules=schedules)
-  config.saliency_delay_max = 0.5
-  with pytest.raises(ValueError, match="total_steps"):
-    optimizer.make_optimizer(config, param_labels={k: k for k in shapes}, schedules=schedules,
-                             chance_loss=2.0)

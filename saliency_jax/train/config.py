@@ -94,10 +94,6 @@ def base_config() -> ml_collections.ConfigDict:
       # below this fraction of chance (the log of the number of classes): the task network
       # first learns to read on the starting warp, whatever the task takes to get there.
       "saliency_delay_loss": 0.0,
-      # > 0 (with saliency_delay_loss): the hold is released after this fraction of the run
-      # whatever the loss, so that where the task network cannot read the starting warp the
-      # saliency network still gets the rest of the run to find a warp it can read through.
-      "saliency_delay_max": 0.0,
       "grad_clip_norm": 0.0,  # > 0 clips the global gradient norm.
       # True: each parameter group's gradient norm is clipped on its own, so that the saliency
       # network's gradient through the warp cannot scale the task network's down.
@@ -203,13 +199,6 @@ def checks() -> tuple[schema.Check, ...]:
       schema.Check("optimizer.saliency_delay_loss",
                    lambda c: 0 <= c.optimizer.saliency_delay_loss < 1,
                    "in [0, 1), a fraction of the loss at chance"),
-      schema.Check("optimizer.saliency_delay_max",
-                   lambda c: 0 <= c.optimizer.saliency_delay_max < 1,
-                   "in [0, 1), a fraction of the run"),
-      schema.Check("optimizer.saliency_delay_max",
-                   lambda c: c.optimizer.saliency_delay_max == 0
-                   or c.optimizer.saliency_delay_loss > 0,
-                   "0 unless optimizer.saliency_delay_loss > 0 (it bounds that hold)"),
       schema.Check("optimizer.lr_multipliers",
                    lambda c: set(c.optimizer.lr_multipliers) == set(LR_GROUPS),
                    f"exactly the groups {LR_GROUPS}"),

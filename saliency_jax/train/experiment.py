@@ -134,8 +134,7 @@ def build_experiment(config: ml_collections.ConfigDict, *, mesh: Mesh, num_outpu
       blur_steps=blur_steps)
   tx = optimizer_lib.make_optimizer(
       config.optimizer, param_labels=models.param_labels(params), schedules=schedules,
-      chance_loss=math.log(num_outputs) if task == "classification" and num_outputs > 1 else None,
-      total_steps=total_steps)
+      chance_loss=math.log(num_outputs) if task == "classification" and num_outputs > 1 else None)
   replicated = NamedSharding(mesh, P())
   batch_sharding = partitioning.batch_sharding(mesh)
   state = steps.initial_state(params, model_state, tx, seed=config.seed)

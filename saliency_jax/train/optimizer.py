@@ -105,16 +105,15 @@ def _delayed(schedule: Schedule, delay_steps: int) -> Schedule:
 
 class HoldState(NamedTuple):
   """`hold_until_loss_below`'s state: the running mean of the loss (NaN before the first
-  step), whether the updates have been released, and the steps seen."""
+  step) and whether the updates have been released."""
   mean_loss: jax.Array
   released: jax.Array
-  count: jax.Array
 
 
-def hold_until_loss_below(threshold: float, *, decay: float = 0.95,
-                          max_steps: int | None = None) -> optax.GradientTransformationExtraArgs:
-  """Zero updates until the running mean of the loss falls below `threshold` (or `max_steps`
-  updates have been held), then the updates as they are, for good.
+def hold_until_loss_below(threshold: float, *,
+                          decay: float = 0.95) -> optax.GradientTransformationExtraArgs:
+  """Zero updates until the running mean of the loss falls below `threshold`, then the updates
+  as they are, for good.
 
   The loss comes as the `value` keyword of `update` (as for `optax.contrib.reduce_on_plateau`);
   the step that brings the mean below `threshold` is the first one whose updates pass.
@@ -123,17 +122,14 @@ def hold_until_loss_below(threshold: float, *, decay: float = 0.95,
     threshold: the release level of the loss's running mean.
     decay: the running mean's: `mean = decay * mean + (1 - decay) * value`, from the first
       value.
-    max_steps: if given, update number `max_steps` (counting from 0) passes whatever the loss.
   """
   if not 0 <= decay < 1:
     raise ValueError(f"decay: expected a number in [0, 1), got {decay}.")
-  if max_steps is not None and max_steps < 0:
-    raise ValueError(f"max_steps: expected None or a number >= 0, got {max_steps}.")
 
   def init_fn(params):
     del params
     return HoldState(mean_loss=jnp.full((), jnp.nan, jnp.float32),
-                     released=jnp.zeros((), jnp.bool_), count=jnp.zeros((), jnp.int32))
+                     released=jnp.zeros((), jnp.bool_))
 
   def update_fn(updates, state, params=None, *, value, **extra_args):
     del params, extra_args
@@ -141,11 +137,8 @@ def hold_until_loss_below(threshold: float, *, decay: float = 0.95,
     mean = jnp.where(jnp.isnan(state.mean_loss), value,
                      decay * state.mean_loss + (1 - decay) * value)
     released = state.released | (mean < threshold)
-    if max_steps is not None:
-      released = released | (state.count >= max_steps)
     updates = jax.tree.map(lambda u: jnp.where(released, u, jnp.zeros_like(u)), updates)
-    return updates, HoldState(mean_loss=mean, released=released,
-                              count=optax.safe_increment(state.count))
+    return updates, HoldState(mean_loss=mean, released=released)
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
@@ -160,8 +153,7 @@ def hold_released(opt_state: Any) -> jax.Array | None:
 
 def make_optimizer(opt_config: ml_collections.ConfigDict, *, param_labels: Any,
                    schedules: Mapping[str, Schedule],
-                   chance_loss: float | None = None,
-                   total_steps: int | None = None) -> optax.GradientTransformation:
+                   chance_loss: float | None = None) -> optax.GradientTransformation:
   """SGD with momentum and weight decay, one learning-rate schedule per parameter group.
 
   Its `update` takes the step's loss of the model's prediction as `value=` (the saliency
@@ -169,14 +161,12 @@ def make_optimizer(opt_config: ml_collections.ConfigDict, *, param_labels: Any,
 
   Args:
     opt_config: `config.optimizer` (momentum, nesterov, weight_decay, lr_multipliers,
-      grad_clip_norm, clip_per_group, saliency_delay_loss, saliency_delay_max).
+      grad_clip_norm, clip_per_group, saliency_delay_loss).
     param_labels: a pytree like the parameters whose leaves are group names ("task",
       "saliency_head", "saliency_backbone"), or a function of the parameters returning one.
     schedules: the learning rate of each group (`group_schedules`).
     chance_loss: the loss of a prediction at chance (the log of the number of classes), which
       `opt_config.saliency_delay_loss` is a fraction of; needed when that is > 0.
-    total_steps: the length of the run, which `opt_config.saliency_delay_max` is a fraction
-      of; needed when that and the hold are > 0.
 
   Returns:
     An optax transformation; a group whose multiplier is 0 is frozen (no momentum buffer).
@@ -191,12 +181,6 @@ def make_optimizer(opt_config: ml_collections.ConfigDict, *, param_labels: Any,
       raise ValueError(f"chance_loss: expected a positive loss for the saliency hold "
                        f"(optimizer.saliency_delay_loss), got {chance_loss}.")
     hold = opt_config.saliency_delay_loss * chance_loss
-  max_hold = None
-  if hold is not None and opt_config.saliency_delay_max > 0:
-    if total_steps is None or total_steps < 1:
-      raise ValueError(f"total_steps: expected the run's length for the saliency hold's latest "
-                       f"release (optimizer.saliency_delay_max), got {total_steps}.")
-    max_hold = int(opt_config.saliency_delay_max * total_steps)
   clip = opt_config.grad_clip_norm
   transforms = {}
   for group, multiplier in multipliers.items():
@@ -210,8 +194,7 @@ def make_optimizer(opt_config: ml_collections.ConfigDict, *, param_labels: Any,
         optax.add_decayed_weights(opt_config.weight_decay),
         # Held after the weight decay and before the momentum: a held group neither decays nor
         # gathers momentum.
-        hold_until_loss_below(hold, max_steps=max_hold) if hold is not None and group != "task"
-        else
+        hold_until_loss_below(hold) if hold is not None and group != "task" else
         optax.identity(),
         optax.sgd(schedules[group], momentum=opt_config.momentum or None,
                   nesterov=opt_config.nesterov),

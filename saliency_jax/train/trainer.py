@@ -341,13 +341,9 @@ def _train(config: ml_collections.ConfigDict, workdir: str, *, label: str, mesh:
     released_at = _released_at(history, last_train)
     last_train = _interval_metrics(history)
     if released_at is not None:
-      limit = config.optimizer.saliency_delay_max
-      # Update number int(limit * total) passes whatever the loss: the step after it.
-      reason = (f"the hold reached its limit, {limit} of the run"
-                if limit > 0 and released_at > int(limit * length.total_steps) else
-                f"the training loss fell below {config.optimizer.saliency_delay_loss} of chance")
       progress.message(
-          f"[{label}] step {released_at}: the saliency network trains from here on ({reason})")
+          f"[{label}] step {released_at}: the saliency network trains from here on (the "
+          f"training loss fell below {config.optimizer.saliency_delay_loss} of chance)")
     loss_curve.append([done, last_train["loss"]])
     rate = progress.update(done, loss=last_train["loss"])
     lrs = {f"lr/{g}": float(s(done - 1)) for g, s in experiment.schedules.items()}
