@@ -39,8 +39,8 @@ equation, exact when a solution exists). The roots are computed as `qq = -(a1 + 
 small; for a parallelogram (`g = 0`, so `a2 = 0`) `s1` is exactly the linear root
 `q x f / e x f`. Every division is guarded on both sides of a `where` (zero-area cells,
 parallelograms, a negative discriminant outside the cell), so neither values nor gradients are
-NaN for finite grids. Of the two roots the one whose `(s, t)` lies closest to the unit square is
-taken.
+NaN for finite grids. Of the two roots whose `(s, t)` reproduce the target (in a folded cell one
+may not), the one closest to the unit square is taken.
 
 A target is `covered` when the cell found contains it: its local coordinates lie in [0, 1]^2 up
 to `_COVER_TOL` and the residual is below `_COVER_TOL` of the cell's size. The walk finds the
