@@ -704,6 +704,17 @@ struct Target {
   int64_t row, col;
 };
 
+// The step from cell k towards (px, py) by the cell's corners (where its solve tells nothing):
+// -1, 0 or 1 per axis, 0 where the target lies within the corners' range.
+inline void CornerStep(const Cell& k, double px, double py, int64_t* dc, int64_t* dr) {
+  const double left = std::min(k.ax, k.ax + k.fx);
+  const double right = std::max(k.ax + k.ex, k.ax + k.ex + k.fx + k.gx);
+  const double top = std::min(k.ay, k.ay + k.ey);
+  const double bottom = std::max(k.ay + k.fy, k.ay + k.ey + k.fy + k.gy);
+  *dc = px < left ? -1 : (px > right ? 1 : 0);
+  *dr = py < top ? -1 : (py > bottom ? 1 : 0);
+}
+
 // The cell-to-cell walk from cell (row, col): solve, and step towards the root's side (at most
 // two cells per axis), or, where the cell has no root that fits (a degenerate cell), towards the
 // target by the cell's corners. Ends in the covering cell, or at the border of the grid, or after
@@ -728,12 +739,7 @@ Target Walk(const Cells& cells, double px, double py, int64_t row, int64_t col) 
       dc = Step(sol.s);
       dr = Step(sol.t);
     } else {
-      const double left = std::min(cell.ax, cell.ax + cell.fx);
-      const double right = std::max(cell.ax + cell.ex, cell.ax + cell.ex + cell.fx + cell.gx);
-      const double top = std::min(cell.ay, cell.ay + cell.ey);
-      const double bottom = std::max(cell.ay + cell.fy, cell.ay + cell.ey + cell.fy + cell.gy);
-      dc = px < left ? -1 : (px > right ? 1 : 0);
-      dr = py < top ? -1 : (py > bottom ? 1 : 0);
+      CornerStep(cell, px, py, &dc, &dr);
     }
     const int64_t next_row = std::min(std::max(row + dr, int64_t{0}), cells_h - 1);
     const int64_t next_col = std::min(std::max(col + dc, int64_t{0}), cells_w - 1);
@@ -944,15 +950,16 @@ struct Border {
 // What of the border a row of targets at height py needs: the curve's crossings of the row
 // (x, and +1 or -1 by direction) and the folded cells' x ranges on it.
 struct BorderRow {
-  bool trusted = false;  // False where a node of the curve lies within the margin of the row.
+  bool trusted = false;  // False without a border (too many cells for it).
   double margin = 0;
   std::vector<std::pair<double, int>> crossings;
-  std::vector<std::pair<double, double>> folds;
+  std::vector<std::pair<double, double>> near;   // x ranges of edges with an end near the row.
+  std::vector<std::pair<double, double>> folds;  // x ranges of the folded cells' boxes.
 
   void Reset(const Border* border_or_null, double py) {
-    crossings.clear(), folds.clear();
-    trusted = false;
-    if (border_or_null == nullptr) return;
+    crossings.clear(), near.clear(), folds.clear();
+    trusted = border_or_null != nullptr;
+    if (!trusted) return;
     const Border& border = *border_or_null;
     margin = border.margin;
     const int64_t n = static_cast<int64_t>(border.x.size());
@@ -961,9 +968,13 @@ struct BorderRow {
       for (const int32_t i : border.buckets[static_cast<int64_t>(k)]) {
         const int64_t previous = i == 0 ? n - 1 : i - 1;
         const double ya = border.y[previous] - py, yb = border.y[i] - py;
-        if (std::abs(ya) <= margin || std::abs(yb) <= margin) return;
-        if ((ya < 0) == (yb < 0)) continue;
         const double xa = border.x[previous], xb = border.x[i];
+        // A node on (or by) the row: the nodes' sides below stay exact for the winding number
+        // (a node on the row counts as above it), but the curve runs along the row there.
+        if (std::abs(ya) <= margin || std::abs(yb) <= margin) {
+          near.push_back({std::min(xa, xb) - margin, std::max(xa, xb) + margin});
+        }
+        if ((ya < 0) == (yb < 0)) continue;
         crossings.push_back({xa + (xb - xa) * (ya / (ya - yb)), ya < 0 ? 1 : -1});
       }
     }
@@ -972,13 +983,15 @@ struct BorderRow {
         folds.push_back({border.fold_x0[i], border.fold_x1[i]});
       }
     }
-    trusted = true;
   }
 
   // The curve's winding number around target px of the row; false where px lies within the
-  // margin of a crossing (or the row is not trusted).
+  // margin of the curve's crossings or of its edges along the row (or without a border).
   bool Winding(double px, int* winding) const {
     if (!trusted) return false;
+    for (const auto& [x0, x1] : near) {
+      if (x0 <= px && px <= x1) return false;
+    }
     *winding = 0;
     for (const auto& [cx, direction] : crossings) {
       if (std::abs(cx - px) <= margin) return false;
@@ -1069,19 +1082,26 @@ void InvertRow(const Cells& cells, const Border* border, const int32_t* col_gues
     int64_t found = -1;
     for (int64_t step = 0; step < max_steps; ++step) {
       if (!have_lines) current = cells(row, col), lines = EdgesAt(current, py), have_lines = true;
-      if (!lines.valid) {
-        row = row_guess, col = -1;  // A degenerate cell: start afresh.
-        break;
-      }
-      const double top = lines.slope[0] * px + lines.offset[0];
-      const double right = lines.slope[1] * px + lines.offset[1];
-      const double bottom = lines.slope[2] * px + lines.offset[2];
-      const double left = lines.slope[3] * px + lines.offset[3];
-      const int64_t dc = right < 0 ? 1 : (left < 0 ? -1 : 0);
-      const int64_t dr = bottom < 0 ? 1 : (top < 0 ? -1 : 0);
-      if (dc == 0 && dr == 0) {
-        found = row * cells_w + col;
-        break;
+      int64_t dc, dr;
+      if (lines.valid) {
+        const double top = lines.slope[0] * px + lines.offset[0];
+        const double right = lines.slope[1] * px + lines.offset[1];
+        const double bottom = lines.slope[2] * px + lines.offset[2];
+        const double left = lines.slope[3] * px + lines.offset[3];
+        dc = right < 0 ? 1 : (left < 0 ? -1 : 0);
+        dr = bottom < 0 ? 1 : (top < 0 ? -1 : 0);
+        if (dc == 0 && dr == 0) {
+          found = row * cells_w + col;
+          break;
+        }
+      } else {
+        // A degenerate cell (as clipping leaves them at a border): towards the target by the
+        // cell's corners, as the walk steps; the walk decides a target inside their box.
+        CornerStep(current, px, py, &dc, &dr);
+        if (dc == 0 && dr == 0) {
+          row = row_guess, col = -1;
+          break;
+        }
       }
       const int64_t next_row = std::min(std::max(row + dr, int64_t{0}), cells_h - 1);
       const int64_t next_col = std::min(std::max(col + dc, int64_t{0}), cells_w - 1);
