@@ -1034,8 +1034,9 @@ struct Run {
 // One row of targets (xs[0 .. n) at height py) into x, y, covered. First each target's cell, by
 // edge tests from the previous target's cell (most targets share their left neighbour's), or
 // the border's verdict that it is outside the grid's image; then the solve, one vectorised run
-// per cell; targets whose cell the edges did not find (near the border, degenerate or folded
-// cells) or whose solve failed take the walk with the full solve.
+// per cell; targets whose cell the edges did not find (by the border, in folded cells) or whose
+// solve failed take the walk with the full solve, and a search where the walk missed a target
+// that the border says is covered.
 void InvertRow(const Cells& cells, const Border* border, const int32_t* col_guess,
                int64_t row_guess, const float* xs, int64_t n, double py,
                float* x_out, float* y_out, uint8_t* covered_out, std::vector<int32_t>* solved,
