@@ -1058,6 +1058,7 @@ void InvertRow(const Cells& cells, const Border* border, const int32_t* col_gues
       (*runs)[count++] = {c, c + 1, cell, outside, make()};
     }
   };
+  const bool sparse = cells_w >= n;
   int64_t row = row_guess, col = -1;
   Cell current{};
   EdgeLines lines{};
@@ -1079,7 +1080,11 @@ void InvertRow(const Cells& cells, const Border* border, const int32_t* col_gues
           [&] { return cells(row_guess, col_guess[c]); });
       continue;
     }
-    if (col < 0) col = col_guess[c], have_lines = false;
+    // From the left neighbour's cell; where the targets are sparser than the cells (unwarping
+    // through a full-resolution grid), from the profiles' guess if that is more than a cell away.
+    if (col < 0 || (sparse && std::abs(col_guess[c] - col) > 1)) {
+      col = col_guess[c], have_lines = false;
+    }
     int64_t found = -1;
     for (int64_t step = 0; step < max_steps; ++step) {
       if (!have_lines) current = cells(row, col), lines = EdgesAt(current, py), have_lines = true;
