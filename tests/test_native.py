@@ -264,6 +264,13 @@ def test_inverse_gradient_is_the_xla_paths():
   # that in the most magnified cells: 1e-3 relative.
   np.testing.assert_allclose(np.asarray(jax.grad(fused)(grid)), np.asarray(jax.grad(xla)(grid)),
                              rtol=2e-3, atol=1e-3)
+  # And to the targets (per image: each image's row of targets).
+  targets = lambda fn: lambda a, b: loss(lambda g: fn(g, a, b))(grid)
+  fused_t = targets(lambda g, a, b: split(*inverse.invert_lattice(g, a, b)))
+  xla_t = targets(inverse._invert_lattice_general)
+  a, b = jnp.broadcast_to(xs, (2, 30)), jnp.broadcast_to(ys, (2, 26))
+  for got, want in zip(jax.grad(fused_t, (0, 1))(a, b), jax.grad(xla_t, (0, 1))(a, b)):
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=2e-3, atol=1e-3)
   # With the uncovered targets filled (invert_grid), the loss over every target: a filled value
   # does not depend on the grid, in either path.
   filled = lambda fn: lambda g: jnp.sum(jnp.where(

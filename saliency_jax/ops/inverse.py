@@ -66,6 +66,7 @@ import numpy as np
 from saliency_jax.ops import fusion
 from saliency_jax.ops import native
 from saliency_jax.ops import sampling
+from saliency_jax.ops import taps
 from saliency_jax.ops import validation
 
 # A target counts as covered when its local cell coordinates are within this of [0, 1]^2.
@@ -200,6 +201,24 @@ def _corners(table, first_cell, row, col, cells_w):
   return tuple(corners)
 
 
+def _patch_jacobian(corners, s, t):
+  """The cell's bilinear patch `A + s e + t f + s t g` at local `(s, t)`.
+
+  Returns its vectors `(ex, ey, fx, fy, gx, gy)`, its Jacobian `(j00, j01, j10, j11)` (rows x,
+  y; columns s, t), the Jacobian's determinant, and whether that is regular (not zero to
+  rounding against the cell's size).
+  """
+  ax, ay, bx, by, cx, cy, dx, dy = corners
+  ex, ey = bx - ax, by - ay
+  fx, fy = cx - ax, cy - ay
+  gx, gy = ax - bx - cx + dx, ay - by - cy + dy
+  j00, j01 = ex + t * gx, fx + s * gx
+  j10, j11 = ey + t * gy, fy + s * gy
+  det = j00 * j11 - j01 * j10
+  regular = jnp.abs(det) > 1e-10 * (ex * ex + ey * ey + fx * fx + fy * fy) + 1e-30
+  return (ex, ey, fx, fy, gx, gy), (j00, j01, j10, j11), det, regular
+
+
 def _newton_update(corners, s, t, px, py, spacing=None):
   """One Newton step on the cell's (extended) bilinear patch: the new local `(s, t)`.
 
@@ -209,17 +228,12 @@ def _newton_update(corners, s, t, px, py, spacing=None):
   cell, which keeps a walk moving towards the target on monotone grids; without it the step is
   zero. Divisions are guarded on both sides of the `where`, so gradients stay finite.
   """
-  ax, ay, bx, by, cx, cy, dx, dy = corners
-  ex, ey = bx - ax, by - ay
-  fx, fy = cx - ax, cy - ay
-  gx, gy = ax - bx - cx + dx, ay - by - cy + dy
+  ax, ay = corners[:2]
+  (ex, ey, fx, fy, gx, gy), (j00, j01, j10, j11), det, regular = _patch_jacobian(corners, s, t)
   rx = ax + s * ex + t * fx + s * t * gx - px
   ry = ay + s * ey + t * fy + s * t * gy - py
-  j00, j01 = ex + t * gx, fx + s * gx
-  j10, j11 = ey + t * gy, fy + s * gy
-  det = j00 * j11 - j01 * j10
   if spacing is None:
-    ok = jnp.abs(det) > 1e-10 * (ex * ex + ey * ey + fx * fx + fy * fy) + 1e-30
+    ok = regular
   else:
     sx, sy = spacing
     # Cells a thousand times smaller in area than the mean still count as regular (a strong
@@ -505,30 +519,36 @@ def _invert_lattice_native_fwd(grid, xs, ys, fill):
 
 
 def _invert_lattice_native_bwd(fill, residuals, cotangents):
-  # The XLA path's gradient: its final Newton step, taken from the solution (which it leaves
-  # in place up to rounding), differentiated: the implicit-function gradient.
+  # The implicit-function gradient of the solution, as the XLA path's final Newton step gives it
+  # (`_final`), written out: at the solution `(s, t)` of cell `(row, col)` the residual
+  # r = P(s, t) - p of the cell's bilinear patch P vanishes, so d(s, t) = -J^-1 dr, where dr is
+  # the corners' moves weighted bilinearly at (s, t) minus the target's. The cotangent
+  # q = -J^-T g is thus scattered to the four corners with bilinear weights (the transpose of
+  # grid_sample's reads, on the CPU the kernel of `taps.scatter_to_image`), where autodiff of
+  # the Newton step would transpose its corner gathers with XLA:CPU's slow scatter-add.
   grid, xs, ys, inverse, covered = residuals
   g_inverse, _ = cotangents
-  b, big_h, big_w, _ = inverse.shape
   _, h, w, _ = grid.shape
+  cells_h, cells_w = h - 1, w - 1
   # The node coordinates of the solution; a filled target's value does not depend on the grid.
-  x = (inverse[..., 0] + 1.0) * 0.5 * (w - 1)
-  y = (inverse[..., 1] + 1.0) * 0.5 * (h - 1)
+  x = (inverse[..., 0] + 1.0) * 0.5 * cells_w
+  y = (inverse[..., 1] + 1.0) * 0.5 * cells_h
   if not np.isnan(fill):
     x, y = jnp.where(covered, x, 0.0), jnp.where(covered, y, 0.0)
     g_inverse = jnp.where(covered[..., None], g_inverse, 0.0)
-
-  def final_step(grid, xs, ys):
-    table, first_cell, shape, _ = _setup(grid, big_h * big_w)
-    row, col, _, _ = _cell_of(x, y, *shape)
-    px = jnp.broadcast_to(xs[:, None, :], (b, big_h, big_w))
-    py = jnp.broadcast_to(ys[:, :, None], (b, big_h, big_w))
-    u, v, _ = _final(table, first_cell[:, None, None], x, y, row, col, px, py, shape,
-                     analytic=False)
-    return jnp.stack([u, v], axis=-1)
-
-  _, pullback = jax.vjp(final_step, grid, xs, ys)
-  return pullback(g_inverse)
+  row, col, s, t = _cell_of(x, y, cells_h, cells_w)
+  first_node = (jnp.arange(grid.shape[0], dtype=jnp.int32) * (h * w))[:, None, None]
+  corners = _corners(grid.reshape(-1, 2), first_node, row, col, cells_w)
+  _, (j00, j01, j10, j11), det, regular = _patch_jacobian(corners, s, t)
+  inv = _safe_div(1.0, det, regular, 0.0)  # As `_final`'s step: no gradient where singular.
+  # The cotangents of (s, t): those of the normalised (u, v) = -1 + 2 (col + s, row + t) / cells.
+  gs = g_inverse[..., 0] * (2.0 / cells_w)
+  gt = g_inverse[..., 1] * (2.0 / cells_h)
+  qx = (j10 * gt - j11 * gs) * inv
+  qy = (j01 * gs - j00 * gt) * inv
+  grad_grid = taps.scatter_to_image(grid, row.astype(jnp.int32), col.astype(jnp.int32),
+                                    (1.0 - t, t), (1.0 - s, s), jnp.stack([qx, qy], axis=-1))
+  return grad_grid, -jnp.sum(qx, axis=1), -jnp.sum(qy, axis=2)
 
 
 _invert_lattice_native.defvjp(_invert_lattice_native_fwd, _invert_lattice_native_bwd)
