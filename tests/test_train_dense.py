@@ -1,15 +1,24 @@
 """The dense model trained end to end: segmentation against its uniform baseline, detection
 with the fixed box prior, and the config checks that tie dense data to the dense model."""
+import functools
 import json
 import os
 
+import jax
 import numpy as np
 from PIL import Image
 import pytest
 
+from flax import nnx
+import optax
+
+from saliency_jax import data
 from saliency_jax import train
 from saliency_jax.train import config as config_lib
+from saliency_jax.train import dense_metrics
+from saliency_jax.train import metrics
 from saliency_jax.train import priors
+from saliency_jax.train import steps
 from tiny_experiments import load_config, tiny
 
 
@@ -69,6 +78,11 @@ def test_detection_with_the_box_prior_trains_and_keeps_the_prior_in_its_state(tm
     (lambda c: setattr(c.model, "saliency", "none"),
      "config.compare_with_uniform: expected False when config.model.saliency is already 'none'"),
     (lambda c: setattr(c.model, "dense_stages", ("layer9",)), "config.model.dense_stages"),
+    (lambda c: c.model.update(saliency="prior", saliency_supervision=1.0),
+     "config.model.saliency_supervision: expected a finite number >= 0, above 0 only for "
+     "zoom_unzoom with a saliency network"),
+    (lambda c: setattr(c.model, "saliency_supervision", -1.0),
+     "config.model.saliency_supervision"),
 ])
 def test_dense_configs_are_checked_before_anything_is_written(tmp_path, change, message):
   config = tiny(load_config("dense_scenes", None))
@@ -76,6 +90,33 @@ def test_dense_configs_are_checked_before_anything_is_written(tmp_path, change, 
   with pytest.raises(config_lib.ConfigError, match=message):
     train.train_and_evaluate(config, str(tmp_path / "run"))
   assert not os.path.exists(tmp_path / "run")
+
+
+def test_saliency_supervision_adds_the_maps_box_loss_to_the_training_loss():
+  # One train step of the tiny dense model, without and with the supervision, from the same
+  # state and batch: the loss differs by the weight times the batch's mean `box_saliency_loss`
+  # of the map the model computes in training mode.
+  config = tiny(load_config("dense_scenes", None))
+  loader = data.make_loader(config.data, split="train", global_batch_size=config.batch_size,
+                            mesh=train.make_mesh(), seed=0)
+  batch = jax.tree.map(np.asarray, next(iter(loader)))  # On one device, as the model.
+  loader.close()
+  model = train.create_model(config, num_outputs=4)
+  model.train()
+  graph, params, model_state = nnx.split(model, nnx.Param, ...)
+  tx = optax.sgd(0.0)
+  state = steps.initial_state(params, model_state, tx, seed=0)
+  step = lambda weight: jax.jit(functools.partial(
+      steps.train_step, blur=False, graphdef=graph, tx=tx, task="segmentation",
+      saliency_supervision=weight))
+  losses = {weight: float(step(weight)(state, batch)[1]["loss"]) for weight in (0.0, 2.0)}
+  _, extras = nnx.merge(graph, params, model_state, copy=True)(batch["image"])
+  kl = dense_metrics.box_saliency_loss(extras["saliency"], metrics.targets(batch, "segmentation"),
+                                       batch["image"].shape[1:3])
+  weights = np.asarray(batch["mask"], np.float32)
+  mean_kl = float(np.sum(weights * np.asarray(kl)) / np.sum(weights))
+  assert mean_kl > 0.01
+  np.testing.assert_allclose(losses[2.0] - losses[0.0], 2.0 * mean_kl, rtol=1e-3)
 
 
 def test_the_detail_prior_alone_compares_with_a_baseline_without_it():

@@ -247,3 +247,57 @@ def test_void_pixels_count_for_nothing_in_the_losses_and_the_metrics():
   in_small[2:6, 2:6] = True
   expected = _reference_ious(predicted, labels[0], known[0] & in_small, range(1, classes + 1))
   assert means["miou_small"] == pytest.approx(np.mean(list(expected.values())), abs=1e-9)
+
+
+def _box_density(boxes, size, g):
+  """The box saliency's target in NumPy, from `ops.kde_saliency`'s documented mixture: one
+  normal per box (centre, sd sqrt((0.25 side)^2 + 0.05^2) per axis), the boxes' mean, mixed
+  0.9 / 0.1 with the uniform density 1/4, normalised over the g x g cells."""
+  cells = np.linspace(-1.0, 1.0, g)
+  density = np.zeros((g, g))
+  for box in boxes:
+    # Pixel edges -> the align_corners=True positions on which the cells sit.
+    x0, y0, x1, y1 = (np.asarray(box, np.float64) - 0.5) * 2.0 / (size - 1) - 1.0
+    sx = np.hypot(0.25 * (x1 - x0), 0.05)
+    sy = np.hypot(0.25 * (y1 - y0), 0.05)
+    nx = np.exp(-0.5 * ((cells - (x0 + x1) / 2) / sx) ** 2) / sx
+    ny = np.exp(-0.5 * ((cells - (y0 + y1) / 2) / sy) ** 2) / sy
+    density += np.outer(ny, nx) / (2 * np.pi) / len(boxes)
+  density = 0.9 * density + 0.1 / 4 if boxes else np.full((g, g), 0.25)
+  return density / density.sum()
+
+
+def test_box_saliency_loss_is_the_maps_kl_divergence_from_the_boxes_density():
+  size, g = 64, 9
+  boxes, labels = [(2, 4, 10, 12), (40, 30, 62, 60)], [0, 2]
+  targets = _targets(size, boxes + [(0, 0, 0, 0)], labels + [-1], [True, False, False])
+  rng = np.random.default_rng(0)
+  saliency = rng.uniform(0.1, 1.0, (1, g, g))
+  saliency /= saliency.sum()
+  got = dense_metrics.box_saliency_loss(jnp.asarray(saliency, jnp.float32), targets, (size, size))
+  want = _box_density(boxes, size, g)
+  expected = np.sum(want * np.log(want / saliency[0]))
+  np.testing.assert_allclose(np.asarray(got), [expected], rtol=1e-4)
+  # The map that matches the density costs nothing (up to float32 rounding).
+  matched = dense_metrics.box_saliency_loss(jnp.asarray(want[None], jnp.float32), targets,
+                                            (size, size))
+  assert abs(float(matched[0])) < 1e-5
+  # A small box in the top-right corner (x large, y small): of the maps peaked on one corner
+  # cell, the one on row 0, column g - 1 costs least.
+  corner = _targets(size, [(size - 4, 0, size, 4)], [1], [True])
+  costs = {}
+  for cell in ((0, 0), (0, g - 1), (g - 1, 0), (g - 1, g - 1)):
+    peaked = np.full((1, g, g), 1e-3)
+    peaked[(0, *cell)] = 1.0
+    costs[cell] = float(dense_metrics.box_saliency_loss(
+        jnp.asarray(peaked / peaked.sum(), jnp.float32), corner, (size, size))[0])
+  assert min(costs, key=costs.get) == (0, g - 1), costs
+
+
+def test_box_saliency_loss_asks_an_image_without_objects_for_the_uniform_map():
+  size, g = 32, 5
+  targets = _targets(size, [(0, 0, 0, 0)], [-1], [False])
+  uniform = jnp.full((1, g, g), 1.0 / g**2, jnp.float32)
+  assert abs(float(dense_metrics.box_saliency_loss(uniform, targets, (size, size))[0])) < 1e-6
+  peaked = jnp.asarray(np.eye(g)[None] / g, jnp.float32)  # Zero off the diagonal.
+  assert float(dense_metrics.box_saliency_loss(peaked, targets, (size, size))[0]) > 1.0

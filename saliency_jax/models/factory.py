@@ -109,6 +109,10 @@ def build_model(model_config: Mapping[str, Any], *, num_outputs: int, rngs: nnx.
       reports the pixel loss either way, so that runs with either loss compare.
     saliency: "network", "prior" (fixed: `prior`), "both" or "none" (the uniform baseline,
       unless `detail_prior`) ["network"].
+    saliency_supervision: nats of training loss per nat of the KL divergence of the network's
+      map from the kernel density of the image's own boxes (`ops.kde_saliency`), so that the
+      saliency network learns to find the objects in the low-resolution view; 0 trains it
+      through the warp alone [0]. A training-loss term (`train.dense_metrics`), not a model field.
     (`detail_prior` as above; with saliency "none", the detail prior alone.)
     dense_stages: the task network's stages unwarped and fused [("layer2", "layer3", "layer4")].
     out_stride: stride of the dense outputs on the source image [8].

@@ -84,6 +84,7 @@ DEFAULTS = {
     "dense_head": "segmentation",
     "segmentation_loss": "pixel",
     "saliency": "network",
+    "saliency_supervision": 0.0,
     "dense_stages": ("layer2", "layer3", "layer4"),
     "out_stride": 8,
     "head_width": 64,
@@ -212,6 +213,13 @@ CHECKS = (
     schema.Check("segmentation_loss", lambda c: c.segmentation_loss in dense.SEGMENTATION_LOSSES,
                  f"one of {dense.SEGMENTATION_LOSSES}"),
     schema.Check("saliency", lambda c: c.saliency in DENSE_SALIENCY, f"one of {DENSE_SALIENCY}"),
+    schema.Check("saliency_supervision",
+                 lambda c: math.isfinite(c.saliency_supervision) and (
+                     c.saliency_supervision == 0 or (c.saliency_supervision > 0
+                                                     and c.name == "zoom_unzoom"
+                                                     and c.saliency in ("network", "both"))),
+                 "a finite number >= 0, above 0 only for zoom_unzoom with a saliency network "
+                 "(saliency 'network' or 'both'): it trains the network's map"),
     schema.Check("dense_stages",
                  lambda c: len(c.dense_stages) > 0 and set(c.dense_stages) <= set(resnet.STAGES),
                  f"a non-empty tuple of ResNet stages {resnet.STAGES}"),

@@ -37,6 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from saliency_jax import ops
 from saliency_jax.models import dense
 
 DENSE_TASKS = ("segmentation", "detection")
@@ -57,6 +58,27 @@ REGIONS = ("all", "small", "large")
 # The sums `summarize` turns into metrics (the trainer's own means skip them).
 SUM_NAMES = ("pixels", "correct", "det_tp", "det_fp", "det_gt")
 SUM_PREFIXES = ("inter_", "union_")
+
+
+def box_saliency_loss(saliency: jax.Array, targets: Mapping[str, jax.Array],
+                      image_size: tuple[int, int]) -> jax.Array:
+  """`[B]` nats: the KL divergence of the saliency map `[B, g, g]` from its image's box density.
+
+  The density is `ops.kde_saliency` of the image's real boxes (pixel edges, converted to the
+  align_corners=True positions on which the map's cells sit), softmaxed over the map's cells: one
+  kernel per object, each object the same mass whatever its size, so that a map that matches it
+  magnifies the small objects as much as the large ones; an image without objects asks for the
+  uniform map (the identity grid). Its gradient trains the saliency network directly, where the
+  task's gradient reaches it only through the warp.
+  """
+  height, width = image_size
+  # Pixel edge e (pixel k spans [k, k + 1)) sits at -1 + 2 (e - 0.5) / (n - 1).
+  scale = jnp.asarray([2.0 / max(width - 1, 1), 2.0 / max(height - 1, 1)] * 2, jnp.float32)
+  boxes = (targets["boxes"].astype(jnp.float32) - 0.5) * scale - 1.0
+  logits = ops.kde_saliency(boxes, saliency.shape[1:], valid=targets["labels"] >= 0)
+  log_target = jax.nn.log_softmax(logits.reshape(logits.shape[0], -1), axis=-1)
+  log_map = jnp.log(jnp.maximum(saliency.reshape(saliency.shape[0], -1), 1e-30))
+  return jnp.sum(jnp.exp(log_target) * (log_target - log_map), axis=-1)
 
 
 def num_classes(outputs: jax.Array, task: str) -> int:

@@ -141,7 +141,8 @@ def build_experiment(config: ml_collections.ConfigDict, *, mesh: Mesh, num_outpu
   state_sharding = partitioning.state_shardings(state, mesh)
   state = jax.device_put(state, state_sharding)
   train_step = functools.partial(steps.train_step, graphdef=train_graph, tx=tx, task=task,
-                                 segmentation_loss=config.model.segmentation_loss)
+                                 segmentation_loss=config.model.segmentation_loss,
+                                 saliency_supervision=config.model.saliency_supervision)
   eval_step = functools.partial(steps.eval_step, graphdef=eval_graph, task=task,
                                 num_panels=config.num_panels)
   jit_train = jax.jit(train_step, static_argnums=2,

@@ -5,7 +5,8 @@ A model here is an NNX module called as `model(images, blur_key=None) -> (output
 `glimpses`) also returns, in training mode, each view's outputs and the log probability of the
 cell its view was drawn at; the train step adds the score-function (REINFORCE) term that moves
 the map towards the cells whose views lose less than the example's mean view (`glimpse_credit`).
-A model's extra "penalty" `[B]` (the sampler's `saliency_cost`) is added to each example's loss;
+A model's extra "penalty" `[B]` (the sampler's `saliency_cost`) is added to each example's loss,
+and so is, on dense tasks with `saliency_supervision`, the map's distance from the image's boxes;
 its extra "view_outputs" `[V, B, C]` in training mode (the sampler's `uniform_view="each"`)
 replaces the outputs in the loss, which is then the sum of the views' losses: each view gets
 the full gradient it would get alone (their mean would halve the task network's steps on the
@@ -80,7 +81,8 @@ def glimpse_credit(extras: Mapping[str, jax.Array], labels: Any, *, task: str) -
 
 def train_step(state: TrainState, batch: Mapping[str, jax.Array], blur: bool, *,
                graphdef: nnx.GraphDef, tx: optax.GradientTransformation, task: str,
-               segmentation_loss: str = "pixel") -> tuple[TrainState, dict[str, jax.Array]]:
+               segmentation_loss: str = "pixel", saliency_supervision: float = 0.0
+               ) -> tuple[TrainState, dict[str, jax.Array]]:
   """One optimizer step on the mean loss of the batch's unmasked examples.
 
   Args:
@@ -92,6 +94,8 @@ def train_step(state: TrainState, batch: Mapping[str, jax.Array], blur: bool, *,
     tx: the optimizer.
     task: one of `metrics.TASKS`.
     segmentation_loss: `dense_metrics.segmentation_loss`'s kind.
+    saliency_supervision: weight of `dense_metrics.box_saliency_loss` (dense tasks whose model
+      has a saliency map), added to each example's loss.
 
   Returns:
     The state after the step, and `{"loss", "grad_norm", "param_norm", "sum_<metric>"...}`:
@@ -121,6 +125,9 @@ def train_step(state: TrainState, batch: Mapping[str, jax.Array], blur: bool, *,
       total = total + glimpse_credit(extras, labels, task=task)
     if "penalty" in extras:  # The model's own per-example terms (the sampler's saliency cost).
       total = total + extras["penalty"]
+    if saliency_supervision and "saliency" in extras:
+      total = total + saliency_supervision * dense_metrics.box_saliency_loss(
+          extras["saliency"], labels, batch["image"].shape[1:3])
     loss = jnp.sum(weights * total) / jnp.maximum(jnp.sum(weights), 1.0)
     prediction_loss = jnp.sum(weights * prediction_losses) / jnp.maximum(jnp.sum(weights), 1.0)
     return loss, (outputs, losses, prediction_loss, nnx.state(model, nnx.Not(nnx.Param)))

@@ -457,6 +457,7 @@ def uniform_baseline(config: ml_collections.ConfigDict) -> ml_collections.Config
   if config.model.name == "zoom_unzoom":
     uniform.model.saliency = "none"
     uniform.model.detail_prior = False
+    uniform.model.saliency_supervision = 0.0
   else:
     uniform.model.name = "uniform"
     for field in model_config.SAMPLER_ONLY:
