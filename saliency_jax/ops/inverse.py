@@ -23,7 +23,11 @@ How the inverse is computed (fixed shapes, no data-dependent control flow):
    axis), the coarse solution is interpolated to the full lattice, and `_FINE_STEPS` Newton
    steps plus one final differentiable Newton step (whose gradient at a converged iterate is the
    implicit-function gradient, the same as the analytic solve's) finish it; the final residual,
-   exactly `ds dt g` for a bilinear patch, decides coverage.
+   exactly `ds dt g` for a bilinear patch, decides coverage. On the CPU the lattice's inverse is
+   `native`'s kernel (the analytic solve in each target's cell, found by a walk that misses no
+   covered target), and its gradient is that implicit-function gradient written out: the
+   cotangent `q = -J^-T g` at the solution, scattered to the cell's corners with bilinear
+   weights.
 
 The analytic solve. With the cell's corners `A = P(0, 0)`, `B = P(1, 0)`, `C = P(0, 1)`,
 `D = P(1, 1)` (`s` along the columns, `t` along the rows),
