@@ -168,10 +168,15 @@ def _record(out: str, args: argparse.Namespace, overrides: dict, family: str, si
   if args.sampler_recipe:
     payload["tags"][args.tag]["sampler_recipe"] = True
   records[:] = [r for r in records if r["seed"] != seed]
-  records.append({"seed": seed, "top1": results["eval"]["top1"],
-                  "eval_loss": results["eval"]["loss"], "collapse": collapse(
-                      results["loss_curve"]), "loss_curve": results["loss_curve"],
-                  "steps": results["steps"], "images_per_sec": results["images_per_sec"]})
+  record = {"seed": seed, "top1": results["eval"]["top1"], "eval_loss": results["eval"]["loss"],
+            "collapse": collapse(results["loss_curve"]), "loss_curve": results["loss_curve"],
+            "steps": results["steps"], "images_per_sec": results["images_per_sec"]}
+  # A sampler with the uniform view: each view's own top-1 beside the pooled prediction's.
+  views = {view: results["eval"][f"top1_{view}"] for view in ("warped", "uniform")
+           if f"top1_{view}" in results["eval"]}
+  if views:
+    record["top1_views"] = views
+  records.append(record)
   records.sort(key=lambda r: r["seed"])
   files.write_json(out, payload)
 

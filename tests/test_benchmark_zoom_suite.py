@@ -1,6 +1,7 @@
 """benchmarks/zoom_suite.py (its configs, collapse measure, targets, a quick run) and the oracle's
 saliency of benchmarks/zoom_oracle.py."""
 
+import argparse
 import json
 import subprocess
 import sys
@@ -41,6 +42,20 @@ for seed in range(first, first + 25):
   with zoom_suite._locked(out):
     zoom_suite._record(out, args, {}, "zoom_glyph", 64, "uniform", seed, results)
 """
+
+
+def test_a_record_keeps_each_views_top1_when_the_sampler_has_two(tmp_path):
+  out = str(tmp_path / "suite.json")
+  args = argparse.Namespace(tag="t", sampler_recipe=True)
+  base = {"loss_curve": [[1, 1.0]], "steps": 1, "images_per_sec": 1.0}
+  zoom_suite._record(out, args, {}, "zoom_count", 128, "saliency_sampler", 0, {
+      **base, "eval": {"top1": 0.558, "loss": 0.9, "top1_warped": 0.536, "top1_uniform": 0.542}})
+  zoom_suite._record(out, args, {}, "zoom_count", 128, "uniform", 0, {
+      **base, "eval": {"top1": 0.796, "loss": 0.5}})
+  with open(out) as f:
+    runs = json.load(f)["tags"]["t"]["runs"]["zoom_count"]["128"]
+  assert runs["saliency_sampler"][0]["top1_views"] == {"warped": 0.536, "uniform": 0.542}
+  assert "top1_views" not in runs["uniform"][0]
 
 
 def test_suites_side_by_side_keep_each_others_runs(tmp_path):
