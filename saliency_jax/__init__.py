@@ -14,6 +14,7 @@ from saliency_jax.ops import grid_sample
 from saliency_jax.ops import invert_grid
 from saliency_jax.ops import detail_saliency
 from saliency_jax.ops import kde_saliency
+from saliency_jax.ops import normalize_boxes
 from saliency_jax.ops import magnification
 from saliency_jax.ops import saliency_information
 from saliency_jax.ops import saliency_sample
@@ -37,6 +38,7 @@ __all__ = [
     "invert_grid",
     "detail_saliency",
     "kde_saliency",
+    "normalize_boxes",
     "magnification",
     "saliency_information",
     "saliency_sample",

@@ -298,7 +298,7 @@ def test_cityscapes_loader_resizes_masks_and_boxes_for_both_splits(cs_prepared):
                  for image in _numpy(next(iter(still)))["image"])
 
 
-def test_cityscapes_training_boxes_are_normalised_by_the_image(cs_prepared):
+def test_cityscapes_training_boxes_are_scaled_to_the_delivered_image(cs_prepared):
   data_dir, _ = cs_prepared
   cfg = {"name": "cityscapes", "data_dir": data_dir, "image_size": 64, "max_boxes": 4}
   boxes, valid = data.training_boxes(cfg, limit=3)
@@ -312,7 +312,7 @@ def test_cityscapes_training_boxes_are_normalised_by_the_image(cs_prepared):
     assert valid[i].tolist() == [True] * n + [False] * (4 - n)
     np.testing.assert_allclose(
         boxes[i][:n], np.asarray(expected, np.float32).reshape(-1, 4)
-        / np.array([CS_W, CS_H, CS_W, CS_H]) * 2 - 1)
+        * 64 / np.array([CS_W, CS_H, CS_W, CS_H]))
 
 
 def test_a_dense_model_trains_on_prepared_cityscapes(cs_prepared, tmp_path):

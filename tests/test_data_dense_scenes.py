@@ -188,7 +188,7 @@ def test_the_loader_delivers_the_sources_targets_and_pads_evaluation():
   assert boxes.shape == (5, 3, 4) and valid.shape == (5, 3)
   expected = np.stack([source_train["boxes"] for source_train in (
       data.DenseScenes(size=8, image_size=272, max_large=1, max_small=2).objects(i)
-      for i in range(5))]) / 272 * 2 - 1
+      for i in range(5))])  # Pixels of the 272 px images the source delivers.
   np.testing.assert_allclose(boxes, expected)
   with pytest.raises(ValueError, match="eval_image_size: expected 0 or image_size"):
     data.dataset_info({**config, "eval_image_size": 256})

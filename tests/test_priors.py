@@ -86,6 +86,31 @@ def test_bad_input():
   assert np.all(np.isfinite(out[0])) and np.all(np.isnan(out[1]))
 
 
+@pytest.mark.parametrize("align_corners", [True, False])
+def test_normalize_boxes_puts_pixel_centres_where_grid_sample_reads_them(align_corners):
+  # The reference is grid_sample itself: on an image whose value is the column (x) or row (y)
+  # index, a box edge on a pixel's centre (k + 0.5) must read k at its normalised position.
+  height, width = 7, 12
+  ramp = np.stack(np.meshgrid(np.arange(width), np.arange(height)), -1).astype(np.float32)
+  xs, ys = np.arange(width) + 0.5, np.arange(height) + 0.5
+  boxes = np.stack([xs[:height], ys, xs[::-1][:height], ys[::-1]], -1)
+  normalised = np.asarray(sj.normalize_boxes(boxes, (height, width), align_corners=align_corners))
+  corners = normalised.reshape(height, 2, 2)  # (x0, y0) and (x1, y1) of every box.
+  read = np.asarray(sj.grid_sample(ramp[None], jnp.asarray(corners[None]),
+                                   align_corners=align_corners))[0]
+  np.testing.assert_allclose(read, boxes.reshape(height, 2, 2) - 0.5, atol=1e-4)
+  # The whole image: its outer edges at -1 and 1 only with align_corners=False.
+  whole = np.asarray(sj.normalize_boxes(np.array([0.0, 0, width, height]), (height, width),
+                                        align_corners=align_corners))
+  expected = [-1, -1, 1, 1] if not align_corners else [
+      -1 - 1 / (width - 1), -1 - 1 / (height - 1), 1 + 1 / (width - 1), 1 + 1 / (height - 1)]
+  np.testing.assert_allclose(whole, expected, rtol=1e-6)
+  with pytest.raises(ValueError, match="boxes must have shape"):
+    sj.normalize_boxes(np.zeros((2, 3)), (height, width))
+  with pytest.raises(ValueError, match="image_shape"):
+    sj.normalize_boxes(boxes, (0, width))
+
+
 def _windows(size, out):
   """adaptive_avg_pool's windows (PyTorch's): [floor(o in / out), ceil((o + 1) in / out))."""
   return [(o * size // out, -(-(o + 1) * size // out)) for o in range(out)]

@@ -186,12 +186,13 @@ def training_boxes(data_config: Any, *, limit: int) -> tuple[np.ndarray, np.ndar
 
   What a fixed saliency prior is estimated from (the KDE of FOVEA and LZU). A source with an
   `objects(index)` method (`DenseScenes`) gives them without decoding its images. Boxes of raw
-  records (the real datasets') are normalised by their own image's width and height, which is
-  where they land in the square delivered image too.
+  records (the real datasets') are scaled from their own image's width and height to the square
+  delivered image, which is where the resize puts them.
 
   Returns:
-    `(boxes [N, M, 4], valid [N, M])`: `(x0, y0, x1, y1)` normalised to [-1, 1] over the image
-    (pixel edges: -1 is the left edge of the first column), and False on padding rows.
+    `(boxes [N, M, 4], valid [N, M])`: `(x0, y0, x1, y1)` float32 on the pixel edges of the
+    delivered `image_size` image (`ops.normalize_boxes` takes them to a grid's coordinates), and
+    False on padding rows.
 
   Raises:
     ValueError: if the dataset is not a dense one.
@@ -204,8 +205,8 @@ def training_boxes(data_config: Any, *, limit: int) -> tuple[np.ndarray, np.ndar
   read = getattr(source, "objects", source.__getitem__)
   records = [read(i) for i in range(min(limit, len(source)))]
   size = cfg["image_size"]
-  boxes = np.stack([np.asarray(r["boxes"], np.float32)
+  boxes = np.stack([np.asarray(r["boxes"], np.float32) * size
                     / np.array([r.get("width", size), r.get("height", size)] * 2, np.float32)
                     for r in records])
   valid = np.stack([np.asarray(r["labels"]) >= 0 for r in records])
-  return boxes * 2 - 1, valid
+  return boxes, valid

@@ -9,6 +9,7 @@ from saliency_jax.ops.parametric import control_lattice
 from saliency_jax.ops.parametric import tps_grid
 from saliency_jax.ops.priors import detail_saliency
 from saliency_jax.ops.priors import kde_saliency
+from saliency_jax.ops.priors import normalize_boxes
 from saliency_jax.ops.resize import area_resize
 from saliency_jax.ops.resize import bilinear_resize
 from saliency_jax.ops.saliency import saliency_information
@@ -30,6 +31,7 @@ __all__ = [
     "grid_sample",
     "invert_grid",
     "kde_saliency",
+    "normalize_boxes",
     "magnification",
     "saliency_information",
     "saliency_sample",

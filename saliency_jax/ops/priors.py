@@ -28,7 +28,8 @@ image (the detail it measures is invisible in the low-resolution view), and is 0
 uniform map on an image without fine detail; it says where detail is, not which detail matters,
 so a saliency network's logits refine it.
 
-Coordinates: boxes are `(x0, y0, x1, y1)` in normalised `[-1, 1]` image coordinates; saliency cell
+Coordinates: boxes are `(x0, y0, x1, y1)` in normalised `[-1, 1]` image coordinates
+(`normalize_boxes` converts pixel boxes); saliency cell
 `(i, j)` of a `(gh, gw)` map sits at `(-1 + 2 j / (gw - 1), -1 + 2 i / (gh - 1))`, the position
 whose attraction it models in `attraction_grid`.
 """
@@ -42,6 +43,37 @@ import numpy as np
 
 from saliency_jax.ops import resize
 from saliency_jax.ops import validation
+
+
+def normalize_boxes(boxes: jax.Array, image_shape: Sequence[int], *,
+                    align_corners: bool = True) -> jax.Array:
+  """Pixel boxes -> the normalised `[-1, 1]` coordinates of `grid_sample` on that image.
+
+  Args:
+    boxes: `[..., 4]` `(x0, y0, x1, y1)` on pixel edges (pixel `k` spans `[k, k + 1)`, so a box
+      around the whole image is `(0, 0, W, H)`).
+    image_shape: `(H, W)` of the image the boxes are in.
+    align_corners: the convention of the grid that will read the image: True puts the centres of
+      the first and last pixels at -1 and 1 (the saliency map's cells and the dense model's
+      grid), False the image's outer edges.
+
+  Returns:
+    `[..., 4]` float32 boxes, edge `e` of an `n`-pixel axis at `-1 + 2 (e - 0.5) / (n - 1)`
+    (align_corners=True) or `-1 + 2 e / n` (False).
+
+  Raises:
+    ValueError: on a bad shape or image shape.
+  """
+  if not hasattr(boxes, "ndim"):
+    boxes = jnp.asarray(boxes)
+  if boxes.ndim < 1 or boxes.shape[-1] != 4:
+    raise ValueError(f"boxes must have shape [..., 4]; got shape {boxes.shape}.")
+  height, width = validation.check_shape(image_shape, "image_shape")
+  size = jnp.asarray([width, height] * 2, jnp.float32)
+  boxes = boxes.astype(jnp.float32)
+  if align_corners:
+    return (boxes - 0.5) * 2.0 / jnp.maximum(size - 1.0, 1.0) - 1.0
+  return boxes * 2.0 / size - 1.0
 
 
 @functools.partial(jax.jit, static_argnames=("grid_shape",))

@@ -71,10 +71,7 @@ def box_saliency_loss(saliency: jax.Array, targets: Mapping[str, jax.Array],
   uniform map (the identity grid). Its gradient trains the saliency network directly, where the
   task's gradient reaches it only through the warp.
   """
-  height, width = image_size
-  # Pixel edge e (pixel k spans [k, k + 1)) sits at -1 + 2 (e - 0.5) / (n - 1).
-  scale = jnp.asarray([2.0 / max(width - 1, 1), 2.0 / max(height - 1, 1)] * 2, jnp.float32)
-  boxes = (targets["boxes"].astype(jnp.float32) - 0.5) * scale - 1.0
+  boxes = ops.normalize_boxes(targets["boxes"], image_size, align_corners=True)
   logits = ops.kde_saliency(boxes, saliency.shape[1:], valid=targets["labels"] >= 0)
   log_target = jax.nn.log_softmax(logits.reshape(logits.shape[0], -1), axis=-1)
   log_map = jnp.log(jnp.maximum(saliency.reshape(saliency.shape[0], -1), 1e-30))

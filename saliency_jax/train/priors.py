@@ -24,7 +24,9 @@ def box_prior(config: ml_collections.ConfigDict) -> jax.Array | None:
   from saliency_jax import data  # pylint: disable=import-outside-toplevel
   from saliency_jax import ops  # pylint: disable=import-outside-toplevel
   boxes, valid = data.training_boxes(config.data, limit=PRIOR_IMAGES)
+  image_size = config.data.image_size
+  # The dense model's grid reads the image with align_corners=True (`models.dense`).
+  boxes = ops.normalize_boxes(boxes.reshape(-1, 4), (image_size, image_size), align_corners=True)
   size = config.model.grid_size
-  logits = ops.kde_saliency(jnp.asarray(boxes.reshape(-1, 4)), (size, size),
-                            valid=jnp.asarray(valid.reshape(-1)))[0]
+  logits = ops.kde_saliency(boxes, (size, size), valid=jnp.asarray(valid.reshape(-1)))[0]
   return jax.nn.softmax(logits.reshape(-1)).reshape(size, size)
