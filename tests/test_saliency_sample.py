@@ -81,14 +81,15 @@ def test_uniform_logits_sample_the_uniformly_downsampled_image():
   np.testing.assert_allclose(sampled, image, atol=2e-5)
 
 
-@pytest.mark.parametrize("factor,antialias,atol", [(2, False, 0.06), (2, True, 0.6),
-                                                    (4, True, 1.01)])
+@pytest.mark.parametrize("factor,antialias,atol", [(2, False, 0.06), (2, True, 0.01),
+                                                    (4, True, 0.01)])
 def test_exact_identity_at_a_uniform_map_is_area_downsampling(factor, antialias, atol):
   """`exact_identity` with align_corners=False: a uniform map reads each output pixel at the
   centre of its block of source pixels (`grid_sample`'s convention), so bilinear sampling at 2x
-  and the anti-aliased footprint (a block of the area pyramid) at 2x and 4x give the block means,
-  `area_resize`'s (the uint8 pyramid's integer sums round: up to 1 of 255); the authors' grid
-  clamps the border and drifts across the pixels."""
+  and the anti-aliased footprint (a block of the area pyramid) at 2x and 4x give the block
+  means, `area_resize`'s, to float32 rounding (a pyramid of uint8 levels, rounded to grey
+  levels, was up to 1 of 255 off, and lost detail uniform downsampling keeps: README, the
+  zoom-task suite); the authors' grid clamps the border and drifts across the pixels."""
   image = np.random.default_rng(4).integers(0, 256, (2, 96, 128, 3)).astype(np.uint8)
   out_shape = (96 // factor, 128 // factor)
   area = np.asarray(sj.area_resize(image, out_shape))

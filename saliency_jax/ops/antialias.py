@@ -17,10 +17,13 @@ fine detail aliases. Here each output pixel averages the source over (about) its
 Gradients reach the grid through the read positions and through the level weights (`lam`
 depends on the grid's differences); a floating image gets gradients through the pyramid.
 
-Memory and dtype: the pyramid is one flat atlas of all levels in the image's dtype (uint8 levels
-are the area averages rounded to the nearest integer), so that each output pixel reads its two
-levels with 8 tap gathers, like `grid_sample`'s 4; uint8 images are averaged with integer sums
-and never converted to float at full resolution. Padding modes apply at level 0 (as
+Memory and dtype: the pyramid is one flat atlas of levels 1.. (level 0 is read from the image
+itself), so that each output pixel reads its two levels with 8 tap gathers, like `grid_sample`'s
+4. A uint8 image's levels are float32, the exact area means (4/3 of the image's bytes): rounded
+to integers they would drop the detail below one grey level that uniform downsampling keeps, and
+the identity warp would no longer be uniform downsampling. uint8 images are averaged from
+integer sums and never converted to float at full resolution; a float image's levels keep its
+dtype. Padding modes apply at level 0 (as
 `grid_sample`); with "zeros" each level fades to zero over its own outer half pixel.
 """
 
@@ -54,35 +57,27 @@ def atlas_rows(batch: int, height: int, width: int) -> int:
 
 
 def _halve(level):
-  """2x2 box filter (an odd last row or column is replicated first): exact means."""
+  """2x2 box filter (an odd last row or column is replicated first): exact means, float32 for a
+  uint8 level (summed as integers: no float copy of the full-resolution image)."""
   _, h, w, _ = level.shape
   if h % 2 or w % 2:
     level = jnp.pad(level, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
-  if level.dtype == jnp.uint8:
-    # Integer sums, rounded half up: no float copy of the full-resolution image.
-    wide = lambda x: x.astype(jnp.uint16)
-    total = (wide(level[:, 0::2, 0::2]) + wide(level[:, 1::2, 0::2])
-             + wide(level[:, 0::2, 1::2]) + wide(level[:, 1::2, 1::2]))
-    return ((total + 2) // 4).astype(jnp.uint8)
-  wide = lambda x: x.astype(jnp.float32)
+  integer = level.dtype == jnp.uint8
+  wide = lambda x: x.astype(jnp.uint16 if integer else jnp.float32)
   total = (wide(level[:, 0::2, 0::2]) + wide(level[:, 1::2, 0::2])
            + wide(level[:, 0::2, 1::2]) + wide(level[:, 1::2, 1::2]))
-  return (0.25 * total).astype(level.dtype)
+  return (0.25 * total.astype(jnp.float32)).astype(jnp.float32 if integer else level.dtype)
 
 
 def _halve_window(level):
-  """`_halve` of a level by a 2x2 `reduce_window` (the same numbers)."""
+  """`_halve` of a floating level by a 2x2 `reduce_window` (the same numbers)."""
   _, h, w, _ = level.shape
   if h % 2 or w % 2:
     level = jnp.pad(level, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
-  wide = jnp.uint16 if level.dtype == jnp.uint8 else jnp.float32
-  # A Python 0 makes it a `reduce_window_sum`, which (unlike the generic reduce_window that a
+  # A Python 0.0 makes it a `reduce_window_sum`, which (unlike the generic reduce_window that a
   # typed zero gives) has a gradient: the pyramid of a floating image is differentiated.
-  zero = 0 if level.dtype == jnp.uint8 else 0.0
-  total = jax.lax.reduce_window(level.astype(wide), zero, jax.lax.add, (1, 2, 2, 1),
+  total = jax.lax.reduce_window(level.astype(jnp.float32), 0.0, jax.lax.add, (1, 2, 2, 1),
                                 (1, 2, 2, 1), "VALID")
-  if level.dtype == jnp.uint8:
-    return ((total + 2) // 4).astype(jnp.uint8)
   return (0.25 * total).astype(level.dtype)
 
 

@@ -151,19 +151,20 @@ inline __m128 Load4(const float* p) { return _mm_loadu_ps(p); }
 #endif
 
 // One pyramid level from the previous one: 2x2 means, the last row and column replicated when
-// odd (antialias._halve); uint8 by integer sums rounded half up, floats in float32.
-inline uint8_t Mean4(uint8_t a, uint8_t b, uint8_t c, uint8_t d) {
-  return static_cast<uint8_t>((static_cast<uint32_t>(a) + b + c + d + 2) / 4);
+// odd (antialias._halve), always float32: a uint8 level's from its integer sums, exactly (a
+// rounded level would drop the detail below one grey level that uniform downsampling keeps).
+inline float Mean4(uint8_t a, uint8_t b, uint8_t c, uint8_t d) {
+  return 0.25f * static_cast<float>(static_cast<uint32_t>(a) + b + c + d);
 }
 inline float Mean4(float a, float b, float c, float d) { return 0.25f * (((a + b) + c) + d); }
 
 template <typename T>
-void HalveScalar(const T* src, int64_t height, int64_t width, int64_t channels, T* dst) {
+void HalveScalar(const T* src, int64_t height, int64_t width, int64_t channels, float* dst) {
   const int64_t h = (height + 1) / 2, w = (width + 1) / 2;
   for (int64_t i = 0; i < h; ++i) {
     const T* top = src + (2 * i) * width * channels;
     const T* bottom = src + std::min(2 * i + 1, height - 1) * width * channels;
-    T* out = dst + i * w * channels;
+    float* out = dst + i * w * channels;
     for (int64_t j = 0; j < w; ++j) {
       const int64_t left = 2 * j * channels, right = std::min(2 * j + 1, width - 1) * channels;
       for (int64_t c = 0; c < channels; ++c) {
@@ -175,39 +176,39 @@ void HalveScalar(const T* src, int64_t height, int64_t width, int64_t channels, 
 }
 
 template <typename T>
-void Halve(const T* src, int64_t height, int64_t width, int64_t channels, T* dst) {
+void Halve(const T* src, int64_t height, int64_t width, int64_t channels, float* dst) {
   HalveScalar(src, height, width, channels, dst);
 }
 
 #if SALIENCY_JAX_SSE2
 // `Halve` of uint8 pixels of 3 channels (the trainer's images): the two rows summed in 16 bits
-// by the compiler's vector loop, then each pair of pixels in one vector. The same integers.
+// by the compiler's vector loop, then each pair of pixels in one vector. The same numbers.
 template <>
 void Halve<uint8_t>(const uint8_t* src, int64_t height, int64_t width, int64_t channels,
-                    uint8_t* dst) {
+                    float* dst) {
   if (channels != 3 || width < 4) return HalveScalar(src, height, width, channels, dst);
   const int64_t h = (height + 1) / 2, w = (width + 1) / 2, n = width * 3;
   std::vector<uint16_t> sums(n + 8);
-  const __m128i two = _mm_set1_epi16(2);
+  const __m128i zero = _mm_setzero_si128();
+  const __m128 quarter = _mm_set1_ps(0.25f);
   for (int64_t i = 0; i < h; ++i) {
     const uint8_t* top = src + (2 * i) * n;
     const uint8_t* bottom = src + std::min(2 * i + 1, height - 1) * n;
-    uint8_t* out = dst + i * w * 3;
+    float* out = dst + i * w * 3;
     for (int64_t k = 0; k < n; ++k) sums[k] = static_cast<uint16_t>(top[k] + bottom[k]);
-    // Pixels j whose 8-lane load (pixels 2j, 2j + 1 and two lanes more) and 4-byte store stay
+    // Pixels j whose 8-lane load (pixels 2j, 2j + 1 and two lanes more) and 4-float store stay
     // inside the row: all but the last two.
     const int64_t vector_end = std::max<int64_t>(0, std::min(w - 2, (n - 8) / 6 + 1));
     for (int64_t j = 0; j < vector_end; ++j) {
       const __m128i pair = _mm_loadu_si128(reinterpret_cast<const __m128i*>(&sums[6 * j]));
-      __m128i total = _mm_add_epi16(_mm_add_epi16(pair, _mm_srli_si128(pair, 6)), two);
-      total = _mm_srli_epi16(total, 2);
-      const int32_t bytes = _mm_cvtsi128_si32(_mm_packus_epi16(total, total));
-      std::memcpy(out + 3 * j, &bytes, 4);  // The 4th byte is the next pixel's, written next.
+      const __m128i total = _mm_add_epi16(pair, _mm_srli_si128(pair, 6));
+      const __m128 mean = _mm_mul_ps(quarter, _mm_cvtepi32_ps(_mm_unpacklo_epi16(total, zero)));
+      _mm_storeu_ps(out + 3 * j, mean);  // The 4th lane is the next pixel's, written next.
     }
     for (int64_t j = vector_end; j < w; ++j) {
       const int64_t left = 6 * j, right = std::min(2 * j + 1, width - 1) * 3;
       for (int64_t c = 0; c < 3; ++c) {
-        out[3 * j + c] = static_cast<uint8_t>((sums[left + c] + sums[right + c] + 2) / 4);
+        out[3 * j + c] = 0.25f * static_cast<float>(sums[left + c] + sums[right + c]);
       }
     }
   }
@@ -227,7 +228,7 @@ struct Geometry {
 template <typename T>
 struct Ends {
   const T* image;
-  const T* pyramid;
+  const float* pyramid;
 };
 
 // log2(v) for v >= 1 (and +inf), to float32 rounding of the sum (1.2e-6 off at v = 1e6, where the
@@ -426,23 +427,46 @@ inline void BilinearAt(const T* data, int64_t height, int64_t width, int64_t cha
   }
 }
 
+// One level's data, size and end (4-value loads must stay before it): level 0 is the image
+// (uint8 or float32), levels 1.. are float32.
+template <typename T>
+struct View {
+  const T* data;
+  const T* end;
+  int64_t height, width;
+};
+
+#if SALIENCY_JAX_SSE2
+// The bilinear read of `BilinearAt` with the channels of a pixel in one vector, where the four
+// taps lie inside the level (most reads); false elsewhere.
+template <typename T>
+inline bool Read4(const View<T>& v, int64_t nc, int32_t x0, int32_t y0, float ax, float ay,
+                  __m128* into) {
+  if (!(x0 >= 0 && x0 + 1 < v.width && y0 >= 0 && y0 + 1 < v.height)) return false;
+  const T* top = v.data + (y0 * v.width + x0) * nc;
+  const T* bottom = top + v.width * nc;
+  if (bottom + nc + 4 > v.end) return false;
+  const __m128 wx0 = _mm_set1_ps(1.f - ax), wx1 = _mm_set1_ps(ax);
+  const __m128 upper = _mm_add_ps(_mm_mul_ps(wx0, Load4(top)), _mm_mul_ps(wx1, Load4(top + nc)));
+  const __m128 lower = _mm_add_ps(_mm_mul_ps(wx0, Load4(bottom)),
+                                  _mm_mul_ps(wx1, Load4(bottom + nc)));
+  *into = _mm_add_ps(_mm_mul_ps(_mm_set1_ps(1.f - ay), upper),
+                     _mm_mul_ps(_mm_set1_ps(ay), lower));
+  return true;
+}
+#endif
+
 // Output rows [begin, end) of one image: `grid [h, w, 2]`, `out [h, w, C]`.
 template <int kChannels, typename T>
-void SampleRows(const Geometry& geo, const T* image, const T* pyramid, Ends<T> ends,
+void SampleRows(const Geometry& geo, const T* image, const float* pyramid, Ends<T> ends,
                 const float* grid, int64_t begin, int64_t end, float* out) {
   const int64_t nc = kChannels > 0 ? kChannels : geo.channels;
   const int64_t w = geo.w;
   const std::vector<Level>& levels = *geo.levels;
   const int32_t top_level = static_cast<int32_t>(levels.size()) - 1;
   const float nan = std::numeric_limits<float>::quiet_NaN();
-  // Each level's data, size and end (4-value loads must stay before it).
-  struct View {
-    const T* data;
-    const T* end;
-    int64_t height, width;
-  };
-  std::vector<View> views(levels.size());
-  views[0] = {image, ends.image, geo.height, geo.width};
+  const View<T> image_view{image, ends.image, geo.height, geo.width};
+  std::vector<View<float>> views(levels.size());  // Levels 1..; [0] unused.
   for (size_t k = 1; k < levels.size(); ++k) {
     views[k] = {pyramid + levels[k].offset * nc, ends.pyramid, levels[k].height,
                 levels[k].width};
@@ -463,24 +487,12 @@ void SampleRows(const Geometry& geo, const T* image, const T* pyramid, Ends<T> e
       // `read_0 + frac * (read_a - read_0)` where low is 0); only the levels that weigh.
 #if SALIENCY_JAX_SSE2
       if constexpr (kChannels == 3 || kChannels == 4) {
-        // The channels of a pixel in one vector where the read's four taps lie inside its
-        // level (most reads); `BilinearAt` elsewhere.
         auto read4 = [&](int k, __m128* into) {
-          const View& v = views[reads.level[k][j]];
+          const int32_t level = reads.level[k][j];
           const int32_t x0 = reads.col[k][j], y0 = reads.row[k][j];
-          if (!(x0 >= 0 && x0 + 1 < v.width && y0 >= 0 && y0 + 1 < v.height)) return false;
-          const T* top = v.data + (y0 * v.width + x0) * nc;
-          const T* bottom = top + v.width * nc;
-          if (bottom + nc + 4 > v.end) return false;
           const float ax = reads.ax[k][j], ay = reads.ay[k][j];
-          const __m128 wx0 = _mm_set1_ps(1.f - ax), wx1 = _mm_set1_ps(ax);
-          const __m128 upper = _mm_add_ps(_mm_mul_ps(wx0, Load4(top)),
-                                          _mm_mul_ps(wx1, Load4(top + nc)));
-          const __m128 lower = _mm_add_ps(_mm_mul_ps(wx0, Load4(bottom)),
-                                          _mm_mul_ps(wx1, Load4(bottom + nc)));
-          *into = _mm_add_ps(_mm_mul_ps(_mm_set1_ps(1.f - ay), upper),
-                             _mm_mul_ps(_mm_set1_ps(ay), lower));
-          return true;
+          return level == 0 ? Read4(image_view, nc, x0, y0, ax, ay, into)
+                            : Read4(views[level], nc, x0, y0, ax, ay, into);
         };
         __m128 low_value, high_value;
         if (read4(0, &low_value) && (frac == 0.f || read4(1, &high_value))) {
@@ -498,9 +510,15 @@ void SampleRows(const Geometry& geo, const T* image, const T* pyramid, Ends<T> e
       }
 #endif
       auto read = [&](int k, float* into) {
-        const View& v = views[reads.level[k][j]];
-        BilinearAt<kChannels>(v.data, v.height, v.width, nc, reads.col[k][j], reads.row[k][j],
-                              reads.ax[k][j], reads.ay[k][j], into);
+        const int32_t level = reads.level[k][j];
+        const int32_t x0 = reads.col[k][j], y0 = reads.row[k][j];
+        const float ax = reads.ax[k][j], ay = reads.ay[k][j];
+        if (level == 0) {
+          BilinearAt<kChannels>(image, geo.height, geo.width, nc, x0, y0, ax, ay, into);
+        } else {
+          const View<float>& v = views[level];
+          BilinearAt<kChannels>(v.data, v.height, v.width, nc, x0, y0, ax, ay, into);
+        }
       };
       if (frac == 0.f) {
         read(0, o);
@@ -545,15 +563,16 @@ ffi::Error AntialiasImpl(Pool pool, ffi::Buffer<kType> image, ffi::Buffer<ffi::F
   const float* grid_data = grid.typed_data();
   float* out_data = out->typed_data();
   const Geometry geometry{height, width, channels, h, w, align_corners, padding, flat, &levels};
-  auto pyramid_of = [&](const T* source, T* pyramid) {
-    for (int64_t k = 1; k < num_levels; ++k) {
-      T* level = pyramid + levels[k].offset * channels;
-      Halve(source, levels[k - 1].height, levels[k - 1].width, channels, level);
-      source = level;
+  auto pyramid_of = [&](const T* source, float* pyramid) {
+    Halve(source, height, width, channels, pyramid);  // Level 1, at offset 0.
+    for (int64_t k = 2; k < num_levels; ++k) {
+      const float* above = pyramid + levels[k - 1].offset * channels;
+      Halve(above, levels[k - 1].height, levels[k - 1].width, channels,
+            pyramid + levels[k].offset * channels);
     }
   };
   const T* image_end = image_data + batch * height * width * channels;
-  auto sample = [&](int64_t b, const T* pyramid, const T* pyramid_end, int64_t begin,
+  auto sample = [&](int64_t b, const float* pyramid, const float* pyramid_end, int64_t begin,
                     int64_t end) {
     const Ends<T> ends{image_end, pyramid_end};
     const T* source = image_data + b * height * width * channels;
@@ -572,7 +591,7 @@ ffi::Error AntialiasImpl(Pool pool, ffi::Buffer<kType> image, ffi::Buffer<ffi::F
     ParallelFor(pool, batch, [&](int64_t b) {
       // Each thread keeps its pyramid buffer from call to call: a fresh one costs its page
       // faults every time.
-      thread_local std::vector<T> pyramid;
+      thread_local std::vector<float> pyramid;
       if (pyramid.size() < per_image * channels) pyramid.resize(per_image * channels);
       if (!flat) pyramid_of(image_data + b * height * width * channels, pyramid.data());
       sample(b, pyramid.data(), pyramid.data() + pyramid.size(), 0, h);
@@ -580,7 +599,7 @@ ffi::Error AntialiasImpl(Pool pool, ffi::Buffer<kType> image, ffi::Buffer<ffi::F
     return ffi::Error::Success();
   }
   // Few images: every pyramid first (one task per image), then rows of output per task.
-  std::vector<T> pyramids(flat ? 0 : batch * per_image * channels);
+  std::vector<float> pyramids(flat ? 0 : batch * per_image * channels);
   if (!flat) {
     ParallelFor(pool, batch, [&](int64_t b) {
       pyramid_of(image_data + b * height * width * channels,
