@@ -527,6 +527,12 @@ def test_uniform_view_pools_the_warped_and_the_uniform_views(images):
   each = models.build_model({**CONFIG, "uniform_view": "each"}, num_outputs=5, rngs=_rngs())
   each.train()
   assert each(images)[1]["view_outputs"].shape == (2, len(images), 5)  # For the train step.
+  assert "view_weights" not in each(images)[1]  # The train step sums the views' losses.
+  mean = models.build_model({**CONFIG, "uniform_view": "mean"}, num_outputs=5, rngs=_rngs())
+  mean.train()
+  _, extras = mean(images)
+  assert extras["view_outputs"].shape == (2, len(images), 5)
+  np.testing.assert_array_equal(extras["view_weights"], [0.5, 0.5])
   for bad in ({"glimpses": 2, "explore": 1.0}, {"output_activation": "sigmoid"},
               {"name": "uniform"}, {"uniform_view": "both"}):
     with pytest.raises(ValueError, match="uniform_view"):

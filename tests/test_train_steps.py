@@ -239,17 +239,26 @@ def test_a_models_penalty_is_added_to_each_examples_loss():
 
 class TwoViews(Toy):
   """The toy with two views in "view_outputs": the logits and twice the logits; its outputs are
-  zeros, so that a loss taken from them would show."""
+  zeros, so that a loss taken from them would show; `weights` become its "view_weights"."""
+
+  def __init__(self, rngs, weights=None):
+    super().__init__(rngs)
+    self.weights = weights
 
   def __call__(self, images, blur_key=None):
     logits, extras = super().__call__(images, blur_key)
-    return jnp.zeros_like(logits), {**extras, "view_outputs": jnp.stack([logits, 2 * logits])}
+    extras = {**extras, "view_outputs": jnp.stack([logits, 2 * logits])}
+    if self.weights is not None:
+      extras["view_weights"] = jnp.asarray(self.weights, jnp.float32)
+    return jnp.zeros_like(logits), extras
 
 
-def test_view_outputs_train_each_view_on_its_own_loss_and_evaluate_each_view():
-  """Train: the loss is the masked mean over examples of the sum of the two views'
-  cross-entropies (NumPy); eval: "top1_warped" and "top1_uniform" count each view's correct examples."""
-  model = TwoViews(nnx.Rngs(0))
+@pytest.mark.parametrize("weights", [None, (0.5, 0.5), (0.25, 1.0)])
+def test_view_outputs_train_each_view_on_its_own_loss_and_evaluate_each_view(weights):
+  """Train: the loss is the masked mean over examples of the two views' cross-entropies (NumPy)
+  weighted by "view_weights" (summed without them); eval: "top1_warped" and "top1_uniform"
+  count each view's correct examples."""
+  model = TwoViews(nnx.Rngs(0), weights)
   model.train()
   graphdef, params, model_state = nnx.split(model, nnx.Param, ...)
   batch = _batch(mask=(True, True, True, False), labels=(0, 1, 2, 0))
@@ -265,7 +274,8 @@ def test_view_outputs_train_each_view_on_its_own_loss_and_evaluate_each_view():
     log_softmax = shifted - np.log(np.exp(shifted).sum(1, keepdims=True))
     return -log_softmax[np.arange(len(x)), batch["label"]]
 
-  expected = cross_entropy(logits) + cross_entropy(2 * logits)
+  w = (1.0, 1.0) if weights is None else weights
+  expected = w[0] * cross_entropy(logits) + w[1] * cross_entropy(2 * logits)
   np.testing.assert_allclose(metrics["loss"], expected[:3].mean(), rtol=1e-5)
 
   model.eval()

@@ -88,8 +88,8 @@ def build_model(model_config: Mapping[str, Any], *, num_outputs: int, rngs: nnx.
       moves only where it pays; 0 for none; sampler only [0.0].
     uniform_view: "off", or the sampler's task network also reads the uniform view and the two
       views' class probabilities are pooled, trained on the pooled outputs ("pooled") or each
-      view on its own loss ("each", their sum) (`SaliencySampler`); sampler with logits only
-      ["off"].
+      view on its own loss ("each", their sum; "mean", their mean) (`SaliencySampler`);
+      sampler with logits only ["off"].
     output_activation: None or "sigmoid" (gaze) [None].
     blur_min: smallest blur size of the warm-up at task size 224, scaled proportionally to
       `task_size` [64].

@@ -25,7 +25,7 @@ from saliency_jax.models import task
 # The exploration bump's standard deviation, in saliency cells: about a small object's extent on
 # the 31x31 grid (the zoom suite's oracle warp, benchmarks/zoom_oracle.py, uses the same).
 EXPLORE_WIDTH = 1.5
-UNIFORM_VIEWS = ("off", "pooled", "each")
+UNIFORM_VIEWS = ("off", "pooled", "each", "mean")
 
 # The authors' numerics are the ops' defaults; the layer's are the same, written once there.
 _GRID = inspect.signature(ops.attraction_grid).parameters
@@ -99,7 +99,9 @@ class SaliencySampler(task.TaskModel):
       probabilities. "pooled": trained on those outputs (multiple-instance pooling, as the
       glimpses'); "each": each view is trained on its own loss (the extra "view_outputs"
       `[2, B, C]` in training mode, which the train step then uses instead of the outputs:
-      the sum of the two views' losses).
+      the sum of the two views' losses); "mean": the same with the mean of the two losses
+      (the extra "view_weights" `[2]`, 0.5 each), which at the identity is exactly the
+      uniform baseline's gradient, where the sum is twice it.
       The task network learns to read the plain view whatever the warp does, so the layer keeps
       what uniform downsampling reads and the warped view adds what it alone reads; the task
       network runs twice per image. Evaluation also returns "view_outputs".
@@ -275,6 +277,8 @@ class SaliencySampler(task.TaskModel):
     per_view = jax.nn.log_softmax(outputs.reshape(2, b, -1), axis=-1)
     pooled = jax.nn.logsumexp(per_view, axis=0) - jnp.log(2.0)
     extras = {**extras, "sampled": extras["sampled"][:b]}
-    if self.deterministic or self.uniform_view == "each":
+    if self.deterministic or self.uniform_view in ("each", "mean"):
       extras["view_outputs"] = outputs.reshape(2, b, -1)
+    if self.uniform_view == "mean":
+      extras["view_weights"] = jnp.full((2,), 0.5, jnp.float32)
     return pooled, extras

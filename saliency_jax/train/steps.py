@@ -7,10 +7,11 @@ cell its view was drawn at; the train step adds the score-function (REINFORCE) t
 the map towards the cells whose views lose less than the example's mean view (`glimpse_credit`).
 A model's extra "penalty" `[B]` (the sampler's `saliency_cost`) is added to each example's loss,
 and so is, on dense tasks with `saliency_supervision`, the map's distance from the image's boxes;
-its extra "view_outputs" `[V, B, C]` in training mode (the sampler's `uniform_view="each"`)
-replaces the outputs in the loss, which is then the sum of the views' losses: each view gets
-the full gradient it would get alone (their mean would halve the task network's steps on the
-uniform view against the uniform baseline's; README, the zoom-task suite).
+its extra "view_outputs" `[V, B, C]` in training mode (the sampler's `uniform_view="each"` or
+"mean") replaces the outputs in the loss, which is then the sum of the views' losses weighted
+by its extra "view_weights" `[V]` (1 each when absent: each view gets the full gradient it
+would get alone; "mean" gives 0.5 each, so that at the identity warp, where the views are the
+same image, the task network gets the uniform baseline's gradient; README, the zoom-task suite).
 The steps receive the model split (`nnx.split`) into a graph definition, which
 `experiment.build_experiment` binds with `functools.partial` before jitting, and the arrays,
 which travel in the `TrainState`. Batches are the loader's: "image" uint8
@@ -99,7 +100,7 @@ def train_step(state: TrainState, batch: Mapping[str, jax.Array], blur: bool, *,
 
   Returns:
     The state after the step, and `{"loss", "grad_norm", "param_norm", "sum_<metric>"...}`:
-    the mean loss (with the uniform view's "each", of the sum of the views' losses; with the
+    the mean loss (with the uniform view's "each" or "mean", of the views' weighted losses; with the
     glimpses' term and the model's "penalty", if any), the gradient's and the new parameters'
     global norms, and the batch's training sums (`metrics.training_sums`).
   """
@@ -113,8 +114,11 @@ def train_step(state: TrainState, batch: Mapping[str, jax.Array], blur: bool, *,
     outputs, extras = model(batch["image"], blur_key=key if blur else None)
     if "view_outputs" in extras:  # Each view of the sampler's uniform view on its own loss.
       views = extras["view_outputs"]
-      view_losses = [metrics_lib.per_example_loss(view, labels, task=task) for view in views]
-      losses = jnp.sum(jnp.stack(view_losses), axis=0)
+      view_losses = jnp.stack([metrics_lib.per_example_loss(view, labels, task=task)
+                               for view in views])
+      # The views' weights (the sampler's uniform_view="mean": 0.5 each); by default their sum.
+      view_weights = extras.get("view_weights", jnp.ones((len(views),), jnp.float32))
+      losses = jnp.tensordot(view_weights, view_losses, axes=1)
       # The loss of the model's prediction alone, which the optimizer's saliency hold reads.
       prediction_losses = metrics_lib.per_example_loss(outputs, labels, task=task)
     else:
