@@ -23,8 +23,8 @@ itself), so that each output pixel reads its two levels with 8 tap gathers, like
 to integers they would drop the detail below one grey level that uniform downsampling keeps, and
 the identity warp would no longer be uniform downsampling. uint8 images are averaged from
 integer sums and never converted to float at full resolution; a float image's levels keep its
-dtype. Padding modes apply at level 0 (as
-`grid_sample`); with "zeros" each level fades to zero over its own outer half pixel.
+dtype. Padding modes apply at level 0 (as `grid_sample`); with "zeros" each level fades to zero
+over its own outer half pixel.
 """
 
 import functools

@@ -513,12 +513,10 @@ void SampleRows(const Geometry& geo, const T* image, const float* pyramid, Ends<
         const int32_t level = reads.level[k][j];
         const int32_t x0 = reads.col[k][j], y0 = reads.row[k][j];
         const float ax = reads.ax[k][j], ay = reads.ay[k][j];
-        if (level == 0) {
-          BilinearAt<kChannels>(image, geo.height, geo.width, nc, x0, y0, ax, ay, into);
-        } else {
-          const View<float>& v = views[level];
+        auto at = [&](const auto& v) {
           BilinearAt<kChannels>(v.data, v.height, v.width, nc, x0, y0, ax, ay, into);
-        }
+        };
+        level == 0 ? at(image_view) : at(views[level]);
       };
       if (frac == 0.f) {
         read(0, o);
