@@ -268,10 +268,31 @@ def test_bad_inputs_and_configs_raise_clear_errors(micro):
          ({"grid_size": 9.5}, r"model_config.grid_size: expected int; got 9.5"),
          ({"max_magnification": 0.5},
           r"model_config.max_magnification: expected 0 \(no cap\) or a finite number >= 1"),
-         ({"saliency_head_init": "ones"}, r"model_config.saliency_head_init: .*'ones'")]
+         ({"saliency_head_init": "ones"}, r"model_config.saliency_head_init: .*'ones'"),
+         ({"task_head_init": "ones"}, r"model_config.task_head_init: .*'ones'")]
   for override, message in bad:
     with pytest.raises(ValueError, match=message):
       models.build_model({**CONFIG, **override}, num_outputs=5, rngs=_rngs())
+
+
+@pytest.mark.parametrize("task_net,size", [("resnet_tiny", 32), ("alexnet", 63),
+                                           ("inception_v3", 75)])
+def test_zero_task_head_starts_every_class_at_chance(task_net, size):
+  """"zero" zeroes the classifier only: logits exactly 0 for every image (so the loss starts at
+  log(classes)), while the torch head's logits vary and both share every other parameter."""
+  x = jnp.asarray(np.random.default_rng(0).normal(size=(2, size, size, 3)), jnp.float32)
+  nets = {init: models.build_task_net(task_net, num_outputs=5, head_init=init, rngs=_rngs())
+          for init in ("torch", "zero")}
+  for net in nets.values():
+    net.eval()
+  np.testing.assert_array_equal(nets["zero"](x)[0], np.zeros((2, 5)))
+  assert float(jnp.std(nets["torch"](x)[0])) > 1e-3
+  torch_params, zero_params = (nnx.to_flat_state(nnx.state(n, nnx.Param)) for n in nets.values())
+  differing = {path[:-1] for (path, a), (_, b) in zip(torch_params, zero_params)
+               if not np.array_equal(a[...], b[...])}
+  assert differing == {("fc8",) if task_net == "alexnet" else ("fc",)}
+  with pytest.raises(ValueError, match="head_init must be one of"):
+    models.build_task_net(task_net, num_outputs=5, head_init="ones", rngs=_rngs())
 
 
 def test_zero_head_starts_at_uniform_saliency(images):

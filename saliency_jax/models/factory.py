@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
@@ -23,24 +24,35 @@ from saliency_jax.models import inception
 from saliency_jax.models import resnet
 from saliency_jax.models import saliency_network
 from saliency_jax.models import sampler
+from saliency_jax.models.model_config import HEAD_INITS
 from saliency_jax.models.model_config import TASK_NETS
 from saliency_jax.models.model_config import parse_model_config
 
 
 def build_task_net(name: str, *, num_outputs: int, deformable_convs: int = 0,
-                   dropout_rate: float = 0.5, rngs: nnx.Rngs) -> nnx.Module:
-  """The task network `name` (one of `TASK_NETS`) with `num_outputs` outputs."""
+                   dropout_rate: float = 0.5, head_init: str = "torch",
+                   rngs: nnx.Rngs) -> nnx.Module:
+  """The task network `name` (one of `TASK_NETS`) with `num_outputs` outputs; `head_init`
+  "zero" zeroes its classifier (the last linear layer), so that every output starts at 0."""
+  if head_init not in HEAD_INITS:
+    raise ValueError(f"head_init must be one of {HEAD_INITS}; got {head_init!r}.")
   if name in resnet.SPECS:
-    return resnet.build_resnet(name, num_classes=num_outputs, deformable_convs=deformable_convs,
-                         rngs=rngs)
-  if name == "alexnet":
-    return alexnet.AlexNet(num_classes=num_outputs, dropout_rate=dropout_rate,
-                           deformable_convs=deformable_convs, rngs=rngs)
-  if name == "inception_v3":
+    net = resnet.build_resnet(name, num_classes=num_outputs, deformable_convs=deformable_convs,
+                              rngs=rngs)
+  elif name == "alexnet":
+    net = alexnet.AlexNet(num_classes=num_outputs, dropout_rate=dropout_rate,
+                          deformable_convs=deformable_convs, rngs=rngs)
+  elif name == "inception_v3":
     if deformable_convs:
       raise ValueError("deformable convolutions are not supported in inception_v3.")
-    return inception.InceptionV3(num_classes=num_outputs, dropout_rate=dropout_rate, rngs=rngs)
-  raise ValueError(f"task_net must be one of {TASK_NETS}; got {name!r}.")
+    net = inception.InceptionV3(num_classes=num_outputs, dropout_rate=dropout_rate, rngs=rngs)
+  else:
+    raise ValueError(f"task_net must be one of {TASK_NETS}; got {name!r}.")
+  if head_init == "zero":
+    classifier = net.fc8 if name == "alexnet" else net.fc
+    for variable in (classifier.kernel, classifier.bias):
+      variable[...] = jnp.zeros_like(variable[...])
+  return net
 
 
 def build_model(model_config: Mapping[str, Any], *, num_outputs: int, rngs: nnx.Rngs,
@@ -71,6 +83,8 @@ def build_model(model_config: Mapping[str, Any], *, num_outputs: int, rngs: nnx.
       inverts exactly and fast; sampler and dense model only [False].
     saliency_head_init: "torch" (PyTorch's default, the authors') or "zero" (the sampler starts
       at the identity grid, i.e. as uniform downsampling) ["torch"].
+    task_head_init: "torch" or "zero": the task network's classifier (its last linear layer;
+      the dense model's heads keep their own) starts at zero, every class at chance ["torch"].
     cap_at_source: the sampler's magnification cap is the source's own resolution
       (`SaliencySampler`); needs max_magnification 0; sampler only [False].
     detail_prior: the saliency is the product of the network's map and
@@ -145,7 +159,7 @@ def build_model(model_config: Mapping[str, Any], *, num_outputs: int, rngs: nnx.
   task_net = build_task_net(
       c["task_net"], num_outputs=num_outputs,
       deformable_convs=c["deformable_convs"] if name == "deformable" else 0,
-      dropout_rate=c["dropout_rate"], rngs=rngs)
+      dropout_rate=c["dropout_rate"], head_init=c["task_head_init"], rngs=rngs)
 
   if name == "saliency_sampler":
     return sampler.SaliencySampler(

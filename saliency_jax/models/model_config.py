@@ -37,9 +37,10 @@ MODELS_WITH_SALIENCY_NET = ("saliency_sampler", "stn_affine", "stn_tps", "grid_e
                             "zoom_unzoom")
 # The task networks `load_pretrained` reads torchvision (or converted) weights into.
 PRETRAINABLE_TASK_NETS = tuple(name for name in TASK_NETS if name != "inception_v3")
-# "torch": PyTorch's default initialisation of the head (the authors'); "zero": a zero head,
-# whose uniform map gives the identity grid, so that the sampler starts as uniform downsampling.
-SALIENCY_HEAD_INITS = ("torch", "zero")
+# A head's initialisation: "torch", PyTorch's default (the authors'), or "zero". The saliency
+# network's zero head gives a uniform map, hence the identity grid, so that the sampler starts as
+# uniform downsampling; the task network's zero classifier starts every class at chance.
+HEAD_INITS = ("torch", "zero")
 # Smallest input each task network accepts (AlexNet's strided stem and three pools; Inception-v3
 # as torchvision checks).
 _MIN_TASK_SIZE = {"alexnet": 63, "inception_v3": 75}
@@ -69,6 +70,7 @@ DEFAULTS = {
     "axis_aligned": bool(_op_default(ops.attraction_grid, "axis_aligned")),
     "cap_at_source": False,
     "saliency_head_init": "torch",
+    "task_head_init": "torch",
     "detail_prior": False,
     "explore": 0.0,
     "glimpses": 1,
@@ -197,8 +199,10 @@ CHECKS = (
                      and c.output_activation is None),
                  "'off' unless the model is saliency_sampler with one glimpse and logits outputs "
                  "(output_activation None): the two views' class probabilities are pooled"),
-    schema.Check("saliency_head_init", lambda c: c.saliency_head_init in SALIENCY_HEAD_INITS,
-                 f"one of {SALIENCY_HEAD_INITS}"),
+    schema.Check("saliency_head_init", lambda c: c.saliency_head_init in HEAD_INITS,
+                 f"one of {HEAD_INITS}"),
+    schema.Check("task_head_init", lambda c: c.task_head_init in HEAD_INITS,
+                 f"one of {HEAD_INITS}"),
     schema.Check("dropout_rate", lambda c: 0 <= c.dropout_rate <= 1, "a number in [0, 1]"),
     schema.Check("crop_fraction", lambda c: 0 < c.crop_fraction <= 1, "a number in (0, 1]"),
     schema.Check("task_net",
