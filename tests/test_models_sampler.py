@@ -293,6 +293,11 @@ def test_zero_task_head_starts_every_class_at_chance(task_net, size):
   assert differing == {("fc8",) if task_net == "alexnet" else ("fc",)}
   with pytest.raises(ValueError, match="head_init must be one of"):
     models.build_task_net(task_net, num_outputs=5, head_init="ones", rngs=_rngs())
+  if task_net == "resnet_tiny":  # build_model passes the field to every model's task network.
+    for name in ("saliency_sampler", "uniform"):
+      model = models.build_model({**CONFIG, "name": name, "task_head_init": "zero"},
+                                 num_outputs=5, rngs=_rngs())
+      assert not np.any(model.task_net.fc.kernel[...]) and not np.any(model.task_net.fc.bias[...])
 
 
 def test_zero_head_starts_at_uniform_saliency(images):
