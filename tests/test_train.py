@@ -127,6 +127,24 @@ def test_a_saliency_network_held_all_run_is_reported(tmp_path, capsys):
   assert not any(moved("saliency_net")) and all(moved("task_net"))
 
 
+def test_a_model_at_chance_is_reported(tmp_path, capsys):
+  """Nothing trains (every rate multiplier 0) and the classifier starts at zero, so every logit
+  stays 0 and the evaluation loss is log(6) exactly: the run says it is at chance, and its
+  results.json too; every image is predicted class 0 (ties go to the lower class), which 3 of
+  the 8 evaluation images are."""
+  config = tiny(load_config("default"), steps=2)
+  config.compare_with_uniform = False
+  config.model.task_head_init = "zero"
+  config.optimizer.lr_multipliers = {name: 0.0 for name in config.optimizer.lr_multipliers}
+  results = train.train_and_evaluate(config, str(tmp_path / "run"))
+  assert results["eval"]["loss"] == pytest.approx(np.log(6), rel=1e-6)
+  assert results["eval"]["top1"] == 3 / 8 and results["at_chance"]
+  assert "this model's evaluation loss (1.7918) is no better than chance's (log 6 = 1.7918)" \
+      in capsys.readouterr().out
+  with open(os.path.join(str(tmp_path / "run"), "results.json")) as f:
+    assert json.load(f)["at_chance"] is True
+
+
 def test_pretrained_weights_are_loaded_from_the_config_paths(tmp_path):
   from flax import nnx
   from saliency_jax import models

@@ -26,6 +26,24 @@ def test_classification_metrics_match_torch():
   assert means["count"] == 26
 
 
+def test_tied_logits_rank_as_a_stable_sort():
+  """Ties go to the lower class, as NumPy's stable argsort of -logits orders them (the expected
+  ranks): all-equal logits score the share of labels 0 (top-1) and below 5 (top-5), not 100 %."""
+  rng = np.random.default_rng(1)
+  logits = rng.integers(0, 3, size=(64, 10)).astype(np.float32)  # Many ties.
+  logits[:8] = 0.0
+  labels = rng.integers(0, 10, size=64).astype(np.int32)
+  sums = metrics.batch_metrics(jnp.asarray(logits), jnp.asarray(labels), jnp.ones(64, bool),
+                               task="classification")
+  order = np.argsort(-logits, axis=1, kind="stable")
+  rank = np.argmax(order == labels[:, None], axis=1)
+  assert float(sums["top1"]) == np.sum(rank < 1) and float(sums["top5"]) == np.sum(rank < 5)
+  constant = metrics.batch_metrics(jnp.zeros((64, 10)), jnp.asarray(labels), jnp.ones(64, bool),
+                                   task="classification")
+  assert float(constant["top1"]) == np.sum(labels == 0)
+  assert float(constant["top5"]) == np.sum(labels < 5)
+
+
 def test_regression_metrics_match_numpy():
   rng = np.random.default_rng(1)
   outputs = rng.normal(size=(8, 2)).astype(np.float32)
@@ -91,3 +109,11 @@ def test_training_sums_are_the_scalar_evaluation_sums(task):
   # "loss" is the sum of the losses it was given, not recomputed.
   doubled = metrics.training_sums(outputs, labels, 2 * losses, mask, task=task)
   np.testing.assert_allclose(doubled["loss"], 2 * evaluation["loss"], rtol=1e-6)
+
+
+def test_at_chance_flags_a_loss_no_better_than_a_constant_prediction():
+  """A constant prediction on balanced classes loses log(C) (1.7918 for 6 classes)."""
+  assert metrics.at_chance({"loss": float(np.log(6))}, num_classes=6)
+  assert metrics.at_chance({"loss": 2.3}, num_classes=6)  # Worse than a constant prediction.
+  assert not metrics.at_chance({"loss": 0.98 * np.log(6) - 1e-3}, num_classes=6)
+  assert not metrics.at_chance({"loss": 5.0}, num_classes=1)

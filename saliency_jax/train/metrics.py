@@ -8,6 +8,7 @@ into means.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -128,9 +129,12 @@ def _masked_sums(outputs, labels, mask, *, task):
 def _example_sums(outputs, labels, weights, *, task):
   outputs = outputs.astype(jnp.float32)
   if task == "classification":
-    # Rank of the true class = how many logits beat it; ties count for the label.
-    true_logit = jnp.take_along_axis(outputs, labels[:, None].astype(jnp.int32), axis=-1)
-    rank = jnp.sum(outputs > true_logit, axis=-1)
+    # Rank of the true class = how many logits beat it, a tie going to the lower class (as
+    # argmax does), so that a constant prediction scores the label prior, not 100 %.
+    labels = labels.astype(jnp.int32)
+    true_logit = jnp.take_along_axis(outputs, labels[:, None], axis=-1)
+    lower = jnp.arange(outputs.shape[-1]) < labels[:, None]
+    rank = jnp.sum((outputs > true_logit) | ((outputs == true_logit) & lower), axis=-1)
     return {"top1": jnp.sum(weights * (rank < 1)), "top5": jnp.sum(weights * (rank < 5))}
   error = jnp.linalg.norm(outputs - labels.astype(jnp.float32), axis=-1)
   return {"distance": jnp.sum(weights * error)}
@@ -167,3 +171,12 @@ def add_sums(total: dict[str, Any] | None, batch: Mapping[str, jax.Array]) -> di
   if total is None:
     return batch
   return {name: total[name] + batch[name] for name in total}
+
+
+def at_chance(results: Mapping[str, float], *, num_classes: int) -> bool:
+  """Whether a classifier's evaluation loss (`summarize`'s "loss") is no better than chance's:
+  at least 98 % of log(num_classes), a constant prediction's on balanced classes. A run that never
+  took off ends so (the same output for every image), as does a model whose input does not show
+  the class. A skewed label prior lowers a constant prediction's loss, so that such a run can go
+  unflagged."""
+  return num_classes >= 2 and results["loss"] >= 0.98 * math.log(num_classes)

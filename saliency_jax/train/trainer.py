@@ -427,6 +427,14 @@ def _train(config: ml_collections.ConfigDict, workdir: str, *, label: str, mesh:
     if lost is not None:
       raise lost from None
     raise
+  stalled = info.task == "classification" and metrics_lib.at_chance(
+      eval_results, num_classes=info.num_outputs)
+  if stalled:
+    progress.message(
+        f"[{label}] this model's evaluation loss ({eval_results['loss']:.4f}) is no better than "
+        f"chance's (log {info.num_outputs} = {math.log(info.num_outputs):.4f}): either its "
+        f"input does not show the class, or its training never left chance (another "
+        f"--config.seed may)")
   for resource in (progress, writer, train_loader, eval_loader, checkpoints):
     resource.close()
 
@@ -439,6 +447,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, *, label: str, mesh:
       "task": info.task,
       "steps": length.total_steps,
       "eval": eval_results,
+      "at_chance": stalled,
       "train": last_train,
       "loss_curve": loss_curve,
       "images_per_sec": rate,
