@@ -130,7 +130,7 @@ def _example_sums(outputs, labels, weights, *, task):
   outputs = outputs.astype(jnp.float32)
   if task == "classification":
     # Rank of the true class = how many logits beat it, a tie going to the lower class (as
-    # argmax does), so that a constant prediction scores the label prior, not 100 %.
+    # argmax does), so that a constant prediction scores its one class's share, not 100 %.
     labels = labels.astype(jnp.int32)
     true_logit = jnp.take_along_axis(outputs, labels[:, None], axis=-1)
     lower = jnp.arange(outputs.shape[-1]) < labels[:, None]
