@@ -15,8 +15,9 @@ benchmarks/results/zoom_suite_cpu.json): with the suite's distractor tiles a tin
 nothing at any size in 600 steps, uniform included, so the suite is measured with
 `--set=data.zoom.repeats=4 --set=data.zoom.num_distractors=0`. There, with the project's recipe
 (`--sampler_recipe`; 2026-12-06): counts at 256 98.8 +- 1.4 % against uniform's 99.3 +- 0.5 %,
-at 128 67.3 +- 36.3 % against 70.7 +- 25.5 % (one run in five of either stays at chance for the
-whole run), glyphs at 128 13.0 % against 11.6 % (chance 12.5 %).
+at 128 70.8 +- 26.1 % against 70.7 +- 25.5 % (5 seeds each; one run in five of either stays at
+chance for the whole run), markers at 128 23.7 +- 1.3 % against 34.4 +- 22.9 %, glyphs at 128
+13.0 % against 11.6 % (chance 12.5 %).
 This config stays the paper's layer with the zero head, the recorded runs' base; a recipe is a
 `--tag` with its `--set`s.
 """
