@@ -427,9 +427,9 @@ def _train(config: ml_collections.ConfigDict, workdir: str, *, label: str, mesh:
     if lost is not None:
       raise lost from None
     raise
-  stalled = info.task == "classification" and metrics_lib.at_chance(
+  at_chance = info.task == "classification" and metrics_lib.at_chance(
       eval_results, num_classes=info.num_outputs)
-  if stalled:
+  if at_chance:
     progress.message(
         f"[{label}] this model's evaluation loss ({eval_results['loss']:.4f}) is no better than "
         f"chance's (log {info.num_outputs} = {math.log(info.num_outputs):.4f}): either its "
@@ -447,7 +447,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, *, label: str, mesh:
       "task": info.task,
       "steps": length.total_steps,
       "eval": eval_results,
-      "at_chance": stalled,
+      "at_chance": at_chance,
       "train": last_train,
       "loss_curve": loss_curve,
       "images_per_sec": rate,
