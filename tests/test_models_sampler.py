@@ -122,7 +122,9 @@ def test_sampler_matches_the_pytorch_reference(paired, images):
   assert extras["saliency"].shape == (2, 31, 31)
   np.testing.assert_allclose(extras["saliency"], ref_saliency.numpy(), rtol=1e-4, atol=1e-7)
   assert extras["grid"].shape == (2, TASK, TASK, 2)
-  np.testing.assert_allclose(extras["grid"], ref_grid.numpy(), atol=2e-5)
+  # The grid is a ratio of sums of the map, which agrees to 1e-4 relative: the grid's
+  # coordinates (in [-1, 1]) agree to 1e-4 absolute (2.5e-5 seen on an AMD EPYC CPU).
+  np.testing.assert_allclose(extras["grid"], ref_grid.numpy(), atol=1e-4)
   assert extras["sampled"].shape == (2, TASK, TASK, 3)
   np.testing.assert_allclose(extras["sampled"], ref_sampled.numpy().transpose(0, 2, 3, 1),
                              atol=1e-4)
