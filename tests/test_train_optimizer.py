@@ -1,7 +1,8 @@
 """The optimizer against PyTorch's SGD with the authors' parameter groups, and the schedules.
 
 Reference: `torch.optim.SGD(param_groups, momentum, weight_decay)` with one `LambdaLR` factor per
-group is how the authors' PyTorch code trains; the schedule values are worked out by hand.
+group is how the authors' PyTorch code trains (`torch.optim.AdamW` likewise for "adamw"); the
+schedule values are worked out by hand.
 """
 import jax
 import jax.numpy as jnp
@@ -16,7 +17,8 @@ from saliency_jax.train import optimizer
 
 def _opt_config(**overrides):
   config = ml_collections.ConfigDict({
-      "learning_rate": 0.1, "momentum": 0.9, "nesterov": False, "weight_decay": 1e-2,
+      "name": "sgd", "learning_rate": 0.1, "momentum": 0.9, "nesterov": False,
+      "weight_decay": 1e-2,
       "schedule": "step", "decay_epochs": 2.0, "decay_factor": 0.1, "warmup_epochs": 0.0,
       "restart_task_schedule_after_blur": True,
       "lr_multipliers": {"task": 1.0, "saliency_head": 0.01, "saliency_backbone": 0.001},
@@ -103,6 +105,80 @@ def test_matches_torch_sgd_with_parameter_groups(nesterov, delay):
   for k in shapes:
     np.testing.assert_allclose(np.asarray(params[k]), tensors[k].detach().numpy(),
                                rtol=1e-5, atol=1e-6, err_msg=k)
+
+
+def _adamw_run(config, shapes, init, grads, losses):
+  schedules = optimizer.group_schedules(config, total_steps=len(grads), steps_per_epoch=1.0,
+                                        blur_steps=0)
+  tx = optimizer.make_optimizer(config, param_labels={k: k for k in shapes},
+                                schedules=schedules, chance_loss=1.0)
+  params = jax.tree.map(jnp.asarray, init)
+  state = tx.init(params)
+  trajectory = []
+  for g, loss in zip(grads, losses):
+    updates, state = tx.update(jax.tree.map(jnp.asarray, g), state, params, value=loss)
+    params = optax.apply_updates(params, updates)
+    trajectory.append(jax.tree.map(np.asarray, params))
+  return trajectory
+
+
+def _adamw_problem(steps=6):
+  rng = np.random.default_rng(1)
+  shapes = {"task": (3, 4), "saliency_head": (5,), "saliency_backbone": (2, 2)}
+  init = {k: rng.normal(size=s).astype(np.float32) for k, s in shapes.items()}
+  grads = [{k: rng.normal(size=s).astype(np.float32) for k, s in shapes.items()}
+           for _ in range(steps)]
+  return shapes, init, grads
+
+
+def _torch_adamw(shapes, init, grads, lr_multipliers):
+  tensors = {k: torch.nn.Parameter(torch.tensor(v)) for k, v in init.items()}
+  groups = [{"params": [tensors[k]], "lr": 0.01 * lr_multipliers[k]} for k in shapes]
+  adamw = torch.optim.AdamW(groups, lr=0.01, betas=(0.8, 0.999), eps=1e-8, weight_decay=0.1)
+  for g in grads:
+    for k, t in tensors.items():
+      t.grad = torch.tensor(g[k])
+    adamw.step()
+  return {k: t.detach().numpy() for k, t in tensors.items()}
+
+
+def test_adamw_matches_torch_adamw_with_parameter_groups():
+  shapes, init, grads = _adamw_problem()
+  config = _opt_config(name="adamw", learning_rate=0.01, momentum=0.8, weight_decay=0.1,
+                       schedule="constant")
+  final = _adamw_run(config, shapes, init, grads, losses=[1.0] * len(grads))[-1]
+  expected = _torch_adamw(shapes, init, grads, config.lr_multipliers)
+  for k in shapes:
+    np.testing.assert_allclose(final[k], expected[k], rtol=1e-5, atol=1e-6, err_msg=k)
+
+
+def test_adamw_holds_the_saliency_groups_still_until_released():
+  shapes, init, grads = _adamw_problem()
+  # The hold's level is 0.99 of chance (1.0); its running mean (decay 0.95) of the losses below
+  # is 1.0, 1.0, 1.0, then 0.975: released at the fourth step.
+  config = _opt_config(name="adamw", learning_rate=0.01, momentum=0.8, weight_decay=0.1,
+                       schedule="constant", saliency_delay_loss=0.99)
+  trajectory = _adamw_run(config, shapes, init, grads, losses=[1.0, 1.0, 1.0, 0.5, 0.5, 0.5])
+  for group in ("saliency_head", "saliency_backbone"):
+    for step in range(3):  # No step and no weight decay while held.
+      np.testing.assert_array_equal(trajectory[step][group], init[group], err_msg=group)
+    assert np.all(trajectory[3][group] != init[group]), group
+  # The task group is never held: PyTorch's AdamW step for step.
+  expected = _torch_adamw(shapes, init, grads, config.lr_multipliers)
+  np.testing.assert_allclose(trajectory[-1]["task"], expected["task"], rtol=1e-5, atol=1e-6)
+
+
+def test_nesterov_is_sgds_alone():
+  from saliency_jax.train import base_config, config as config_lib
+  config = base_config()
+  config.optimizer.name = "adamw"
+  config.optimizer.nesterov = True
+  with pytest.raises(config_lib.ConfigError, match="optimizer.nesterov"):
+    config_lib.validate_config(config)
+  config.optimizer.nesterov = False
+  config.optimizer.name = "adam"
+  with pytest.raises(config_lib.ConfigError, match="optimizer.name"):
+    config_lib.validate_config(config)
 
 
 def test_zero_multiplier_freezes_group_and_clipping_is_global():

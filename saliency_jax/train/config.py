@@ -48,6 +48,7 @@ class ConfigError(ValueError):
 
 LR_GROUPS = ("task", "saliency_head", "saliency_backbone")
 SCHEDULES = ("constant", "step", "cosine")
+OPTIMIZERS = ("sgd", "adamw")
 COMPUTE_DTYPES = ("float32", "bfloat16")
 
 
@@ -75,6 +76,10 @@ def base_config() -> ml_collections.ConfigDict:
   config.compute_dtype = "float32"
 
   config.optimizer = ml_collections.ConfigDict({
+      # "sgd": PyTorch's SGD (momentum, L2 weight decay), the authors' optimizer. "adamw":
+      # PyTorch's AdamW, its first-moment decay `momentum` and its decoupled weight decay
+      # `weight_decay` (times the learning rate).
+      "name": "sgd",
       "learning_rate": 0.1,
       "momentum": 0.9,
       "nesterov": False,
@@ -185,7 +190,12 @@ def checks() -> tuple[schema.Check, ...]:
       schema.Check("optimizer.learning_rate",
                    lambda c: c.optimizer.learning_rate > 0
                    and math.isfinite(c.optimizer.learning_rate), "a finite positive number"),
+      schema.Check("optimizer.name", lambda c: c.optimizer.name in OPTIMIZERS,
+                   f"one of {OPTIMIZERS}"),
       schema.Check("optimizer.momentum", lambda c: 0 <= c.optimizer.momentum < 1, "in [0, 1)"),
+      schema.Check("optimizer.nesterov",
+                   lambda c: not c.optimizer.nesterov or c.optimizer.name == "sgd",
+                   'False unless optimizer.name is "sgd"'),
       schema.Check("optimizer.weight_decay", lambda c: c.optimizer.weight_decay >= 0, ">= 0"),
       schema.Check("optimizer.schedule", lambda c: c.optimizer.schedule in SCHEDULES,
                    f"one of {SCHEDULES}"),

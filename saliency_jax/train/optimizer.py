@@ -4,7 +4,8 @@ The saliency sampler trains three groups of parameters at very different speeds 
 the task network at the base rate, the 1x1 saliency head at 0.01 of it and the pretrained
 saliency backbone at 0.001. The update rule is PyTorch's `SGD(momentum, weight_decay)`:
 `g += wd * p; buf = momentum * buf + g; p -= lr * buf`, which optax's
-`add_decayed_weights` + `sgd(momentum=...)` computes exactly.
+`add_decayed_weights` + `sgd(momentum=...)` computes exactly. `optimizer.name="adamw"` swaps
+the rule for PyTorch's `AdamW` (decoupled weight decay), groups and schedules unchanged.
 """
 from __future__ import annotations
 
@@ -154,13 +155,14 @@ def hold_released(opt_state: Any) -> jax.Array | None:
 def make_optimizer(opt_config: ml_collections.ConfigDict, *, param_labels: Any,
                    schedules: Mapping[str, Schedule],
                    chance_loss: float | None = None) -> optax.GradientTransformation:
-  """SGD with momentum and weight decay, one learning-rate schedule per parameter group.
+  """SGD with momentum and weight decay (or AdamW), one learning-rate schedule per parameter
+  group.
 
   Its `update` takes the step's loss of the model's prediction as `value=` (the saliency
   groups' hold reads it; without the hold it is ignored).
 
   Args:
-    opt_config: `config.optimizer` (momentum, nesterov, weight_decay, lr_multipliers,
+    opt_config: `config.optimizer` (name, momentum, nesterov, weight_decay, lr_multipliers,
       grad_clip_norm, clip_per_group, saliency_delay_loss).
     param_labels: a pytree like the parameters whose leaves are group names ("task",
       "saliency_head", "saliency_backbone"), or a function of the parameters returning one.
@@ -187,18 +189,27 @@ def make_optimizer(opt_config: ml_collections.ConfigDict, *, param_labels: Any,
     if multiplier == 0:
       transforms[group] = optax.set_to_zero()
       continue
+    held = (hold_until_loss_below(hold) if hold is not None and group != "task" else
+            optax.identity())
+    if opt_config.name == "adamw":
+      # Held after the moment estimates, which gather while the group is held, and before the
+      # decay and the step: a held group does not move.
+      update = optax.chain(
+          optax.scale_by_adam(b1=opt_config.momentum, b2=0.999, eps=1e-8),
+          optax.add_decayed_weights(opt_config.weight_decay), held,
+          optax.scale_by_learning_rate(schedules[group]))
+    else:
+      # Held after the weight decay and before the momentum: a held group neither decays nor
+      # gathers momentum.
+      update = optax.chain(
+          optax.add_decayed_weights(opt_config.weight_decay), held,
+          optax.sgd(schedules[group], momentum=opt_config.momentum or None,
+                    nesterov=opt_config.nesterov))
     transforms[group] = optax.chain(
         # multi_transform gives each chain its group's gradient alone.
         optax.clip_by_global_norm(clip) if clip > 0 and opt_config.clip_per_group else
         optax.identity(),
-        optax.add_decayed_weights(opt_config.weight_decay),
-        # Held after the weight decay and before the momentum: a held group neither decays nor
-        # gathers momentum.
-        hold_until_loss_below(hold) if hold is not None and group != "task" else
-        optax.identity(),
-        optax.sgd(schedules[group], momentum=opt_config.momentum or None,
-                  nesterov=opt_config.nesterov),
-    )
+        update)
   tx = optax.multi_transform(transforms, param_labels)
   if clip > 0 and not opt_config.clip_per_group:
     # Clipping sees the whole gradient, so it goes before the split into groups.
