@@ -11,7 +11,7 @@ from configs import default
 
 
 def get_config():
-  config = default.common_config()
+  config = default.with_adamw(default.common_config())
   config.model.name = "uniform"
   config.compare_with_uniform = False
   return config

@@ -64,6 +64,10 @@ def test_paper_settings_of_the_experiments():
       "task": 1.0, "saliency_head": 0.01, "saliency_backbone": 0.001}
   demo = load("default")
   assert demo.compare_with_uniform and demo.data.name == "synthetic"
+  # The demo and its uniform config train from scratch with AdamW, every group at one rate.
+  for config in (demo, load("uniform")):
+    assert (config.optimizer.name, config.optimizer.learning_rate) == ("adamw", 0.002)
+    assert set(dict(config.optimizer.lr_multipliers).values()) == {1.0}
   # configs/uniform.py is the demo's comparison run: they differ only in the sampler's recipe
   # fields, which the uniform model does not read (per-group clipping is the global clip for
   # its one parameter group).
