@@ -113,7 +113,7 @@ def get_config():
   config = with_adamw(with_sampler_recipe(common_config()))
   # Never magnify past the source's own resolution (4x here): the cap leaves the zoom the task
   # needs and takes away the degenerate grid that shrinks to a point, which some seeds found
-  # (README, the demo: 99.7 to 100 % over five seeds with it; not on the zoom suite).
+  # (README, the demo: chosen there; not on the zoom suite).
   config.model.cap_at_source = True
   config.compare_with_uniform = True
   return config

@@ -126,8 +126,11 @@ def test_sampler_matches_the_pytorch_reference(paired, images):
   # coordinates (in [-1, 1]) agree to 1e-4 absolute (2.5e-5 seen on an AMD EPYC CPU).
   np.testing.assert_allclose(extras["grid"], ref_grid.numpy(), atol=1e-4)
   assert extras["sampled"].shape == (2, TASK, TASK, 3)
+  # Bilinear samples move with the grid by the image's slope: at most 0.1 of the value range per
+  # pixel (the image is smooth), 60 pixels per unit of the grid, so 1e-4 of grid error moves a
+  # sample by up to 6e-4 (1.2e-4 seen on the AMD EPYC CPU).
   np.testing.assert_allclose(extras["sampled"], ref_sampled.numpy().transpose(0, 2, 3, 1),
-                             atol=1e-4)
+                             atol=5e-4)
   assert outputs.shape == (2, 5) and outputs.dtype == jnp.float32
   np.testing.assert_allclose(outputs, ref_outputs.numpy(), atol=1e-4, rtol=1e-4)
 
