@@ -131,10 +131,13 @@ def _adamw_problem(steps=6):
   return shapes, init, grads
 
 
-def _torch_adamw(shapes, init, grads, lr_multipliers):
+def _torch_adamw(config, shapes, init, grads):
+  """PyTorch's AdamW on the same groups, with the config's rate, b1 (`momentum`) and decay."""
   tensors = {k: torch.nn.Parameter(torch.tensor(v)) for k, v in init.items()}
-  groups = [{"params": [tensors[k]], "lr": 0.01 * lr_multipliers[k]} for k in shapes]
-  adamw = torch.optim.AdamW(groups, lr=0.01, betas=(0.8, 0.999), eps=1e-8, weight_decay=0.1)
+  groups = [{"params": [tensors[k]], "lr": config.learning_rate * config.lr_multipliers[k]}
+            for k in shapes]
+  adamw = torch.optim.AdamW(groups, lr=config.learning_rate, betas=(config.momentum, 0.999),
+                            eps=1e-8, weight_decay=config.weight_decay)
   for g in grads:
     for k, t in tensors.items():
       t.grad = torch.tensor(g[k])
@@ -147,7 +150,7 @@ def test_adamw_matches_torch_adamw_with_parameter_groups():
   config = _opt_config(name="adamw", learning_rate=0.01, momentum=0.8, weight_decay=0.1,
                        schedule="constant")
   final = _adamw_run(config, shapes, init, grads, losses=[1.0] * len(grads))[-1]
-  expected = _torch_adamw(shapes, init, grads, config.lr_multipliers)
+  expected = _torch_adamw(config, shapes, init, grads)
   for k in shapes:
     np.testing.assert_allclose(final[k], expected[k], rtol=1e-5, atol=1e-6, err_msg=k)
 
@@ -164,7 +167,7 @@ def test_adamw_holds_the_saliency_groups_still_until_released():
       np.testing.assert_array_equal(trajectory[step][group], init[group], err_msg=group)
     assert np.all(trajectory[3][group] != init[group]), group
   # The task group is never held: PyTorch's AdamW step for step.
-  expected = _torch_adamw(shapes, init, grads, config.lr_multipliers)
+  expected = _torch_adamw(config, shapes, init, grads)
   np.testing.assert_allclose(trajectory[-1]["task"], expected["task"], rtol=1e-5, atol=1e-6)
 
 
