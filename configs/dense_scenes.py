@@ -28,11 +28,11 @@ adds 8.1 % to it instead of 19.7 %, `benchmarks/dense_step.py`): hence the defau
 `--config.model.saliency=none`) did not help the small objects (2026-12-05, seed 0: small-object
 mIoU 6.7 and 7.7 % against uniform's 9.0 %; README). Nor did the saliency network supervised by
 each image's boxes (`--config.model.saliency_supervision=1.0`, 2026-12-06, 600 steps): with the
-2-D attraction grid small-object mIoU 8.9 +- 2.0 % against uniform's 7.8 +- 1.7 % (seeds 0-2,
-per seed +2.3, +1.4, -0.3 points), with the axis-aligned grid 7.6 % against 8.8 % (seed 0). With AdamW (the demo's `with_adamw`
-settings; 2026-12-06, seeds 0-2, class-balanced, 600 steps) both models train further: mIoU
-30.4 +- 7.0 % against uniform's 28.5 +- 1.4 %, but the warp magnifies the large objects
-(large 28.6 +- 20.3 % against 16.2 +- 2.3 %) at the small ones' cost (8.7 +- 2.1 % against
+2-D attraction grid small-object mIoU 8.9 +- 2.0 % against uniform's 7.8 +- 1.7 % (seeds 0-2, per
+seed +2.3, +1.4, -0.3 points), with the axis-aligned grid 7.6 % against 8.8 % (seed 0). With AdamW
+(the demo's `with_adamw` settings; 2026-12-06, seeds 0-2, class-balanced, 600 steps) both models
+train further: mIoU 30.4 +- 7.0 % against uniform's 28.5 +- 1.4 %, but the warp magnifies the large
+objects (large 28.6 +- 20.3 % against 16.2 +- 2.3 %) at the small ones' cost (8.7 +- 2.1 % against
 12.5 +- 0.3 %); this config keeps SGD, its recorded runs' base.
 """
 from configs import default
