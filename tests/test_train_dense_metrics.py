@@ -203,8 +203,48 @@ def test_segmentation_losses_against_a_numpy_reference():
   np.testing.assert_allclose(
       metrics.per_example_loss(logits, targets, task="segmentation",
                                segmentation_loss="class_balanced"), balanced, rtol=1e-5)
-  with pytest.raises(ValueError, match=r"kind must be one of \('pixel', 'class_balanced'\)"):
+  with pytest.raises(ValueError, match=r"kind must be one of \('pixel', 'class_balanced', "):
     dense_metrics.segmentation_loss(logits, targets, kind="focal")
+
+
+def test_object_balanced_loss_weighs_each_object_alike_against_a_numpy_reference():
+  # Two objects of class 0 (label value 1), a 2x2 one and a 5x5 one, one of class 1 whose box
+  # also covers background, a class-2 pixel with no box and a void pixel; the second image has
+  # no objects. Reference (NumPy): the mean over the groups (each object's pixels of its class
+  # inside its box; each class's pixels outside its objects) of the group's mean cross-entropy.
+  rng = np.random.default_rng(5)
+  logits = rng.normal(size=(2, 10, 10, 4)).astype(np.float32)
+  labels = np.zeros((2, 10, 10), np.uint8)
+  labels[0, 1:3, 1:3] = 1
+  labels[0, 4:9, 4:9] = 1
+  labels[0, 1:3, 6:8] = 2
+  labels[0, 9, 0] = 3
+  labels[0, 0, 9] = dense_metrics.IGNORE
+  labels[1, 5:, :] = 2
+  boxes = np.zeros((2, 4, 4), np.float32)
+  boxes[0, :3] = [(1, 1, 3, 3), (4, 4, 9, 9), (5, 0, 9, 4)]  # (x0, y0, x1, y1)
+  object_labels = np.array([[0, 0, 1, -1], [-1, -1, -1, -1]], np.int32)
+  shifted = logits - logits.max(-1, keepdims=True)
+  log_p = shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
+  safe = np.where(labels == dense_metrics.IGNORE, 0, labels).astype(np.int64)
+  ce = -np.take_along_axis(log_p, safe[..., None], -1)[..., 0]
+  known = labels != dense_metrics.IGNORE
+  small, large = np.zeros((10, 10), bool), np.zeros((10, 10), bool)
+  small[1:3, 1:3], large[4:9, 4:9] = True, True
+  third = (labels[0] == 2)
+  rest = known[0] & ~small & ~large & ~third
+  groups = [small, large, third] + [rest & (labels[0] == c) for c in (0, 3)]
+  first = np.mean([ce[0][g].mean() for g in groups])
+  second = np.mean([ce[1][labels[1] == c].mean() for c in (0, 2)])
+  targets = {"segmentation": jnp.asarray(labels), "boxes": jnp.asarray(boxes),
+             "labels": jnp.asarray(object_labels)}
+  got = dense_metrics.segmentation_loss(logits, targets, kind="object_balanced")
+  np.testing.assert_allclose(got, [first, second], rtol=1e-5)
+  # Without objects it is the class-balanced loss; with them it differs (the two class-0
+  # objects count apart).
+  balanced = dense_metrics.segmentation_loss(logits, targets, kind="class_balanced")
+  np.testing.assert_allclose(got[1], balanced[1], rtol=1e-6)
+  assert abs(float(got[0]) - float(balanced[0])) > 1e-3
 
 
 def test_void_pixels_count_for_nothing_in_the_losses_and_the_metrics():

@@ -35,7 +35,7 @@ from saliency_jax.models import task
 
 HEADS = ("segmentation", "detection")
 # The segmentation head's training losses (`train.dense_metrics.segmentation_loss`).
-SEGMENTATION_LOSSES = ("pixel", "class_balanced")
+SEGMENTATION_LOSSES = ("pixel", "class_balanced", "object_balanced")
 _HEATMAP_BIAS = -2.19  # log(0.1 / 0.9)
 
 

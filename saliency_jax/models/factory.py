@@ -118,8 +118,10 @@ def build_model(model_config: Mapping[str, Any], *, num_outputs: int, rngs: nnx.
     network's fields as above):
     dense_head: "segmentation" or "detection" ["segmentation"].
     segmentation_loss: the segmentation head's training loss: "pixel" (mean pixel
-      cross-entropy) or "class_balanced" (the mean over the classes present in each image of
-      their mean pixel cross-entropy) ["pixel"]; see `train.dense_metrics`. Evaluation
+      cross-entropy), "class_balanced" (the mean over the classes present in each image of
+      their mean pixel cross-entropy) or "object_balanced" (the same, with each object on its
+      own, so that a small object weighs as much as a large one) ["pixel"]; see
+      `train.dense_metrics`. Evaluation
       reports the pixel loss either way, so that runs with either loss compare.
     saliency: "network", "prior" (fixed: `prior`), "both" or "none" (the uniform baseline,
       unless `detail_prior`) ["network"].

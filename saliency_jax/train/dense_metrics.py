@@ -88,14 +88,18 @@ def _upsample(logits: jax.Array, size: tuple[int, int]) -> jax.Array:
   return jax.image.resize(logits.astype(jnp.float32), shape, "bilinear")
 
 
-def _in_boxes(boxes: jax.Array, keep: jax.Array, size: tuple[int, int]) -> jax.Array:
-  """bool `[B, H, W]`: pixels whose centre lies in one of the kept boxes."""
+def _box_masks(boxes: jax.Array, size: tuple[int, int]) -> jax.Array:
+  """bool `[B, M, H, W]`: the pixels whose centre lies in each box."""
   y = jnp.arange(size[0], dtype=jnp.float32) + 0.5
   x = jnp.arange(size[1], dtype=jnp.float32) + 0.5
-  b = boxes[:, :, None, None, :]
-  inside = ((x[None, None, None, :] >= b[..., 0]) & (x[None, None, None, :] < b[..., 2])
-            & (y[None, None, :, None] >= b[..., 1]) & (y[None, None, :, None] < b[..., 3]))
-  return jnp.any(inside & keep[:, :, None, None], axis=1)
+  b = boxes.astype(jnp.float32)[:, :, None, None, :]
+  return ((x[None, None, None, :] >= b[..., 0]) & (x[None, None, None, :] < b[..., 2])
+          & (y[None, None, :, None] >= b[..., 1]) & (y[None, None, :, None] < b[..., 3]))
+
+
+def _in_boxes(boxes: jax.Array, keep: jax.Array, size: tuple[int, int]) -> jax.Array:
+  """bool `[B, H, W]`: pixels whose centre lies in one of the kept boxes."""
+  return jnp.any(_box_masks(boxes, size) & keep[:, :, None, None], axis=1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -108,8 +112,12 @@ def segmentation_loss(logits: jax.Array, targets: Mapping[str, jax.Array], *,
 
   `kind`: "pixel", the mean over the image's pixels; "class_balanced", the mean over the classes
   present in the image (background included) of each class's mean over its pixels, so that a
-  small object weighs as much as the background it sits on. An image with no labelled pixel has
-  loss 0.
+  small object weighs as much as the background it sits on; "object_balanced", the same with
+  every object on its own: the mean over the image's objects (the pixels of its class inside
+  its box) and over each class's pixels outside its objects (the background, and classes
+  without boxes) of their mean cross-entropy, so that a small object weighs as much as a large
+  one of its class (needs "boxes" and "labels"; without objects it is "class_balanced"). An
+  image with no labelled pixel has loss 0.
   """
   labels, known = _labels(targets)
   up = _upsample(logits, labels.shape[1:3])
@@ -117,14 +125,25 @@ def segmentation_loss(logits: jax.Array, targets: Mapping[str, jax.Array], *,
   if kind == "pixel":
     return (jnp.sum(jnp.where(known, losses, 0.0), axis=(1, 2))
             / jnp.maximum(jnp.sum(known, axis=(1, 2)), 1).astype(losses.dtype))
-  if kind != "class_balanced":
+  if kind not in ("class_balanced", "object_balanced"):
     raise ValueError(f"kind must be one of {dense.SEGMENTATION_LOSSES}; got {kind!r}.")
-  onehot = jax.nn.one_hot(labels, up.shape[-1], dtype=losses.dtype) * known[..., None]
-  counts = jnp.sum(onehot, axis=(1, 2))
-  per_class = jnp.einsum("bhw,bhwk->bk", losses, onehot) / jnp.maximum(counts, 1.0)
+  rest = known
+  sums, counts = [], []
+  if kind == "object_balanced":
+    # The label map's value of object m's class is its label + 1 (module docstring).
+    objects = (_box_masks(targets["boxes"], labels.shape[1:3])
+               & (labels[:, None] == targets["labels"][:, :, None, None] + 1)
+               & (targets["labels"] >= 0)[:, :, None, None] & known[:, None])
+    sums.append(jnp.einsum("bhw,bmhw->bm", losses, objects.astype(losses.dtype)))
+    counts.append(jnp.sum(objects, axis=(2, 3), dtype=losses.dtype))
+    rest = known & ~jnp.any(objects, axis=1)
+  onehot = jax.nn.one_hot(labels, up.shape[-1], dtype=losses.dtype) * rest[..., None]
+  sums.append(jnp.einsum("bhw,bhwk->bk", losses, onehot))
+  counts.append(jnp.sum(onehot, axis=(1, 2)))
+  sums, counts = jnp.concatenate(sums, axis=-1), jnp.concatenate(counts, axis=-1)
   present = counts > 0
-  return (jnp.sum(jnp.where(present, per_class, 0.0), axis=-1)
-          / jnp.maximum(jnp.sum(present, axis=-1), 1))
+  means = jnp.where(present, sums / jnp.maximum(counts, 1.0), 0.0)
+  return jnp.sum(means, axis=-1) / jnp.maximum(jnp.sum(present, axis=-1), 1)
 
 
 def _labels(targets: Mapping[str, jax.Array]) -> tuple[jax.Array, jax.Array]:
