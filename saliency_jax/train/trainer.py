@@ -236,7 +236,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, *, label: str, mesh:
            info: Any, length: RunLength, is_chief: bool, stop: preemption_lib.StopSignals,
            experiment: Experiment, build: Callable[[bool], Experiment], pretrained: bool,
            train_loader: Any, eval_loader: Any) -> dict[str, Any]:
-  """`_run`'s work once the workdir is locked: resume or start, train, evaluate, write.
+  """`_run`'s work once the workdir is locked: resume or start, then `_Training`.
 
   `experiment` was built by `build(pretrained)` (`pretrained`: with the pretrained weights)
   before the workdir was touched, and the loaders were made then too.
@@ -247,10 +247,9 @@ def _train(config: ml_collections.ConfigDict, workdir: str, *, label: str, mesh:
   latest = checkpoints.latest_step()
   checkpoint_lib.check_resume_config(workdir, config, resuming=latest is not None,
                                      write=is_chief)
-  results_path = os.path.join(workdir, "results.json")
   if latest is not None and latest >= length.total_steps:
     # A finished run is reported, not redone: its results.json stays as it is.
-    stored = _stored_results(results_path, length.total_steps)
+    stored = _stored_results(os.path.join(workdir, "results.json"), length.total_steps)
     if stored is not None:
       _close_quietly(checkpoints, train_loader, eval_loader)
       if is_chief:
@@ -264,199 +263,233 @@ def _train(config: ml_collections.ConfigDict, workdir: str, *, label: str, mesh:
                                               or config.pretrained.saliency_backbone):
     # No checkpoint read: this run starts afresh, from the pretrained weights after all.
     experiment = build(True)
-  state = experiment.initial_state
-  last_train: dict[str, float] = {}
-  # (step, mean training loss since the previous log step): kept in the checkpoints, so that a
-  # resumed run reports the whole curve (the zoom suite reads it to detect collapses).
-  loss_curve: list[list[float]] = []
-  rate = 0.0
-  if restored is not None:
-    state = restored.state
-    train_loader.set_state(restored.loader_state)
-    # What results.json reports if this run has no step left to train.
-    last_train = dict(restored.metrics.get("train", {}))
-    loss_curve = [list(point) for point in restored.metrics.get("loss_curve", [])]
-    rate = float(restored.metrics.get("images_per_sec", 0.0))
-  start = int(state.step)
+  return _Training(config, workdir, label=label, mesh=mesh, info=info, length=length,
+                   is_chief=is_chief, stop=stop, experiment=experiment, restored=restored,
+                   checkpoints=checkpoints, train_loader=train_loader,
+                   eval_loader=eval_loader).run()
 
-  progress = reporting.ProgressBar(total_steps=length.total_steps, start_step=start,
-                                     batch_size=config.batch_size, enabled=is_chief,
-                                     show_progress=config.progress_bar, label=label)
-  writer = reporting.MetricWriter(os.path.join(workdir, "tensorboard"), enabled=is_chief)
-  panel_dir = os.path.join(workdir, "panels")
-  for note in restored.skipped if restored is not None else ():
-    progress.message(f"[{label}] {note}")
-  progress.message(
-      f"[{label}] {config.model.name} (task net {config.model.task_net} at "
-      f"{config.model.task_size}px) on {config.data.name}: {length.total_steps} steps of "
-      f"{config.batch_size} on {mesh.size} device(s), "
-      + (f"resuming from step {start} of {workdir}" if start else f"workdir {workdir}"))
-  # A multi-process run cannot leave an evaluation half way (its batches are collectives).
-  abort_evaluation = jax.process_count() == 1
 
-  def evaluate(step: int) -> dict[str, float] | None:
+class _Training:
+  """One run's loop from its first (or restored) state: train, log, save, draw, evaluate, and
+  leave the newest good checkpoint behind whatever stops it (a signal, a diverged loss, a full
+  disk, a lost process). `run()` returns the results it writes to results.json."""
+
+  def __init__(self, config: ml_collections.ConfigDict, workdir: str, *, label: str,
+               mesh: Mesh, info: Any, length: RunLength, is_chief: bool,
+               stop: preemption_lib.StopSignals, experiment: Experiment,
+               restored: checkpoint_lib.Restored | None,
+               checkpoints: checkpoint_lib.Checkpointer, train_loader: Any, eval_loader: Any):
+    self.config, self.workdir, self.label, self.info = config, workdir, label, info
+    self.length, self.is_chief, self.stop, self.experiment = length, is_chief, stop, experiment
+    self.checkpoints, self.train_loader, self.eval_loader = checkpoints, train_loader, eval_loader
+    self.state = experiment.initial_state
+    self.last_train: dict[str, float] = {}
+    # (step, mean training loss since the previous log step): kept in the checkpoints, so that a
+    # resumed run reports the whole curve (the zoom suite reads it to detect collapses).
+    self.loss_curve: list[list[float]] = []
+    self.rate = 0.0
+    self.saved_step = None
+    if restored is not None:
+      self.state = restored.state
+      train_loader.set_state(restored.loader_state)
+      # What results.json reports if this run has no step left to train.
+      self.last_train = dict(restored.metrics.get("train", {}))
+      self.loss_curve = [list(point) for point in restored.metrics.get("loss_curve", [])]
+      self.rate = float(restored.metrics.get("images_per_sec", 0.0))
+      self.saved_step = restored.step
+    self.start = int(self.state.step)
+    # The metrics of the steps since the last log, still on the devices.
+    self.pending: list[tuple[int, dict[str, jax.Array]]] = []
+    # A multi-process run cannot leave an evaluation half way (its batches are collectives).
+    self.abort_evaluation = jax.process_count() == 1
+    self.progress = reporting.ProgressBar(
+        total_steps=length.total_steps, start_step=self.start, batch_size=config.batch_size,
+        enabled=is_chief, show_progress=config.progress_bar, label=label)
+    self.writer = reporting.MetricWriter(os.path.join(workdir, "tensorboard"), enabled=is_chief)
+    self.panel_dir = os.path.join(workdir, "panels")
+    for note in restored.skipped if restored is not None else ():
+      self.progress.message(f"[{label}] {note}")
+    self.progress.message(
+        f"[{label}] {config.model.name} (task net {config.model.task_net} at "
+        f"{config.model.task_size}px) on {config.data.name}: {length.total_steps} steps of "
+        f"{config.batch_size} on {mesh.size} device(s), "
+        + (f"resuming from step {self.start} of {workdir}" if self.start
+           else f"workdir {workdir}"))
+
+  def evaluate(self, step: int) -> dict[str, float] | None:
     """The evaluation metrics, or None if a stop was requested during it."""
     began = time.perf_counter()
     sums = None
-    for batch in eval_loader:
-      if stop.requested is not None and abort_evaluation:
-        eval_loader.close()
+    for batch in self.eval_loader:
+      if self.stop.requested is not None and self.abort_evaluation:
+        self.eval_loader.close()
         return None
-      sums = metrics_lib.add_sums(sums, experiment.eval_step(state, batch)[0])
-    eval_loader.close()  # Frees the evaluation workers' memory until the next evaluation.
+      sums = metrics_lib.add_sums(sums, self.experiment.eval_step(self.state, batch)[0])
+    self.eval_loader.close()  # Frees the evaluation workers' memory until the next evaluation.
     results = metrics_lib.summarize(sums)
-    writer.scalars(step, {k: v for k, v in results.items() if k != "count"}, prefix="eval/")
-    progress.message(f"[{label}] step {step}: eval {_describe(results, info.task)} "
-                     f"({int(results['count'])} examples)")
-    progress.skip(time.perf_counter() - began)
+    self.writer.scalars(step, {k: v for k, v in results.items() if k != "count"},
+                        prefix="eval/")
+    self.progress.message(f"[{self.label}] step {step}: eval "
+                          f"{_describe(results, self.info.task)} "
+                          f"({int(results['count'])} examples)")
+    self.progress.skip(time.perf_counter() - began)
     return results
 
-  def draw_panels(step: int) -> None:
+  def draw_panels(self, step: int) -> None:
     """Panels of the first evaluation examples, as the model sees them now."""
-    batches = iter(eval_loader)
-    _, examples = experiment.eval_step(state, next(batches))
+    batches = iter(self.eval_loader)
+    _, examples = self.experiment.eval_step(self.state, next(batches))
     batches.close()  # The next evaluation starts from the first batch again.
-    if is_chief:
-      panels_lib.write_panels(jax.device_get(examples), step=step, directory=panel_dir, writer=writer,
-                    align_corners=config.model.align_corners, task=info.task)
+    if self.is_chief:
+      panels_lib.write_panels(jax.device_get(examples), step=step, directory=self.panel_dir,
+                              writer=self.writer, align_corners=self.config.model.align_corners,
+                              task=self.info.task)
 
-  pending: list[tuple[int, dict[str, jax.Array]]] = []
-
-  def log_pending(done: int) -> None:
+  def log_pending(self, done: int) -> None:
     """Fetches the metrics of the steps up to `done`; stops if any is not finite."""
-    nonlocal last_train, rate
-    history = _fetch(pending)
-    pending.clear()
+    history = _fetch(self.pending)
+    self.pending.clear()
     # Checked before every save, so that a checkpoint never holds a diverged state.
     problem = _first_non_finite(history)
     if problem:
-      checkpoints.wait()
-      saved = checkpoints.latest_step()
-      kept = (f"the last good checkpoint, step {saved}, is kept in {checkpoints.directory}"
+      self.checkpoints.wait()
+      saved = self.checkpoints.latest_step()
+      kept = (f"the last good checkpoint, step {saved}, is kept in {self.checkpoints.directory}"
               if saved is not None else "no checkpoint had been saved yet")
       raise NonFiniteLossError(
           f"{problem}; training stopped and {kept}. Lower "
           f"--config.optimizer.learning_rate (or set --config.optimizer.grad_clip_norm) and "
           f"train again in a new --workdir.")
-    released_at = _released_at(history, last_train)
-    last_train = _interval_metrics(history)
+    released_at = _released_at(history, self.last_train)
+    self.last_train = _interval_metrics(history)
     if released_at is not None:
-      progress.message(
-          f"[{label}] step {released_at}: the saliency network trains from here on (the "
-          f"training loss fell below {config.optimizer.saliency_delay_loss} of chance)")
-    loss_curve.append([done, last_train["loss"]])
-    rate = progress.update(done, loss=last_train["loss"])
-    lrs = {f"lr/{g}": float(s(done - 1)) for g, s in experiment.schedules.items()}
-    writer.scalars(done, {**{f"train/{k}": v for k, v in last_train.items()},
-                          "train/images_per_sec": rate, **lrs})
+      self.progress.message(
+          f"[{self.label}] step {released_at}: the saliency network trains from here on (the "
+          f"training loss fell below {self.config.optimizer.saliency_delay_loss} of chance)")
+    self.loss_curve.append([done, self.last_train["loss"]])
+    self.rate = self.progress.update(done, loss=self.last_train["loss"])
+    lrs = {f"lr/{g}": float(s(done - 1)) for g, s in self.experiment.schedules.items()}
+    self.writer.scalars(done, {**{f"train/{k}": v for k, v in self.last_train.items()},
+                               "train/images_per_sec": self.rate, **lrs})
 
-  def save(done: int, *, force: bool) -> bool:
-    return checkpoints.save(done, state, loader_state=train_loader.get_state(),
-                            metrics={"train": last_train, "images_per_sec": rate,
-                                     "loss_curve": list(loss_curve)}, force=force)
+  def save(self, done: int, *, force: bool) -> None:
+    if self.checkpoints.save(done, self.state, loader_state=self.train_loader.get_state(),
+                             metrics={"train": self.last_train, "images_per_sec": self.rate,
+                                      "loss_curve": list(self.loss_curve)}, force=force):
+      self.saved_step = done
 
-  def stopped(signum: int, what: str, *, then: str = "resume") -> preemption_lib.Stopped:
+  def stopped(self, signum: int, what: str, *, then: str = "resume") -> preemption_lib.Stopped:
     return preemption_lib.Stopped(
-        f"stopped by {preemption_lib.signal_name(signum)} {what} in {checkpoints.directory}; "
-        f"run the same command to {then}.", signum=signum)
+        f"stopped by {preemption_lib.signal_name(signum)} {what} in "
+        f"{self.checkpoints.directory}; run the same command to {then}.", signum=signum)
 
-  eval_results = None
-  saved_step = restored.step if restored is not None else None
-  try:
-    iterator: Iterator[Mapping[str, jax.Array]] = iter(train_loader)
+  def run(self) -> dict[str, Any]:
+    """Trains from `start` to the end, evaluates, and writes and returns the results."""
+    try:
+      eval_results = self._loop()
+    except BaseException as error:
+      # Already failing: release everything without letting a second error (a pending save that
+      # also fails) replace the first one. Without a peer, a pending save's commit would wait
+      # for it until JAX's heartbeat timeout ends the process: the checkpointer is left as it is.
+      lost = distributed.lost_process(error)
+      _close_quietly(self.progress, self.writer, self.train_loader, self.eval_loader,
+                     *([self.checkpoints] if lost is None else []))
+      if isinstance(error, OSError) or lost is not None:
+        # Writing logs, panels or results (a full disk, say), or a collective without its peer.
+        kept = self.checkpoints.latest_step()
+        (lost or error).add_note(
+            f"The newest checkpoint, of step {kept} in {self.checkpoints.directory}, is kept; "
+            f"fix the cause and run the same command to resume." if kept is not None else
+            "No checkpoint had been saved yet.")
+      if lost is not None:
+        raise lost from None
+      raise
+    info = self.info
+    at_chance = info.task == "classification" and metrics_lib.at_chance(
+        eval_results, num_classes=info.num_outputs)
+    if at_chance:
+      self.progress.message(
+          f"[{self.label}] this model's evaluation loss ({eval_results['loss']:.4f}) is no "
+          f"better than chance's (log {info.num_outputs} = {math.log(info.num_outputs):.4f}): "
+          f"either its input does not show the class, or its training never left chance "
+          f"(another --config.seed may)")
+    for resource in (self.progress, self.writer, self.train_loader, self.eval_loader,
+                     self.checkpoints):
+      resource.close()
+    config = self.config
+    results = {
+        "label": self.label,
+        "model": config.model.name,
+        "task_net": config.model.task_net,
+        "task_size": config.model.task_size,
+        "dataset": config.data.name,
+        "task": info.task,
+        "steps": self.length.total_steps,
+        "eval": eval_results,
+        "at_chance": at_chance,
+        "train": self.last_train,
+        "loss_curve": self.loss_curve,
+        "images_per_sec": self.rate,
+        "workdir": self.workdir,
+        "panels": self.panel_dir,
+    }
+    if self.is_chief:
+      files.write_json(os.path.join(self.workdir, "results.json"), results)
+    return results
+
+  def _loop(self) -> dict[str, float]:
+    """The steps, saves, panels and evaluations; the final evaluation's metrics."""
+    config, length, stop = self.config, self.length, self.stop
+    iterator: Iterator[Mapping[str, jax.Array]] = iter(self.train_loader)
     signum = stop.agreed(sync_point=True)
     if signum is not None:  # Signalled while resuming: nothing new to save.
-      raise stopped(signum, f"while starting, before step {start + 1}; the checkpoints are "
-                    f"unchanged")
-    for step in range(start, length.total_steps):
+      raise self.stopped(signum, f"while starting, before step {self.start + 1}; the "
+                         f"checkpoints are unchanged")
+    for step in range(self.start, length.total_steps):
       batch = next(iterator)
-      state, step_metrics = experiment.train_step(state, batch, step < length.blur_steps)
+      self.state, step_metrics = self.experiment.train_step(self.state, batch,
+                                                            step < length.blur_steps)
       done = step + 1
-      pending.append((done, step_metrics))
+      self.pending.append((done, step_metrics))
       save_due = done % config.checkpoint_every_steps == 0 or done == length.total_steps
       logged = done % config.log_every_steps == 0 or save_due
       if logged:
-        log_pending(done)
-      if save_due and save(done, force=done == length.total_steps):
-        saved_step = done
+        self.log_pending(done)
+      if save_due:
+        self.save(done, force=done == length.total_steps)
       # A save that failed in the background (a full disk, say) stops the run now, naming
       # its step, rather than at the next save.
-      checkpoints.poll()
+      self.checkpoints.poll()
       if done % length.panel_every == 0 and done != length.total_steps:
-        draw_panels(done)
+        self.draw_panels(done)
       if done % length.eval_every == 0 and done != length.total_steps:
-        evaluate(done)
+        self.evaluate(done)
       signum = stop.agreed(sync_point=logged)
       if signum is not None:
-        if pending:
-          log_pending(done)
-        if saved_step != done:
-          save(done, force=True)
-        checkpoints.wait()
-        raise stopped(signum, f"at step {done}; saved a checkpoint of step {done}")
+        if self.pending:
+          self.log_pending(done)
+        if self.saved_step != done:
+          self.save(done, force=True)
+        self.checkpoints.wait()
+        raise self.stopped(signum, f"at step {done}; saved a checkpoint of step {done}")
     # The final checkpoint must be on disk before the run reports success: a save that failed
     # in the background (a full disk, say) surfaces here, before the evaluation, not after it.
-    checkpoints.wait()
-    if last_train.get("saliency_released") == 0.0:
-      progress.message(
-          f"[{label}] the saliency network was held all run: the training loss never fell "
+    self.checkpoints.wait()
+    if self.last_train.get("saliency_released") == 0.0:
+      self.progress.message(
+          f"[{self.label}] the saliency network was held all run: the training loss never fell "
           f"below {config.optimizer.saliency_delay_loss} of chance, so this model is uniform "
           f"downsampling (a longer run, or an optimizer.saliency_delay_loss closer to 1, "
           f"releases it sooner)")
-    if stop.requested is None or not abort_evaluation:
-      draw_panels(length.total_steps)
-      eval_results = evaluate(length.total_steps)
+    eval_results = None
+    if stop.requested is None or not self.abort_evaluation:
+      self.draw_panels(length.total_steps)
+      eval_results = self.evaluate(length.total_steps)
     if eval_results is None:
-      raise stopped(stop.requested, f"at the final evaluation; the final checkpoint, of "
-                    f"step {length.total_steps}, is saved",
-                    then="evaluate it and write results.json")
-  except BaseException as error:
-    # Already failing: release everything without letting a second error (a pending save that
-    # also fails) replace the first one. Without a peer, a pending save's commit would wait for
-    # it until JAX's heartbeat timeout ends the process: the checkpointer is left as it is.
-    lost = distributed.lost_process(error)
-    _close_quietly(progress, writer, train_loader, eval_loader,
-                   *([checkpoints] if lost is None else []))
-    if isinstance(error, OSError) or lost is not None:
-      # Writing logs, panels or results (a full disk, say), or a collective without its peer.
-      kept = checkpoints.latest_step()
-      (lost or error).add_note(
-          f"The newest checkpoint, of step {kept} in {checkpoints.directory}, is kept; fix the "
-          f"cause and run the same command to resume." if kept is not None else
-          "No checkpoint had been saved yet.")
-    if lost is not None:
-      raise lost from None
-    raise
-  at_chance = info.task == "classification" and metrics_lib.at_chance(
-      eval_results, num_classes=info.num_outputs)
-  if at_chance:
-    progress.message(
-        f"[{label}] this model's evaluation loss ({eval_results['loss']:.4f}) is no better than "
-        f"chance's (log {info.num_outputs} = {math.log(info.num_outputs):.4f}): either its "
-        f"input does not show the class, or its training never left chance (another "
-        f"--config.seed may)")
-  for resource in (progress, writer, train_loader, eval_loader, checkpoints):
-    resource.close()
-
-  results = {
-      "label": label,
-      "model": config.model.name,
-      "task_net": config.model.task_net,
-      "task_size": config.model.task_size,
-      "dataset": config.data.name,
-      "task": info.task,
-      "steps": length.total_steps,
-      "eval": eval_results,
-      "at_chance": at_chance,
-      "train": last_train,
-      "loss_curve": loss_curve,
-      "images_per_sec": rate,
-      "workdir": workdir,
-      "panels": panel_dir,
-  }
-  if is_chief:
-    files.write_json(results_path, results)
-  return results
+      raise self.stopped(stop.requested, f"at the final evaluation; the final checkpoint, of "
+                         f"step {length.total_steps}, is saved",
+                         then="evaluate it and write results.json")
+    return eval_results
 
 
 def uniform_baseline(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
