@@ -10,12 +10,13 @@ looks at a 64x64 view, the task network at 128x128 (or `model.task_size`). The s
 trained first, then the uniform baseline with the same task network, steps and optimizer, and
 both top-1 figures are printed side by side, in minutes on a CPU.
 
-The zoom suite's settings (configs/zoom_suite.py) with the demo's sampler recipe
-(`default.with_sampler_recipe`), untuned to any one task: the sampler starts at a uniform map
-(zero saliency head), which with the exact identity samples exactly as uniform downsampling, and
-the task network also reads the uniform view, so that the layer keeps what uniform
-downsampling reads and the warp adds what it alone reads (the task network runs twice per
-image). What it gave on the suite's families, measured over seeds, is in the README's zoom-suite
+The zoom suite's settings (configs/zoom_suite.py) with the demo's sampler recipe and optimizer
+(`default.with_sampler_recipe`, `default.with_adamw`: AdamW at 2e-3 for every group, for the
+uniform baseline too), untuned to any one task: the sampler starts at a uniform map (zero
+saliency head), which with the exact identity samples exactly as uniform downsampling, and the
+task network also reads the uniform view, on the mean of the two views' losses, so that the
+layer keeps what uniform downsampling reads and the warp adds what it alone reads (the task
+network runs twice per image). What it gave on the suite's families, measured over seeds, is in the README's zoom-suite
 table; on a folder of your own, run several `--config.seed`s before trusting one number.
 """
 from configs import default
@@ -31,6 +32,7 @@ def get_config():
   config.num_train_steps = 1200
   config.eval_every_steps = 400
   config.checkpoint_every_steps = 400
-  default.with_sampler_recipe(config)  # The demo's recipe (configs/default.py).
+  # The demo's recipe and optimizer (configs/default.py), for both models.
+  default.with_adamw(default.with_sampler_recipe(config))
   config.compare_with_uniform = True
   return config

@@ -84,7 +84,7 @@ def test_suite_config_overrides_and_rejects_unknown_fields():
   recipe = zoom_suite.suite_config("zoom_glyph", 256, "saliency_sampler", 0,
                                    {"model.exact_identity": False}, sampler_recipe=True)
   assert (recipe.model.antialias, recipe.model.uniform_view, recipe.optimizer.clip_per_group,
-          recipe.model.exact_identity) == (True, "each", True, False)  # --set comes last.
+          recipe.model.exact_identity) == (True, "mean", True, False)  # --set comes last.
   uniform = zoom_suite.suite_config("zoom_glyph", 256, "uniform", 0, {}, sampler_recipe=True)
   assert uniform.model.uniform_view == "off" and not uniform.optimizer.clip_per_group
   assert zoom_suite.parse_overrides(["model.antialias=True", "model.saliency_head_init=zero"]) == {

@@ -24,6 +24,7 @@ CONFIGS = [
     ("inat2017_depth", "6"), ("inat2017_depth", "10"), ("inat2017_depth", "14"),
     ("gaze", None), ("gaze", "uniform"), ("zoom_suite", None), ("image_folder", None),
     ("dense_scenes", None), ("dense_scenes_prior", None), ("dense_scenes_detection", None),
+    ("dense_scenes_small", None),
     ("cityscapes", None), ("voc2012", None),
 ]
 

@@ -95,12 +95,13 @@ DEFAULTS = {
 
 # The sampler's recipe: the model fields that, on top of `DEFAULTS` (the authors' layer), learned
 # on the demo and the zoom suite without per-task tuning (README, Results). Anti-aliased
-# sampling; the task network also reads the uniform view, each view trained on its own loss
-# (the extra "view_outputs"); the exact identity, so that a uniform map samples as uniform
-# downsampling. `SaliencySampler(task_net, saliency_net, **SAMPLER_RECIPE)` or
+# sampling; the task network also reads the uniform view, trained on the mean of the two views'
+# losses (the extras "view_outputs" and "view_weights"), whose gradient at the identity is
+# uniform downsampling's, so that a gradient clip acts on it as on the baseline's; the exact
+# identity, so that a uniform map samples as uniform downsampling. `SaliencySampler(task_net, saliency_net, **SAMPLER_RECIPE)` or
 # `build_model({**fields, **SAMPLER_RECIPE}, ...)`; the trainer's configs/default.py adds
 # `optimizer.clip_per_group`.
-SAMPLER_RECIPE = {"antialias": True, "uniform_view": "each", "exact_identity": True,
+SAMPLER_RECIPE = {"antialias": True, "uniform_view": "mean", "exact_identity": True,
                   "align_corners": False}
 
 
