@@ -121,8 +121,8 @@ def build_model(model_config: Mapping[str, Any], *, num_outputs: int, rngs: nnx.
       cross-entropy), "class_balanced" (the mean over the classes present in each image of
       their mean pixel cross-entropy) or "object_balanced" (the same, with each object on its
       own, so that a small object weighs as much as a large one) ["pixel"]; see
-      `train.dense_metrics`. Evaluation
-      reports the pixel loss either way, so that runs with either loss compare.
+      `train.dense_metrics`. Evaluation reports the pixel loss whichever it is, so that runs
+      with different losses compare.
     saliency: "network", "prior" (fixed: `prior`), "both" or "none" (the uniform baseline,
       unless `detail_prior`) ["network"].
     saliency_supervision: nats of training loss per nat of the KL divergence of the network's

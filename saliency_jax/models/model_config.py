@@ -98,7 +98,8 @@ DEFAULTS = {
 # sampling; the task network also reads the uniform view, trained on the mean of the two views'
 # losses (the extras "view_outputs" and "view_weights"), whose gradient at the identity is
 # uniform downsampling's, so that a gradient clip acts on it as on the baseline's; the exact
-# identity, so that a uniform map samples as uniform downsampling. `SaliencySampler(task_net, saliency_net, **SAMPLER_RECIPE)` or
+# identity, so that a uniform map samples as uniform downsampling.
+# `SaliencySampler(task_net, saliency_net, **SAMPLER_RECIPE)` or
 # `build_model({**fields, **SAMPLER_RECIPE}, ...)`; the trainer's configs/default.py adds
 # `optimizer.clip_per_group`.
 SAMPLER_RECIPE = {"antialias": True, "uniform_view": "mean", "exact_identity": True,
