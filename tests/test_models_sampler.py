@@ -569,3 +569,28 @@ def test_uniform_view_pools_the_warped_and_the_uniform_views(images):
     with pytest.raises(ValueError, match="uniform_view"):
       models.build_model({**CONFIG, "uniform_view": "pooled", **bad}, num_outputs=5,
                          rngs=_rngs())
+
+
+def test_view_cams_are_the_uniform_views_class_activation_maps(images):
+  """In training with `saliency_supervision` the sampler returns every class's activation map on
+  the uniform view, without gradient: a global average pooling network's logits are its maps'
+  means over the cells plus the classifier's bias (Zhou et al. 2016), here the uniform view's
+  "view_outputs"."""
+  model = models.build_model({**CONFIG, "uniform_view": "mean", "saliency_supervision": 1.0},
+                             num_outputs=5, rngs=_rngs())
+  model.train()
+  _, extras = model(images)
+  cams = np.asarray(extras["view_cams"], np.float64)
+  assert cams.shape == (len(images), TASK // 32, TASK // 32, 5)
+  np.testing.assert_allclose(cams.mean(axis=(1, 2)) + np.asarray(model.task_net.fc.bias[...]),
+                             extras["view_outputs"][1], rtol=1e-4, atol=1e-4)
+  grads = nnx.grad(lambda m: jnp.sum(m(images)[1]["view_cams"]))(model)
+  assert float(optax.global_norm(nnx.state(grads, nnx.Param))) == 0
+  model.eval()
+  assert "view_cams" not in model(images)[1]
+  for bad in ({"uniform_view": "off"}, {"task_net": "alexnet"}):
+    with pytest.raises(ValueError, match="saliency_supervision"):
+      models.build_model({**CONFIG, "uniform_view": "mean", "saliency_supervision": 1.0, **bad},
+                         num_outputs=5, rngs=_rngs())
+  with pytest.raises(ValueError, match="view_cams"):
+    sampler_lib.SaliencySampler(model.task_net, model.saliency_net, view_cams=True)

@@ -117,3 +117,41 @@ def test_at_chance_flags_a_loss_no_better_than_a_constant_prediction():
   assert metrics.at_chance({"loss": 2.3}, num_classes=6)  # Worse than a constant prediction.
   assert not metrics.at_chance({"loss": 0.98 * np.log(6) - 1e-3}, num_classes=6)
   assert not metrics.at_chance({"loss": 5.0}, num_classes=1)
+
+
+def _cam_loss_reference(saliency, cams, labels, uniform_weight=0.1):
+  """NumPy and SciPy: the label's map, shifted to zero at its minimum, linearly interpolated at
+  the saliency cells' align_corners=True positions (`map_coordinates`, edges held), made a
+  density, mixed with the uniform one; KL(target || saliency)."""
+  from scipy import ndimage  # pylint: disable=import-outside-toplevel
+  b, g, _ = saliency.shape
+  h, w = cams.shape[1:3]
+  out = []
+  for i in range(b):
+    cam = cams[i, :, :, labels[i]].astype(np.float64)
+    cam = cam - cam.min()
+    rows = np.clip(np.linspace(0, 1, g) * h - 0.5, 0, h - 1)
+    cols = np.clip(np.linspace(0, 1, g) * w - 0.5, 0, w - 1)
+    r, c = np.meshgrid(rows, cols, indexing="ij")
+    cam = ndimage.map_coordinates(cam, [r, c], order=1, mode="nearest")
+    density = cam / cam.sum() if cam.sum() > 0 else np.full((g, g), 1.0 / g**2)
+    target = (1 - uniform_weight) * density + uniform_weight / g**2
+    out.append(np.sum(target * (np.log(target) - np.log(saliency[i]))))
+  return np.asarray(out)
+
+
+def test_cam_saliency_loss_matches_a_scipy_reference():
+  rng = np.random.default_rng(0)
+  logits = rng.normal(size=(3, 7, 7))
+  saliency = np.exp(logits) / np.exp(logits).sum(axis=(1, 2), keepdims=True)
+  cams = rng.normal(size=(3, 4, 4, 5)).astype(np.float32)
+  cams[2, :, :, 1] = 0.7  # A flat map: the target is uniform.
+  labels = np.asarray([4, 0, 1])
+  loss = metrics.cam_saliency_loss(jnp.asarray(saliency, jnp.float32), jnp.asarray(cams),
+                                   jnp.asarray(labels))
+  np.testing.assert_allclose(loss, _cam_loss_reference(saliency, cams, labels), rtol=1e-4,
+                             atol=1e-5)
+  # A flat map asks for the uniform map, whose divergence from it is zero.
+  uniform = jnp.full((3, 7, 7), 1 / 49.0)
+  np.testing.assert_allclose(metrics.cam_saliency_loss(uniform, jnp.asarray(cams),
+                                                       jnp.asarray(labels))[2], 0.0, atol=1e-6)

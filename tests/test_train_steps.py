@@ -306,3 +306,45 @@ def test_the_optimizer_reads_the_loss_of_the_prediction():
     want = new["kernel"] if moves else params["linear"]["kernel"][...]
     np.testing.assert_allclose(new_state.params["linear"]["kernel"][...], want, rtol=1e-5,
                                atol=1e-6)
+
+
+class Looking(Toy):
+  """The toy with a saliency map (a softmax of the kernel's first row over a 3x3 map, so that the
+  supervision's gradient reaches a parameter) and fixed "view_cams" `[B, 2, 2, 3]`."""
+
+  def __call__(self, images, blur_key=None):
+    logits, extras = super().__call__(images, blur_key)
+    b = images.shape[0]
+    cell_logits = jnp.tile(self.linear.kernel[...][0], 3)[:9].reshape(3, 3)
+    saliency = jnp.broadcast_to(jax.nn.softmax(cell_logits.reshape(-1)).reshape(3, 3),
+                                (b, 3, 3))
+    cams = jnp.arange(b * 12, dtype=jnp.float32).reshape(b, 2, 2, 3) % 5.0
+    return logits, {**extras, "saliency": saliency, "view_cams": cams}
+
+
+def test_saliency_supervision_adds_the_cam_loss_of_view_cams():
+  """With "view_cams" the loss gains the weight times the masked mean of `cam_saliency_loss`
+  of the model's map (the metric is tested against SciPy), and SGD follows its gradient."""
+  from saliency_jax.train import metrics  # pylint: disable=import-outside-toplevel
+  model = Looking(nnx.Rngs(0))
+  model.train()
+  graphdef, params, model_state = nnx.split(model, nnx.Param, ...)
+  batch = _batch(mask=(True, True, True, False), labels=(0, 1, 2, 0))
+  tx = optax.sgd(LEARNING_RATE)
+  state = steps.initial_state(params, model_state, tx, seed=0)
+
+  def run(weight):
+    return jax.jit(functools.partial(steps.train_step, blur=False, graphdef=graphdef, tx=tx,
+                                     task="classification", saliency_supervision=weight)
+                   )(state, batch)
+
+  (plain_state, plain), (supervised_state, supervised) = run(0.0), run(2.0)
+  _, extras = nnx.merge(graphdef, params, model_state, copy=True)(batch["image"])
+  kl = np.asarray(metrics.cam_saliency_loss(extras["saliency"], extras["view_cams"],
+                                            jnp.asarray(batch["label"])))
+  assert kl[:3].mean() > 0.01
+  np.testing.assert_allclose(supervised["loss"] - plain["loss"], 2.0 * kl[:3].mean(),
+                             rtol=1e-4)
+  moved = (supervised_state.params["linear"]["kernel"][...]
+           - plain_state.params["linear"]["kernel"][...])
+  assert float(jnp.abs(moved[0]).max()) > 0 and float(jnp.abs(moved[1:]).max()) == 0

@@ -105,6 +105,12 @@ class SaliencySampler(task.TaskModel):
       The task network learns to read the plain view whatever the warp does, so the layer keeps
       what uniform downsampling reads and the warped view adds what it alone reads; the task
       network runs twice per image. Evaluation also returns "view_outputs".
+    view_cams: True (with the uniform view and a task network that has class activation maps,
+      `task.has_class_activation_maps`): in training mode, the extra "view_cams" `[B, h, w, K]`,
+      every class's activation map on the uniform view (`task.class_activation_maps`, no
+      gradient), from which the train step makes the saliency map's target
+      (`train.metrics.cam_saliency_loss`): where the task network finds the true class's
+      evidence in what uniform downsampling keeps, a signal that needs no boxes.
     rngs: `nnx.Rngs` with a "params" stream, from which the exploration's stream is forked;
       needed only when `explore > 0`.
 
@@ -124,7 +130,7 @@ class SaliencySampler(task.TaskModel):
                axis_aligned: bool = _GRID["axis_aligned"].default,
                cap_at_source: bool = False, detail_prior: bool = False, explore: float = 0.0,
                glimpses: int = 1, dead_zone: float = 0.0, saliency_cost: float = 0.0,
-               uniform_view: str = "off",
+               uniform_view: str = "off", view_cams: bool = False,
                rngs: nnx.Rngs | None = None):
     super().__init__(task_net, task_size=task_size, blur_min=blur_min,
                      output_activation=output_activation)
@@ -166,6 +172,11 @@ class SaliencySampler(task.TaskModel):
                        f"(output_activation None); got glimpses {glimpses!r} and "
                        f"output_activation {output_activation!r}.")
     self.uniform_view = uniform_view
+    if view_cams and (uniform_view == "off" or not task.has_class_activation_maps(task_net)):
+      raise ValueError(f"view_cams needs the uniform view and a task network ending in global "
+                       f"average pooling and a linear layer `fc` (ResNet, Inception-v3); got "
+                       f"uniform_view {uniform_view!r} and {type(task_net).__name__}.")
+    self.view_cams = bool(view_cams)
     self.dead_zone = _check_amount(dead_zone, "dead_zone")
     self.saliency_cost = _check_amount(saliency_cost, "saliency_cost")
     # Only an exploring layer holds a stream, so that other checkpoints keep their state.
@@ -259,7 +270,7 @@ class SaliencySampler(task.TaskModel):
       (the softmax map, summing to 1); in training mode with `saliency_cost > 0`, "penalty"
       `[B]`, to be added to each example's loss; with the uniform view, "view_outputs"
       `[2, B, C]` (the warped view's, then the uniform view's) in evaluation, and in training
-      with "each".
+      with "each" or "mean"; in training with `view_cams`, "view_cams" `[B, h, w, K]`.
     """
     task.check_images(images, min_size=self.task_size)
     if self.glimpses > 1 and not self.deterministic:
@@ -273,7 +284,10 @@ class SaliencySampler(task.TaskModel):
     b = images.shape[0]
     both = jnp.concatenate([sampled.astype(jnp.float32),
                             task.area_view(images, self.task_size)], axis=0)
-    outputs, extras = self.run_task_net(both, blur_key, extras)
+    cams = self.view_cams and not self.deterministic
+    outputs, extras = self.run_task_net(both, blur_key, extras, cams=cams)
+    if cams:
+      extras["view_cams"] = extras.pop("cams")[b:]
     per_view = jax.nn.log_softmax(outputs.reshape(2, b, -1), axis=-1)
     pooled = jax.nn.logsumexp(per_view, axis=0) - jnp.log(2.0)
     extras = {**extras, "sampled": extras["sampled"][:b]}
