@@ -571,26 +571,55 @@ def test_uniform_view_pools_the_warped_and_the_uniform_views(images):
                          rngs=_rngs())
 
 
-def test_view_cams_are_the_uniform_views_class_activation_maps(images):
-  """In training with `saliency_supervision` the sampler returns every class's activation map on
-  the uniform view, without gradient: a global average pooling network's logits are its maps'
-  means over the cells plus the classifier's bias (Zhou et al. 2016), here the uniform view's
-  "view_outputs"."""
-  model = models.build_model({**CONFIG, "uniform_view": "mean", "saliency_supervision": 1.0},
+
+def test_evidence_supervision_charges_the_maps_distance_from_the_input_gradient(images):
+  """In training, "penalty" is the weight times KL(target || map), the target the area-pooled
+  magnitude of the input gradient of the predicted class's logit less the mean logit on the
+  uniform view (here by `nnx.grad` of a clone and one central difference), mixed 9:1 with the
+  uniform density; it trains the saliency network, not the task network, and leaves the task
+  network's batch statistics as the plain forward pass leaves them."""
+  weight = 0.5
+  model = models.build_model({**CONFIG, "uniform_view": "mean", "saliency_supervision": weight},
                              num_outputs=5, rngs=_rngs())
-  model.train()
+  plain = models.build_model({**CONFIG, "uniform_view": "mean"}, num_outputs=5, rngs=_rngs())
+  for m in (model, plain):
+    m.train()
   _, extras = model(images)
-  cams = np.asarray(extras["view_cams"], np.float64)
-  assert cams.shape == (len(images), TASK // 32, TASK // 32, 5)
-  np.testing.assert_allclose(cams.mean(axis=(1, 2)) + np.asarray(model.task_net.fc.bias[...]),
-                             extras["view_outputs"][1], rtol=1e-4, atol=1e-4)
-  grads = nnx.grad(lambda m: jnp.sum(m(images)[1]["view_cams"]))(model)
-  assert float(optax.global_norm(nnx.state(grads, nnx.Param))) == 0
+  plain(images)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+               nnx.state(model.task_net, nnx.BatchStat), nnx.state(plain.task_net, nnx.BatchStat))
+  view = np.asarray(task_lib.area_view(jnp.asarray(images), TASK), np.float32)
+
+  clone = nnx.clone(model.task_net)
+  def score(net, v):
+    logits = net(task_lib.imagenet_normalize(v))[0]
+    top = jnp.argmax(jax.lax.stop_gradient(logits), axis=-1)
+    return jnp.sum(logits[jnp.arange(len(v)), top] - logits.mean(-1))
+  gradient = np.asarray(jax.grad(lambda v: score(nnx.clone(clone), v))(jnp.asarray(view)))
+  eps = 1e-2
+  bump = np.zeros_like(view)
+  bump[1, 20, 30, 0] = eps
+  difference = (score(nnx.clone(clone), jnp.asarray(view + bump))
+                - score(nnx.clone(clone), jnp.asarray(view - bump))) / (2 * eps)
+  np.testing.assert_allclose(difference, gradient[1, 20, 30, 0], rtol=0.05, atol=1e-3)
+  g = extras["saliency"].shape[1]
+  magnitude = np.abs(gradient).sum(-1)
+  pooled = np.asarray(ops.area_resize(jnp.asarray(magnitude[..., None]), (g, g)))[..., 0]
+  target = 0.9 * pooled / pooled.sum((1, 2), keepdims=True) + 0.1 / g**2
+  saliency = np.asarray(extras["saliency"], np.float64)
+  expected = weight * np.sum(target * (np.log(target) - np.log(saliency)), axis=(1, 2))
+  np.testing.assert_allclose(extras["penalty"], expected, rtol=1e-3, atol=1e-5)
+  assert float(np.min(expected)) > 0.01
+
+  grads = nnx.grad(lambda m: jnp.sum(m(images)[1]["penalty"]))(model)
+  assert float(optax.global_norm(nnx.state(grads["task_net"], nnx.Param))) == 0
+  assert float(optax.global_norm(nnx.state(grads["saliency_net"], nnx.Param))) > 0
   model.eval()
-  assert "view_cams" not in model(images)[1]
-  for bad in ({"uniform_view": "off"}, {"task_net": "alexnet"}):
+  assert "penalty" not in model(images)[1]
+  for bad in ({"glimpses": 2, "explore": 1.0}, {"output_activation": "sigmoid"},
+              {"name": "uniform"}):
     with pytest.raises(ValueError, match="saliency_supervision"):
-      models.build_model({**CONFIG, "uniform_view": "mean", "saliency_supervision": 1.0, **bad},
-                         num_outputs=5, rngs=_rngs())
-  with pytest.raises(ValueError, match="view_cams"):
-    sampler_lib.SaliencySampler(model.task_net, model.saliency_net, view_cams=True)
+      models.build_model({**CONFIG, "saliency_supervision": 1.0, **bad}, num_outputs=5,
+                         rngs=_rngs())
+  with pytest.raises(ValueError, match="evidence_supervision"):
+    sampler_lib.SaliencySampler(model.task_net, model.saliency_net, evidence_supervision=-1.0)

@@ -233,7 +233,8 @@ class CAMCrop(task.TaskModel):
                output_activation: str | None = None):
     super().__init__(task_net, task_size=task_size, blur_min=blur_min,
                      output_activation=output_activation)
-    if not task.has_class_activation_maps(task_net):
+    if not (isinstance(getattr(task_net, "fc", None), nnx.Linear)
+            and hasattr(task_net, "spatial_output")):
       raise ValueError(f"CAM crop needs a task network ending in global average pooling and a "
                        f"linear layer `fc` (ResNet, Inception-v3); got "
                        f"{type(task_net).__name__}.")
@@ -250,9 +251,10 @@ class CAMCrop(task.TaskModel):
     """
     with _inference_mode(self.task_net):
       logits, features = self.task_net(view)
+    fmap = features[self.task_net.spatial_output]
     predicted = jnp.argmax(logits, axis=-1)
-    cams = task.class_activation_maps(self.task_net, features)
-    return jnp.take_along_axis(cams, predicted[:, None, None, None], axis=-1)[..., 0]
+    class_weights = jnp.take(self.task_net.fc.kernel[...], predicted, axis=1).T  # [B, C]
+    return jnp.einsum("bhwc,bc->bhw", fmap, class_weights)
 
   def __call__(self, images: jax.Array, *, blur_key: jax.Array | None = None):
     """`[B, H, W, 3]` -> `(outputs, {"sampled", "grid", "cam"})`; see the module docstring."""

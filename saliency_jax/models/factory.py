@@ -104,11 +104,10 @@ def build_model(model_config: Mapping[str, Any], *, num_outputs: int, rngs: nnx.
       views' class probabilities are pooled, trained on the pooled outputs ("pooled") or each
       view on its own loss ("each", their sum; "mean", their mean) (`SaliencySampler`);
       sampler with logits only ["off"].
-    saliency_supervision: with the uniform view, nats of training loss per nat of the KL
-      divergence of the sampler's map from the true class's activation map on the uniform view
-      (`train.metrics.cam_saliency_loss`; `SaliencySampler`'s `view_cams`): the task network
-      shows the saliency network where the class's evidence is; 0 for none [0]. A ResNet or
-      Inception-v3 task network. For "zoom_unzoom", see below.
+    saliency_supervision: nats of training loss per nat of the KL divergence of the sampler's
+      map from the task network's evidence on the uniform view (`SaliencySampler`'s
+      `evidence_supervision`); sampler with logits and one glimpse only; for "zoom_unzoom",
+      see below [0.0].
     output_activation: None or "sigmoid" (gaze) [None].
     blur_min: smallest blur size of the warm-up at task size 224, scaled proportionally to
       `task_size` [64].
@@ -177,7 +176,7 @@ def build_model(model_config: Mapping[str, Any], *, num_outputs: int, rngs: nnx.
         detail_prior=c["detail_prior"], explore=c["explore"], glimpses=c["glimpses"],
         dead_zone=c["dead_zone"],
         saliency_cost=c["saliency_cost"], uniform_view=c["uniform_view"],
-        view_cams=c["saliency_supervision"] > 0, rngs=rngs, **warping)
+        evidence_supervision=c["saliency_supervision"], rngs=rngs, **warping)
   if name in ("uniform", "deformable"):
     return baselines.UniformSampler(task_net, **common)
   if name == "stn_affine":

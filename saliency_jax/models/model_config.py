@@ -223,12 +223,12 @@ CHECKS = (
                  lambda c: math.isfinite(c.saliency_supervision) and (
                      c.saliency_supervision == 0 or (c.saliency_supervision > 0 and (
                          (c.name == "zoom_unzoom" and c.saliency in ("network", "both"))
-                         or (c.name == "saliency_sampler" and c.uniform_view != "off"
-                             and c.task_net != "alexnet")))),
+                         or (c.name == "saliency_sampler" and c.glimpses == 1
+                             and c.output_activation is None)))),
                  "a finite number >= 0, above 0 only for zoom_unzoom with a saliency network "
-                 "(saliency 'network' or 'both': the boxes' density) or saliency_sampler with "
-                 "the uniform view and a ResNet or inception_v3 task network (its class "
-                 "activation maps): it trains the network's map"),
+                 "(saliency 'network' or 'both': towards the boxes' density) or "
+                 "saliency_sampler with one glimpse and logits outputs (towards the task "
+                 "network's evidence): it trains the network's map"),
     schema.Check("dense_stages",
                  lambda c: len(c.dense_stages) > 0 and set(c.dense_stages) <= set(resnet.STAGES),
                  f"a non-empty tuple of ResNet stages {resnet.STAGES}"),

@@ -105,12 +105,13 @@ class SaliencySampler(task.TaskModel):
       The task network learns to read the plain view whatever the warp does, so the layer keeps
       what uniform downsampling reads and the warped view adds what it alone reads; the task
       network runs twice per image. Evaluation also returns "view_outputs".
-    view_cams: True (with the uniform view and a task network that has class activation maps,
-      `task.has_class_activation_maps`): in training mode, the extra "view_cams" `[B, h, w, K]`,
-      every class's activation map on the uniform view (`task.class_activation_maps`, no
-      gradient), from which the train step makes the saliency map's target
-      (`train.metrics.cam_saliency_loss`): where the task network finds the true class's
-      evidence in what uniform downsampling keeps, a signal that needs no boxes.
+    evidence_supervision: in training mode (logits outputs, one glimpse), the extra "penalty"
+      `[B]` gains this times the KL divergence of the map from the task network's evidence on
+      the uniform view (`evidence_map`: where its input gradient is, pooled to the map's cells),
+      without gradient to the task network: the saliency network learns to favour, in the
+      low-resolution view, where the task network finds what it reads, which the task's
+      gradient through the warp alone does not teach it (README, the zoom-task suite). 0 (the
+      default) for none; the task network then runs once more per image, forward and back.
     rngs: `nnx.Rngs` with a "params" stream, from which the exploration's stream is forked;
       needed only when `explore > 0`.
 
@@ -130,7 +131,7 @@ class SaliencySampler(task.TaskModel):
                axis_aligned: bool = _GRID["axis_aligned"].default,
                cap_at_source: bool = False, detail_prior: bool = False, explore: float = 0.0,
                glimpses: int = 1, dead_zone: float = 0.0, saliency_cost: float = 0.0,
-               uniform_view: str = "off", view_cams: bool = False,
+               uniform_view: str = "off", evidence_supervision: float = 0.0,
                rngs: nnx.Rngs | None = None):
     super().__init__(task_net, task_size=task_size, blur_min=blur_min,
                      output_activation=output_activation)
@@ -172,11 +173,11 @@ class SaliencySampler(task.TaskModel):
                        f"(output_activation None); got glimpses {glimpses!r} and "
                        f"output_activation {output_activation!r}.")
     self.uniform_view = uniform_view
-    if view_cams and (uniform_view == "off" or not task.has_class_activation_maps(task_net)):
-      raise ValueError(f"view_cams needs the uniform view and a task network ending in global "
-                       f"average pooling and a linear layer `fc` (ResNet, Inception-v3); got "
-                       f"uniform_view {uniform_view!r} and {type(task_net).__name__}.")
-    self.view_cams = bool(view_cams)
+    self.evidence_supervision = _check_amount(evidence_supervision, "evidence_supervision")
+    if evidence_supervision > 0 and (glimpses > 1 or output_activation is not None):
+      raise ValueError(f"evidence_supervision needs a single glimpse and logits outputs "
+                       f"(output_activation None); got glimpses {glimpses!r} and "
+                       f"output_activation {output_activation!r}.")
     self.dead_zone = _check_amount(dead_zone, "dead_zone")
     self.saliency_cost = _check_amount(saliency_cost, "saliency_cost")
     # Only an exploring layer holds a stream, so that other checkpoints keep their state.
@@ -229,6 +230,44 @@ class SaliencySampler(task.TaskModel):
     cols = jnp.arange(gw, dtype=jnp.float32)[None, :] - (cell % gw)[..., None, None]
     return self.explore * jnp.exp(-(rows**2 + cols**2) / (2.0 * EXPLORE_WIDTH**2))
 
+  def evidence_map(self, view: jax.Array, grid_shape: tuple[int, int]) -> jax.Array:
+    """`[B, g, g]` density of the task network's evidence in `view` (`[B, T, T, 3]`, 0..1).
+
+    The magnitude of the gradient, with respect to the view, of each image's predicted class's
+    logit less the mean logit (a label-free, non-saturating score), summed over the colours,
+    area-pooled to the map's cells, made a density and mixed with the uniform one (1/10), so
+    that where the network reads nothing the target stays near uniform. The network runs as a
+    copy in the model's mode, whose batch statistics and random streams are left behind, and
+    without gradient to its parameters.
+    """
+    graphdef, state = nnx.split(self.task_net)
+    state = jax.lax.stop_gradient(state)
+
+    def margin(v):
+      logits, _ = nnx.merge(graphdef, state, copy=True)(task.imagenet_normalize(v))
+      logits = logits.astype(jnp.float32)
+      predicted = jax.lax.stop_gradient(jnp.argmax(logits, axis=-1))
+      score = jnp.take_along_axis(logits, predicted[:, None], axis=-1)[:, 0]
+      return jnp.sum(score - jnp.mean(logits, axis=-1))
+
+    magnitude = jnp.sum(jnp.abs(jax.grad(margin)(jax.lax.stop_gradient(view))), axis=-1)
+    pooled = ops.area_resize(magnitude[..., None], grid_shape)[..., 0]
+    total = jnp.sum(pooled, axis=(1, 2), keepdims=True)
+    cells = grid_shape[0] * grid_shape[1]
+    density = jnp.where(total > 0, pooled / jnp.where(total > 0, total, 1.0), 1.0 / cells)
+    return jax.lax.stop_gradient(0.9 * density + 0.1 / cells)
+
+  def _evidence_penalty(self, images: jax.Array, saliency: jax.Array,
+                        extras: dict[str, jax.Array]) -> dict[str, jax.Array]:
+    """`extras` with the evidence supervision's KL divergence added to its "penalty"."""
+    if self.evidence_supervision == 0 or self.deterministic:
+      return extras
+    target = self.evidence_map(task.area_view(images, self.task_size), saliency.shape[1:])
+    log_map = jnp.log(jnp.maximum(saliency, 1e-30))
+    divergence = jnp.sum(target * (jnp.log(target) - log_map), axis=(1, 2))
+    penalty = extras.get("penalty", 0.0) + self.evidence_supervision * divergence
+    return {**extras, "penalty": penalty}
+
   def _sample(self, images: jax.Array, logits: jax.Array):
     return ops.saliency_sample(
         images, logits, (self.task_size, self.task_size), temperature=self.temperature,
@@ -267,10 +306,10 @@ class SaliencySampler(task.TaskModel):
     Returns:
       `(outputs [B, num_outputs], extras)` with extras "sampled" `[B, T, T, 3]` (0..1, the task
       network's input), "grid" `[B, T, T, 2]` ((x, y) in [-1, 1]) and "saliency" `[B, g, g]`
-      (the softmax map, summing to 1); in training mode with `saliency_cost > 0`, "penalty"
-      `[B]`, to be added to each example's loss; with the uniform view, "view_outputs"
+      (the softmax map, summing to 1); in training mode with `saliency_cost > 0` or
+      `evidence_supervision > 0`, "penalty" `[B]`, to be added to each example's loss; with the uniform view, "view_outputs"
       `[2, B, C]` (the warped view's, then the uniform view's) in evaluation, and in training
-      with "each" or "mean"; in training with `view_cams`, "view_cams" `[B, h, w, K]`.
+      with "each".
     """
     task.check_images(images, min_size=self.task_size)
     if self.glimpses > 1 and not self.deterministic:
@@ -278,16 +317,14 @@ class SaliencySampler(task.TaskModel):
     logits, cost = self._map_logits(images)
     sampled, grid, saliency = self._sample(images, self._explored(logits))
     sampled = sampled * task.unit_scale(images)
-    extras = {"grid": grid, "saliency": saliency, **cost}
+    extras = self._evidence_penalty(images, saliency,
+                                    {"grid": grid, "saliency": saliency, **cost})
     if self.uniform_view == "off":
       return self.run_task_net(sampled, blur_key, extras)
     b = images.shape[0]
     both = jnp.concatenate([sampled.astype(jnp.float32),
                             task.area_view(images, self.task_size)], axis=0)
-    cams = self.view_cams and not self.deterministic
-    outputs, extras = self.run_task_net(both, blur_key, extras, cams=cams)
-    if cams:
-      extras["view_cams"] = extras.pop("cams")[b:]
+    outputs, extras = self.run_task_net(both, blur_key, extras)
     per_view = jax.nn.log_softmax(outputs.reshape(2, b, -1), axis=-1)
     pooled = jax.nn.logsumexp(per_view, axis=0) - jnp.log(2.0)
     extras = {**extras, "sampled": extras["sampled"][:b]}

@@ -49,21 +49,6 @@ def area_view(images: jax.Array, size: int) -> jax.Array:
   return ops.area_resize(images, (size, size)) * unit_scale(images)
 
 
-def has_class_activation_maps(task_net: nnx.Module) -> bool:
-  """Whether `task_net` ends in global average pooling and one linear layer `fc`, naming its last
-  spatial feature map `spatial_output` (ResNet, Inception-v3), as class activation maps need."""
-  return isinstance(getattr(task_net, "fc", None), nnx.Linear) and hasattr(
-      task_net, "spatial_output")
-
-
-def class_activation_maps(task_net: nnx.Module, features: dict[str, jax.Array]) -> jax.Array:
-  """`[B, h, w, K]`: every class's activation map (Zhou et al. 2016), the last spatial feature map
-  of `task_net`'s `features` times its classifier's weights (the bias, the same everywhere, left
-  out), so that the map's mean over the cells is the class's logit less the bias."""
-  fmap = features[task_net.spatial_output].astype(jnp.float32)
-  return jnp.einsum("bhwc,ck->bhwk", fmap, task_net.fc.kernel[...].astype(jnp.float32))
-
-
 def check_output_activation(output_activation: str | None) -> None:
   if output_activation not in OUTPUT_ACTIVATIONS:
     raise ValueError(f"output_activation must be one of {OUTPUT_ACTIVATIONS}; got "
@@ -98,15 +83,13 @@ class TaskModel(nnx.Module):
     self.output_activation = output_activation
 
   def run_task_net(self, sampled: jax.Array, blur_key: jax.Array | None,
-                   extras: dict[str, jax.Array], *, cams: bool = False
-                   ) -> tuple[jax.Array, dict[str, jax.Array]]:
+                   extras: dict[str, jax.Array]) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Blur warm-up (when `blur_key` is given), normalisation, task network, activation.
 
     Args:
       sampled: `[B, T, T, 3]` the task network's input in 0..1.
       blur_key: PRNG key of the blur warm-up, or None for no blur.
       extras: the model's other outputs for inspection.
-      cams: also return "cams", `class_activation_maps` of every input (no gradient).
 
     Returns:
       `(outputs [B, num_outputs] float32, {"sampled": the input as the network saw it,
@@ -115,11 +98,8 @@ class TaskModel(nnx.Module):
     sampled = sampled.astype(jnp.float32)
     if blur_key is not None:
       sampled = blur.random_blur(sampled, blur_key, min_size=self.blur_min)
-    outputs, features = self.task_net(imagenet_normalize(sampled))
+    outputs, _ = self.task_net(imagenet_normalize(sampled))
     outputs = outputs.astype(jnp.float32)
     if self.output_activation == "sigmoid":
       outputs = jax.nn.sigmoid(outputs)
-    extras = {"sampled": sampled, **extras}
-    if cams:
-      extras["cams"] = jax.lax.stop_gradient(class_activation_maps(self.task_net, features))
-    return outputs, extras
+    return outputs, {"sampled": sampled, **extras}

@@ -67,42 +67,6 @@ def per_example_loss(outputs: jax.Array, labels: Any, *, task: str,
   return jnp.sum(jnp.square(outputs - labels.astype(jnp.float32)), axis=-1)
 
 
-def _cell_interpolation(cells: int, size: int) -> np.ndarray:
-  """`[cells, size]` linear interpolation from `size` pixel-centred values to the map's `cells`,
-  which sit at align_corners=True positions (cell i at i / (cells - 1) of the side)."""
-  position = np.clip(np.linspace(0.0, 1.0, cells) * size - 0.5, 0.0, size - 1.0)
-  low = np.floor(position).astype(int)
-  high = np.minimum(low + 1, size - 1)
-  weights = np.zeros((cells, size), np.float32)
-  np.add.at(weights, (np.arange(cells), low), 1.0 - (position - low))
-  np.add.at(weights, (np.arange(cells), high), position - low)
-  return weights
-
-
-def cam_saliency_loss(saliency: jax.Array, cams: jax.Array, labels: jax.Array, *,
-                      uniform_weight: float = 0.1) -> jax.Array:
-  """`[B]` nats: the KL divergence of the saliency map `[B, g, g]` from the true class's evidence.
-
-  The target is the labelled class's activation map on the uniform view (`cams` `[B, h, w, K]`,
-  the sampler's extra "view_cams"), shifted to zero at its minimum, interpolated to the map's
-  cells, made a density and mixed with the uniform one (`uniform_weight`), without gradient: the
-  map learns to favour where the task network finds the class in what uniform downsampling
-  keeps, and a map without structure (a network still at chance) asks for little zoom.
-  """
-  cam = jnp.take_along_axis(cams.astype(jnp.float32), labels[:, None, None, None],
-                            axis=-1)[..., 0]
-  cam = cam - jnp.min(cam, axis=(1, 2), keepdims=True)
-  rows = _cell_interpolation(saliency.shape[1], cam.shape[1])
-  cols = _cell_interpolation(saliency.shape[2], cam.shape[2])
-  cam = jnp.einsum("ih,bhw,jw->bij", rows, cam, cols)
-  total = jnp.sum(cam, axis=(1, 2), keepdims=True)
-  cells = saliency.shape[1] * saliency.shape[2]
-  density = jnp.where(total > 0, cam / jnp.where(total > 0, total, 1.0), 1.0 / cells)
-  target = jax.lax.stop_gradient((1.0 - uniform_weight) * density + uniform_weight / cells)
-  log_map = jnp.log(jnp.maximum(saliency.astype(jnp.float32), 1e-30))
-  return jnp.sum(target * (jnp.log(target) - log_map), axis=(1, 2))
-
-
 def batch_metrics(outputs: jax.Array, labels: jax.Array, mask: jax.Array, *,
                   task: str, groups: Mapping[str, jax.Array] | None = None
                   ) -> dict[str, jax.Array]:

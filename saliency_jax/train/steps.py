@@ -6,8 +6,7 @@ A model here is an NNX module called as `model(images, blur_key=None) -> (output
 cell its view was drawn at; the train step adds the score-function (REINFORCE) term that moves
 the map towards the cells whose views lose less than the example's mean view (`glimpse_credit`).
 A model's extra "penalty" `[B]` (the sampler's `saliency_cost`) is added to each example's loss,
-and so is, with `saliency_supervision`, the map's distance from the image's boxes (dense tasks)
-or from the true class's activation map on the uniform view (the sampler's extra "view_cams");
+and so is, on dense tasks with `saliency_supervision`, the map's distance from the image's boxes;
 its extra "view_outputs" `[V, B, C]` in training mode (the sampler's `uniform_view="each"` or
 "mean") replaces the outputs in the loss, which is then the sum of the views' losses weighted
 by its extra "view_weights" `[V]` (1 each when absent: each view gets the full gradient it
@@ -96,9 +95,8 @@ def train_step(state: TrainState, batch: Mapping[str, jax.Array], blur: bool, *,
     tx: the optimizer.
     task: one of `metrics.TASKS`.
     segmentation_loss: `dense_metrics.segmentation_loss`'s kind.
-    saliency_supervision: weight of `metrics.cam_saliency_loss` (models with the extra
-      "view_cams") or `dense_metrics.box_saliency_loss` (dense tasks whose model has a saliency
-      map), added to each example's loss.
+    saliency_supervision: weight of `dense_metrics.box_saliency_loss` (dense tasks whose model
+      has a saliency map), added to each example's loss.
 
   Returns:
     The state after the step, and `{"loss", "grad_norm", "param_norm", "sum_<metric>"...}`:
@@ -131,10 +129,7 @@ def train_step(state: TrainState, batch: Mapping[str, jax.Array], blur: bool, *,
       total = total + glimpse_credit(extras, labels, task=task)
     if "penalty" in extras:  # The model's own per-example terms (the sampler's saliency cost).
       total = total + extras["penalty"]
-    if saliency_supervision and "view_cams" in extras:  # The sampler's view_cams.
-      total = total + saliency_supervision * metrics_lib.cam_saliency_loss(
-          extras["saliency"], extras["view_cams"], labels)
-    elif saliency_supervision and "saliency" in extras:
+    if saliency_supervision and "saliency" in extras:
       total = total + saliency_supervision * dense_metrics.box_saliency_loss(
           extras["saliency"], labels, batch["image"].shape[1:3])
     loss = jnp.sum(weights * total) / jnp.maximum(jnp.sum(weights), 1.0)
