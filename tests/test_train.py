@@ -62,6 +62,17 @@ def test_one_training_step_end_to_end(tmp_path, capsys, name, argument):
              os.listdir(os.path.join(workdir, "tensorboard")))
 
 
+def test_the_samplers_evidence_supervision_trains_end_to_end(tmp_path):
+  """`model.saliency_supervision` on the classification sampler reaches the loss through the
+  model's "penalty" (the dense targets' box loss is for dense tasks only), and the uniform
+  baseline trains without it."""
+  config = tiny(load_config("default", None))
+  config.model.saliency_supervision = 1.0
+  results = train.train_and_evaluate(config, str(tmp_path / "run"))
+  assert np.isfinite(results["train"]["loss"]) and 0 <= results["eval"]["top1"] <= 1
+  assert results["uniform"]["model"] == "uniform"
+
+
 def _experiment(config, mesh):
   return train.build_experiment(config, mesh=mesh, num_outputs=6, task="classification",
                                   total_steps=4, steps_per_epoch=4.0, blur_steps=2)

@@ -109,7 +109,7 @@ SAMPLER_RECIPE = {"antialias": True, "uniform_view": "mean", "exact_identity": T
 # The fields that only the saliency sampler may set away from their defaults (their checks are in
 # `CHECKS`); `compare_with_uniform`'s baseline resets them.
 SAMPLER_ONLY = ("axis_aligned", "cap_at_source", "detail_prior", "explore", "glimpses",
-                "dead_zone", "saliency_cost", "uniform_view")
+                "dead_zone", "saliency_cost", "uniform_view", "saliency_supervision")
 
 
 def default_model_config() -> ml_collections.ConfigDict:

@@ -96,7 +96,8 @@ def train_step(state: TrainState, batch: Mapping[str, jax.Array], blur: bool, *,
     task: one of `metrics.TASKS`.
     segmentation_loss: `dense_metrics.segmentation_loss`'s kind.
     saliency_supervision: weight of `dense_metrics.box_saliency_loss` (dense tasks whose model
-      has a saliency map), added to each example's loss.
+      has a saliency map), added to each example's loss; the classification sampler's
+      supervision comes in its "penalty" instead.
 
   Returns:
     The state after the step, and `{"loss", "grad_norm", "param_norm", "sum_<metric>"...}`:
@@ -129,7 +130,7 @@ def train_step(state: TrainState, batch: Mapping[str, jax.Array], blur: bool, *,
       total = total + glimpse_credit(extras, labels, task=task)
     if "penalty" in extras:  # The model's own per-example terms (the sampler's saliency cost).
       total = total + extras["penalty"]
-    if saliency_supervision and "saliency" in extras:
+    if saliency_supervision and task in dense_metrics.DENSE_TASKS and "saliency" in extras:
       total = total + saliency_supervision * dense_metrics.box_saliency_loss(
           extras["saliency"], labels, batch["image"].shape[1:3])
     loss = jnp.sum(weights * total) / jnp.maximum(jnp.sum(weights), 1.0)
