@@ -15,9 +15,11 @@ trains in its own workdir under `--workdir`; a run whose results are already in 
 is not trained again, so an interrupted suite resumes where it stopped.
 
 The JSON (`benchmarks/results/zoom_suite_<backend>.json` unless `--out`) holds, per tag, family,
-task size and model, one record per seed: evaluation top-1, the run's loss curve, and its
+task size and model, one record per seed: evaluation top-1, the run's loss curve, its
 *collapse*: the largest rise of the training loss above its running minimum, in % of the
-minimum (the suite's no-collapse target is below 50 %). The summary prints mean +- std over
+minimum (the suite's no-collapse target is below 50 %), and for the sampler its *look*
+(`look`): whether the trained map zooms on the target tile, whatever the task network reads.
+`--look` adds the look to the records of finished runs that lack it (their workdirs kept). The summary prints mean +- std over
 seeds and checks the suite's targets against uniform downsampling at the same size.
 """
 
@@ -101,6 +103,58 @@ def parse_overrides(items: list[str]) -> dict:
   return overrides
 
 
+def box_magnification(grid, boxes, side: int):
+  """`[B]` each box's linear magnification by the warp `grid` `[B, h, w, 2]` ((x, y) in [-1, 1],
+  align_corners=False, over a `side`-pixel square image) against uniform sampling: the square
+  root of the share of the grid's points inside the box (`[B, 4]` top, left, bottom, right, in
+  pixels) over the box's share of the image."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  points = (np.asarray(grid, np.float64) + 1) / 2 * side  # [-1, 1] spans the pixels' edges.
+  top, left, bottom, right = (np.asarray(boxes, np.float64)[:, i, None, None] for i in range(4))
+  inside = np.mean((points[..., 0] >= left) & (points[..., 0] < right)
+                   & (points[..., 1] >= top) & (points[..., 1] < bottom), axis=(1, 2))
+  return np.sqrt(inside / ((bottom - top) * (right - left))[:, 0, 0] * side**2)
+
+
+def look(config, workdir: str, *, num_images: int = 64) -> dict:
+  """The trained sampler's zoom on the target: restores the run's newest checkpoint and warps
+  `num_images` evaluation images. "target_magnification": the median over the images of the
+  target tile's linear magnification against uniform downsampling (the square root of the share
+  of the task input's pixels whose source point lies in the tile's frame, over the frame's share
+  of the image; 1 for a uniform map); "map_information": the mean KL divergence of the map from
+  the uniform one, in nats (`ops.saliency_information`)."""
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from flax import nnx  # pylint: disable=g-import-not-at-top
+  from saliency_jax import ops, train  # pylint: disable=g-import-not-at-top
+  from saliency_jax.data import zoom_tasks  # pylint: disable=g-import-not-at-top
+  num_classes = zoom_tasks.NUM_CLASSES[config.data.name]
+  experiment = train.build_experiment(
+      config, mesh=train.make_mesh(), num_outputs=num_classes, task="classification",
+      total_steps=config.num_train_steps, steps_per_epoch=1.0, blur_steps=0,
+      load_pretrained=False)
+  checkpoints = train.Checkpointer(os.path.join(workdir, "checkpoints"), every_steps=1, keep=1)
+  restored = checkpoints.restore_newest(experiment.abstract_state(), move_broken=False)
+  checkpoints.close()
+  if restored is None:
+    raise SystemExit(f"--look: no checkpoint in {workdir}.")
+  model = train.create_model(config, num_outputs=num_classes, load_pretrained=False)
+  model.eval()
+  model = nnx.merge(nnx.split(model, nnx.Param, ...)[0], restored.state.params,
+                    restored.state.model_state)
+  from saliency_jax import data  # pylint: disable=g-import-not-at-top
+  from saliency_jax.data import config as data_config  # pylint: disable=g-import-not-at-top
+  source = data.make_source(data_config.parse_data_config(config.data), "eval")
+  examples = [source[i] for i in range(num_images)]  # The run's own evaluation images.
+  images = jnp.asarray(np.stack([e["image"] for e in examples]))
+  _, extras = model(images)
+  magnifications = box_magnification(np.asarray(extras["grid"]),
+                                     np.stack([e["box"] for e in examples]), images.shape[1])
+  information = ops.saliency_information(extras["saliency"])
+  return {"target_magnification": float(np.median(magnifications)),
+          "map_information": float(np.mean(information)), "images": num_images}
+
+
 def _stats(values: list[float]) -> tuple[float, float]:
   return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
@@ -159,7 +213,7 @@ def _locked(path: str):
 
 
 def _record(out: str, args: argparse.Namespace, overrides: dict, family: str, size: int,
-            model: str, seed: int, results: dict) -> None:
+            model: str, seed: int, results: dict, measured_look: dict | None = None) -> None:
   """Adds one run's record to the JSON `out` as it is on disk now."""
   payload = _load(out)
   payload["environment"] = common.environment()
@@ -176,6 +230,8 @@ def _record(out: str, args: argparse.Namespace, overrides: dict, family: str, si
            if f"top1_{view}" in results["eval"]}
   if views:
     record["top1_views"] = views
+  if measured_look is not None:
+    record["look"] = measured_look
   records.append(record)
   records.sort(key=lambda r: r["seed"])
   files.write_json(out, payload)
@@ -196,6 +252,8 @@ def main(argv=None):
                            "with_sampler_recipe; the demo also sets model.cap_at_source)")
   parser.add_argument("--workdir", default=os.path.join(ROOT, "runs", "zoom_suite"))
   parser.add_argument("--out", default="")
+  parser.add_argument("--look", action="store_true",
+                      help="add the look to finished sampler runs' records that lack it")
   parser.add_argument("--quick", action="store_true",
                       help="smoke test: size 64, sampler and uniform, 1 seed, 8 steps, tiny data")
   args = parser.parse_args(argv)
@@ -236,15 +294,27 @@ def main(argv=None):
                                  f"zoom_suite_{jax.default_backend()}"
                                  f"{'_quick' if args.quick else ''}.json")
   for family, size, model, seed, config in plan:
-    if any(r["seed"] == seed for r in _runs(_load(out), args.tag, family, size, model)):
-      continue
     workdir = os.path.join(args.workdir, args.tag, family, str(size), model, f"seed{seed}")
+    looks = model == "saliency_sampler"
+    done = [r for r in _runs(_load(out), args.tag, family, size, model) if r["seed"] == seed]
+    if done:
+      if args.look and looks and "look" not in done[0]:
+        measured = look(config, workdir, num_images=min(64, config.data.zoom.eval_size))
+        with _locked(out):
+          payload = _load(out)
+          for record in _runs(payload, args.tag, family, size, model):
+            if record["seed"] == seed:
+              record["look"] = measured
+          files.write_json(out, payload)
+      continue
     print(f"\n=== {args.tag}: {family}, task size {size}, {model}, seed {seed} ===", flush=True)
     results = train.train_and_evaluate(config, workdir)
+    measured = (look(config, workdir, num_images=min(64, config.data.zoom.eval_size))
+                if looks else None)
     # Read again just before writing, under a lock, so that suites run side by side (other
     # tags, families, seeds) keep each other's runs; an interrupted suite loses one run at most.
     with _locked(out):
-      _record(out, args, overrides, family, size, model, seed, results)
+      _record(out, args, overrides, family, size, model, seed, results, measured)
 
   tag = _load(out)["tags"][args.tag]
   chance = {f: 1 / zoom_tasks.NUM_CLASSES[f] for f in FAMILIES}

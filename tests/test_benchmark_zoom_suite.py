@@ -101,6 +101,11 @@ def test_quick_run_writes_and_resumes(tmp_path, capsys):
   zoom_suite.main(args)
   runs = json.loads(out.read_text())["tags"]["default"]["runs"]["zoom_count"]["64"]
   assert set(runs) == {"saliency_sampler", "uniform"}
+  # The sampler's zero head has barely moved in 8 steps: its map is near uniform.
+  (sampler,) = runs["saliency_sampler"]
+  assert sampler["look"]["images"] == 16 and 0 <= sampler["look"]["map_information"] < 0.01
+  assert 0.8 < sampler["look"]["target_magnification"] < 1.25
+  assert "look" not in runs["uniform"][0]
   for records in runs.values():
     (record,) = records
     assert record["seed"] == 0 and record["steps"] == 8 and 0 <= record["top1"] <= 1
@@ -129,6 +134,24 @@ def test_oracle_logits_magnify_the_target_tile():
   for b, box in enumerate(boxes):
     inside = ((y[b] >= box[0]) & (y[b] < box[2]) & (x[b] >= box[1]) & (x[b] < box[3])).sum()
     assert inside >= 4 * (48 / 8) ** 2, inside
+
+
+def test_box_magnification_counts_the_grids_points_in_the_box():
+  # The identity grid gives a box on the sample lattice its own share (1x); the oracle's warp
+  # (4x the points in the box, above) at least 2x linearly; a 2x crop of the top-left quarter,
+  # as a grid, 2x for a box inside it and 0 for one outside.
+  side, task = 512, 64
+  boxes = np.array([[128, 256, 192, 320], [10, 20, 58, 68]])
+  identity = np.asarray(sj.attraction_grid(np.full((2, 31, 31), 1 / 961.0), (task, task),
+                                           align_corners=False))
+  np.testing.assert_allclose(zoom_suite.box_magnification(identity, boxes, side), [1.0, 1.0],
+                             atol=0.07)
+  oracle = np.asarray(sj.attraction_grid(sj.softmax_saliency(
+      zoom_oracle.oracle_logits(boxes, side, 6.0)), (task, task), align_corners=False))
+  assert np.all(zoom_suite.box_magnification(oracle, boxes, side) >= 2.0)
+  crop = (identity - 1) / 2  # [-1, 0]: the top-left quarter.
+  np.testing.assert_allclose(zoom_suite.box_magnification(crop, boxes, side), [0.0, 2.0],
+                             atol=0.1)
 
 
 def test_suite_plot_draws_each_mean_with_its_spread_and_chance():
