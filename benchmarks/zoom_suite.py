@@ -160,7 +160,8 @@ def _stats(values: list[float]) -> tuple[float, float]:
 
 
 def summarise(runs: dict, chance: dict) -> list[tuple]:
-  """Rows (family, size, model, n, top-1 mean +- std, vs uniform, collapse max, target)."""
+  """Rows (family, size, model, n, top-1 mean +- std, vs uniform, collapse max, the target's
+  mean magnification where measured, target)."""
   rows = []
   for family, by_size in runs.items():
     for size, by_model in sorted(by_size.items(), key=lambda kv: -int(kv[0])):
@@ -173,8 +174,10 @@ def summarise(runs: dict, chance: dict) -> list[tuple]:
         if base_mean is not None and model != "uniform":
           delta = f"{mean - base_mean:+.1f}"
           verdict = _target(mean, base_mean, 100 * chance[family])
+        looks = [r["look"]["target_magnification"] for r in records if "look" in r]
+        zoom = f"{statistics.fmean(looks):.2f}x" if looks else ""
         rows.append((family, size, model, len(records), f"{mean:.1f} +- {std:.1f}", delta,
-                     f"{worst:.0f} %", verdict))
+                     f"{worst:.0f} %", zoom, verdict))
   return rows
 
 
@@ -321,7 +324,7 @@ def main(argv=None):
   common.print_table(f"Zoom suite, tag {args.tag!r} (top-1 %, mean +- std over seeds)",
                      summarise(tag["runs"], chance),
                      ("family", "size", "model", "seeds", "top-1", "vs uniform",
-                      "collapse", "targets"))
+                      "collapse", "zoom", "targets"))
   print(f"Wrote {out}")
 
 
