@@ -573,11 +573,12 @@ def test_uniform_view_pools_the_warped_and_the_uniform_views(images):
 
 
 def test_evidence_supervision_charges_the_maps_distance_from_the_input_gradient(images):
-  """In training, "penalty" is the weight times KL(target || map), the target the area-pooled
-  magnitude of the input gradient of the predicted class's logit less the mean logit on the
-  uniform view (here by `nnx.grad` of a clone and one central difference), mixed 9:1 with the
-  uniform density; it trains the saliency network, not the task network, and leaves the task
-  network's batch statistics as the plain forward pass leaves them."""
+  """In training, "penalty" is the weight times the confidence (the predicted class's
+  probability rescaled from [1/K, 1] to [0, 1]) times KL(target || map), the target the
+  area-pooled magnitude of the input gradient of the predicted class's logit less the mean logit
+  on the uniform view (here by `nnx.grad` of a clone and one central difference), mixed 9:1 with
+  the uniform density; it trains the saliency network, not the task network, and leaves the
+  task network's batch statistics as the plain forward pass leaves them."""
   weight = 0.5
   model = models.build_model({**CONFIG, "uniform_view": "mean", "saliency_supervision": weight},
                              num_outputs=5, rngs=_rngs())
@@ -595,6 +596,11 @@ def test_evidence_supervision_charges_the_maps_distance_from_the_input_gradient(
     logits = net(task_lib.imagenet_normalize(v))[0]
     top = jnp.argmax(jax.lax.stop_gradient(logits), axis=-1)
     return jnp.sum(logits[jnp.arange(len(v)), top] - logits.mean(-1))
+  logits = np.asarray(nnx.clone(clone)(task_lib.imagenet_normalize(jnp.asarray(view)))[0],
+                      np.float64)
+  probabilities = np.exp(logits - logits.max(-1, keepdims=True))
+  probabilities /= probabilities.sum(-1, keepdims=True)
+  confidence = (probabilities.max(-1) - 1 / 5) / (1 - 1 / 5)
   gradient = np.asarray(jax.grad(lambda v: score(nnx.clone(clone), v))(jnp.asarray(view)))
   eps = 1e-2
   bump = np.zeros_like(view)
@@ -607,9 +613,10 @@ def test_evidence_supervision_charges_the_maps_distance_from_the_input_gradient(
   pooled = np.asarray(ops.area_resize(jnp.asarray(magnitude[..., None]), (g, g)))[..., 0]
   target = 0.9 * pooled / pooled.sum((1, 2), keepdims=True) + 0.1 / g**2
   saliency = np.asarray(extras["saliency"], np.float64)
-  expected = weight * np.sum(target * (np.log(target) - np.log(saliency)), axis=(1, 2))
-  np.testing.assert_allclose(extras["penalty"], expected, rtol=1e-3, atol=1e-5)
-  assert float(np.min(expected)) > 0.01
+  divergence = np.sum(target * (np.log(target) - np.log(saliency)), axis=(1, 2))
+  expected = weight * confidence * divergence
+  np.testing.assert_allclose(extras["penalty"], expected, rtol=1e-3, atol=1e-6)
+  assert float(np.min(divergence)) > 0.01 and float(np.min(confidence)) > 0
 
   grads = nnx.grad(lambda m: jnp.sum(m(images)[1]["penalty"]))(model)
   assert float(optax.global_norm(nnx.state(grads["task_net"], nnx.Param))) == 0

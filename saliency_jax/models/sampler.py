@@ -108,10 +108,12 @@ class SaliencySampler(task.TaskModel):
     evidence_supervision: in training mode (logits outputs, one glimpse), the extra "penalty"
       `[B]` gains this times the KL divergence of the map from the task network's evidence on
       the uniform view (`evidence_map`: where its input gradient is, pooled to the map's cells),
-      without gradient to the task network: the saliency network learns to favour, in the
-      low-resolution view, where the task network finds what it reads, which the task's
-      gradient through the warp alone does not teach it (README, the zoom-task suite). 0 (the
-      default) for none; the task network then runs once more per image, forward and back.
+      times the network's confidence there (0 at chance, so that a network that reads nothing
+      leaves the map alone), without gradient to the task network: the saliency network learns
+      to favour, in the low-resolution view, where the task network finds what it reads, which
+      the task's gradient through the warp alone does not teach it (README, the zoom-task
+      suite). 0 (the default) for none; the task network then runs once more per image,
+      forward and back.
     rngs: `nnx.Rngs` with a "params" stream, from which the exploration's stream is forked;
       needed only when `explore > 0`.
 
@@ -230,15 +232,19 @@ class SaliencySampler(task.TaskModel):
     cols = jnp.arange(gw, dtype=jnp.float32)[None, :] - (cell % gw)[..., None, None]
     return self.explore * jnp.exp(-(rows**2 + cols**2) / (2.0 * EXPLORE_WIDTH**2))
 
-  def evidence_map(self, view: jax.Array, grid_shape: tuple[int, int]) -> jax.Array:
-    """`[B, g, g]` density of the task network's evidence in `view` (`[B, T, T, 3]`, 0..1).
+  def evidence_map(self, view: jax.Array,
+                   grid_shape: tuple[int, int]) -> tuple[jax.Array, jax.Array]:
+    """The task network's evidence in `view` (`[B, T, T, 3]`, 0..1), and its confidence.
 
-    The magnitude of the gradient, with respect to the view, of each image's predicted class's
-    logit less the mean logit (a label-free, non-saturating score), summed over the colours,
-    area-pooled to the map's cells, made a density and mixed with the uniform one (1/10), so
-    that where the network reads nothing the target stays near uniform. The network runs as a
-    copy in the model's mode, whose batch statistics and random streams are left behind, and
-    without gradient to its parameters.
+    Returns:
+      `([B, g, g] density, [B] confidence)`, without gradient. The density: the magnitude of
+      the gradient, with respect to the view, of each image's predicted class's logit less the
+      mean logit (a label-free, non-saturating score), summed over the colours, area-pooled to
+      the map's cells, made a density and mixed with the uniform one (1/10). The confidence:
+      how far the predicted class's probability is from chance, `(p - 1/K) / (1 - 1/K)` in
+      [0, 1]: 0 where the network reads nothing and its gradient points at whatever it happens
+      to react to. The network runs as a copy in the model's mode, whose batch statistics and
+      random streams are left behind.
     """
     graphdef, state = nnx.split(self.task_net)
     state = jax.lax.stop_gradient(state)
@@ -248,24 +254,29 @@ class SaliencySampler(task.TaskModel):
       logits = logits.astype(jnp.float32)
       predicted = jax.lax.stop_gradient(jnp.argmax(logits, axis=-1))
       score = jnp.take_along_axis(logits, predicted[:, None], axis=-1)[:, 0]
-      return jnp.sum(score - jnp.mean(logits, axis=-1))
+      return jnp.sum(score - jnp.mean(logits, axis=-1)), logits
 
-    magnitude = jnp.sum(jnp.abs(jax.grad(margin)(jax.lax.stop_gradient(view))), axis=-1)
-    pooled = ops.area_resize(magnitude[..., None], grid_shape)[..., 0]
+    gradient, logits = jax.grad(margin, has_aux=True)(jax.lax.stop_gradient(view))
+    pooled = ops.area_resize(jnp.sum(jnp.abs(gradient), axis=-1)[..., None], grid_shape)[..., 0]
     total = jnp.sum(pooled, axis=(1, 2), keepdims=True)
     cells = grid_shape[0] * grid_shape[1]
     density = jnp.where(total > 0, pooled / jnp.where(total > 0, total, 1.0), 1.0 / cells)
-    return jax.lax.stop_gradient(0.9 * density + 0.1 / cells)
+    chance = 1.0 / logits.shape[-1]
+    top = jnp.max(jax.nn.softmax(logits, axis=-1), axis=-1)
+    confidence = jnp.clip((top - chance) / (1.0 - chance), 0.0, 1.0)
+    return jax.lax.stop_gradient((0.9 * density + 0.1 / cells, confidence))
 
   def _evidence_penalty(self, images: jax.Array, saliency: jax.Array,
                         extras: dict[str, jax.Array]) -> dict[str, jax.Array]:
-    """`extras` with the evidence supervision's KL divergence added to its "penalty"."""
+    """`extras` with the evidence supervision's KL divergence, weighted by the task network's
+    confidence, added to its "penalty"."""
     if self.evidence_supervision == 0 or self.deterministic:
       return extras
-    target = self.evidence_map(task.area_view(images, self.task_size), saliency.shape[1:])
+    target, confidence = self.evidence_map(task.area_view(images, self.task_size),
+                                           saliency.shape[1:])
     log_map = jnp.log(jnp.maximum(saliency, 1e-30))
     divergence = jnp.sum(target * (jnp.log(target) - log_map), axis=(1, 2))
-    penalty = extras.get("penalty", 0.0) + self.evidence_supervision * divergence
+    penalty = extras.get("penalty", 0.0) + self.evidence_supervision * confidence * divergence
     return {**extras, "penalty": penalty}
 
   def _sample(self, images: jax.Array, logits: jax.Array):
