@@ -318,9 +318,9 @@ class SaliencySampler(task.TaskModel):
       `(outputs [B, num_outputs], extras)` with extras "sampled" `[B, T, T, 3]` (0..1, the task
       network's input), "grid" `[B, T, T, 2]` ((x, y) in [-1, 1]) and "saliency" `[B, g, g]`
       (the softmax map, summing to 1); in training mode with `saliency_cost > 0` or
-      `evidence_supervision > 0`, "penalty" `[B]`, to be added to each example's loss; with the uniform view, "view_outputs"
-      `[2, B, C]` (the warped view's, then the uniform view's) in evaluation, and in training
-      with "each".
+      `evidence_supervision > 0`, "penalty" `[B]`, to be added to each example's loss; with
+      the uniform view, "view_outputs" `[2, B, C]` (the warped view's, then the uniform
+      view's) in evaluation, and in training with "each" or "mean".
     """
     task.check_images(images, min_size=self.task_size)
     if self.glimpses > 1 and not self.deterministic:
