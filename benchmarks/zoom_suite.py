@@ -19,8 +19,9 @@ task size and model, one record per seed: evaluation top-1, the run's loss curve
 *collapse*: the largest rise of the training loss above its running minimum, in % of the
 minimum (the suite's no-collapse target is below 50 %), and for the sampler its *look*
 (`look`): whether the trained map zooms on the target tile, whatever the task network reads.
-`--look` adds the look to the records of finished runs that lack it (their workdirs kept). The summary prints mean +- std over
-seeds and checks the suite's targets against uniform downsampling at the same size.
+`--look` adds the look to the records of finished runs that lack it (their workdirs kept). The
+summary prints mean +- std over seeds, the target's magnification, and checks the suite's targets
+against uniform downsampling at the same size.
 """
 
 import argparse
