@@ -72,3 +72,17 @@ def print_table(title: str, rows: list[tuple], header: tuple) -> None:
   print("-" * len(line))
   for r in rows:
     print("  ".join(str(c).ljust(w) for c, w in zip(r, widths)))
+
+
+def box_magnification(grid, boxes, source: int, *, align_corners: bool):
+  """`[N]` each box's linear magnification by its warp against uniform sampling: the square root
+  of the share of the grid's points `[N, h, w, 2]` ((x, y) in [-1, 1] over a `source`-pixel square
+  image) inside its box `[N, 4]` (x0, y0, x1, y1, pixel edges) over the box's share of the image."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  grid = np.asarray(grid, np.float64)
+  # align_corners=True puts -1 and 1 on the outer pixels' centres, False on their outer edges.
+  points = ((grid + 1) / 2 * (source - 1) + 0.5 if align_corners else (grid + 1) / 2 * source)
+  x0, y0, x1, y1 = (np.asarray(boxes, np.float64)[:, i, None, None] for i in range(4))
+  inside = np.mean((points[..., 0] >= x0) & (points[..., 0] < x1)
+                   & (points[..., 1] >= y0) & (points[..., 1] < y1), axis=(1, 2))
+  return np.sqrt(inside / ((x1 - x0) * (y1 - y0))[:, 0, 0] * source**2)

@@ -25,6 +25,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
+from benchmarks import common  # noqa: E402
 from saliency_jax import files  # noqa: E402
 from saliency_jax import ops  # noqa: E402
 from saliency_jax.data import dense_scenes  # noqa: E402
@@ -35,16 +36,9 @@ GRID = 31  # The dense model's saliency map (`model.grid_size`).
 def magnifications(grid: np.ndarray, boxes: np.ndarray, keep: np.ndarray,
                    source: int) -> np.ndarray:
   """Per kept box, the grid's linear magnification over it relative to uniform (see above)."""
-  task = grid.shape[1]
-  # align_corners=True positions -> pixel edges: pixel k's centre is at k + 0.5.
-  points = (grid + 1.0) / 2.0 * (source - 1) + 0.5
-  out = []
-  for b, m in zip(*np.nonzero(keep)):
-    x0, y0, x1, y1 = boxes[b, m]
-    x, y = points[b, ..., 0], points[b, ..., 1]
-    inside = np.sum((x >= x0) & (x < x1) & (y >= y0) & (y < y1))
-    out.append(np.sqrt(inside / ((x1 - x0) * (y1 - y0))) * source / task)
-  return np.asarray(out)
+  images, objects = np.nonzero(keep)
+  return common.box_magnification(grid[images], boxes[images, objects], source,
+                                  align_corners=True)
 
 
 def summary(values: np.ndarray) -> dict[str, float]:

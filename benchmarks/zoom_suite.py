@@ -104,19 +104,6 @@ def parse_overrides(items: list[str]) -> dict:
   return overrides
 
 
-def box_magnification(grid, boxes, side: int):
-  """`[B]` each box's linear magnification by the warp `grid` `[B, h, w, 2]` ((x, y) in [-1, 1],
-  align_corners=False, over a `side`-pixel square image) against uniform sampling: the square
-  root of the share of the grid's points inside the box (`[B, 4]` top, left, bottom, right, in
-  pixels) over the box's share of the image."""
-  import numpy as np  # pylint: disable=g-import-not-at-top
-  points = (np.asarray(grid, np.float64) + 1) / 2 * side  # [-1, 1] spans the pixels' edges.
-  top, left, bottom, right = (np.asarray(boxes, np.float64)[:, i, None, None] for i in range(4))
-  inside = np.mean((points[..., 0] >= left) & (points[..., 0] < right)
-                   & (points[..., 1] >= top) & (points[..., 1] < bottom), axis=(1, 2))
-  return np.sqrt(inside / ((bottom - top) * (right - left))[:, 0, 0] * side**2)
-
-
 def look(config, workdir: str, *, num_images: int = 64) -> dict:
   """The trained sampler's zoom on the target: restores the run's newest checkpoint and warps
   `num_images` evaluation images. "target_magnification": the median over the images of the
@@ -149,8 +136,10 @@ def look(config, workdir: str, *, num_images: int = 64) -> dict:
   examples = [source[i] for i in range(num_images)]  # The run's own evaluation images.
   images = jnp.asarray(np.stack([e["image"] for e in examples]))
   _, extras = model(images)
-  magnifications = box_magnification(np.asarray(extras["grid"]),
-                                     np.stack([e["box"] for e in examples]), images.shape[1])
+  top_left_bottom_right = np.stack([e["box"] for e in examples])
+  magnifications = common.box_magnification(
+      extras["grid"], top_left_bottom_right[:, [1, 0, 3, 2]], images.shape[1],
+      align_corners=False)
   information = ops.saliency_information(extras["saliency"])
   return {"target_magnification": float(np.median(magnifications)),
           "map_information": float(np.mean(information)), "images": num_images}

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import saliency_jax as sj
+from benchmarks import common
 from benchmarks import zoom_oracle
 from benchmarks import zoom_suite
 from conftest import ROOT
@@ -141,16 +142,17 @@ def test_box_magnification_counts_the_grids_points_in_the_box():
   # (4x the points in the box, above) at least 2x linearly; a 2x crop of the top-left quarter,
   # as a grid, 2x for a box inside it and 0 for one outside.
   side, task = 512, 64
-  boxes = np.array([[128, 256, 192, 320], [10, 20, 58, 68]])
+  boxes = np.array([[128, 256, 192, 320], [10, 20, 58, 68]])  # (top, left, bottom, right).
+  xyxy = boxes[:, [1, 0, 3, 2]]
   identity = np.asarray(sj.attraction_grid(np.full((2, 31, 31), 1 / 961.0), (task, task),
                                            align_corners=False))
-  np.testing.assert_allclose(zoom_suite.box_magnification(identity, boxes, side), [1.0, 1.0],
+  np.testing.assert_allclose(common.box_magnification(identity, xyxy, side, align_corners=False), [1.0, 1.0],
                              atol=0.07)
   oracle = np.asarray(sj.attraction_grid(sj.softmax_saliency(
       zoom_oracle.oracle_logits(boxes, side, 6.0)), (task, task), align_corners=False))
-  assert np.all(zoom_suite.box_magnification(oracle, boxes, side) >= 2.0)
+  assert np.all(common.box_magnification(oracle, xyxy, side, align_corners=False) >= 2.0)
   crop = (identity - 1) / 2  # [-1, 0]: the top-left quarter.
-  np.testing.assert_allclose(zoom_suite.box_magnification(crop, boxes, side), [0.0, 2.0],
+  np.testing.assert_allclose(common.box_magnification(crop, xyxy, side, align_corners=False), [0.0, 2.0],
                              atol=0.1)
 
 
