@@ -16,6 +16,7 @@ from saliency_jax.ops import detail_saliency
 from saliency_jax.ops import kde_saliency
 from saliency_jax.ops import normalize_boxes
 from saliency_jax.ops import magnification
+from saliency_jax.ops import saliency_divergence
 from saliency_jax.ops import saliency_information
 from saliency_jax.ops import saliency_sample
 from saliency_jax.ops import softmax_saliency
@@ -40,6 +41,7 @@ __all__ = [
     "kde_saliency",
     "normalize_boxes",
     "magnification",
+    "saliency_divergence",
     "saliency_information",
     "saliency_sample",
     "softmax_saliency",

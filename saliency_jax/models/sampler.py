@@ -274,8 +274,7 @@ class SaliencySampler(task.TaskModel):
       return extras
     target, confidence = self.evidence_map(task.area_view(images, self.task_size),
                                            saliency.shape[1:])
-    log_map = jnp.log(jnp.maximum(saliency, 1e-30))
-    divergence = jnp.sum(target * (jnp.log(target) - log_map), axis=(1, 2))
+    divergence = ops.saliency_divergence(target, saliency)
     penalty = extras.get("penalty", 0.0) + self.evidence_supervision * confidence * divergence
     return {**extras, "penalty": penalty}
 

@@ -12,6 +12,7 @@ from saliency_jax.ops.priors import kde_saliency
 from saliency_jax.ops.priors import normalize_boxes
 from saliency_jax.ops.resize import area_resize
 from saliency_jax.ops.resize import bilinear_resize
+from saliency_jax.ops.saliency import saliency_divergence
 from saliency_jax.ops.saliency import saliency_information
 from saliency_jax.ops.saliency import saliency_sample
 from saliency_jax.ops.saliency import softmax_saliency
@@ -33,6 +34,7 @@ __all__ = [
     "kde_saliency",
     "normalize_boxes",
     "magnification",
+    "saliency_divergence",
     "saliency_information",
     "saliency_sample",
     "softmax_saliency",

@@ -78,6 +78,30 @@ def saliency_information(saliency: jax.Array) -> jax.Array:
   return jnp.sum(flat * log_flat, axis=-1) + np.log(gh * gw)
 
 
+def saliency_divergence(target: jax.Array, saliency: jax.Array) -> jax.Array:
+  """`[B, gh, gw]` target densities and maps, each summing to 1 -> `[B]` KL(target || map), nats.
+
+  0 where the map is the target. As a loss (the dense model's box density, the sampler's
+  evidence supervision) it pulls the map's mass to where the target's is: its gradient in the
+  map is `-target / map`, so a cell the target leaves empty costs nothing and one the map
+  leaves empty costs much. The target is treated as given (no gradient flows to it).
+
+  Raises:
+    ValueError: if either is not of rank 3, or their shapes differ.
+  """
+  target, saliency = jnp.asarray(target), jnp.asarray(saliency)
+  if saliency.ndim != 3 or target.shape != saliency.shape:
+    raise ValueError(f"target and saliency must both have shape [batch, grid_height, "
+                     f"grid_width]; got shapes {target.shape} and {saliency.shape}.")
+  tiny = jnp.finfo(jnp.float32).tiny
+  target = jax.lax.stop_gradient(target.astype(jnp.float32))
+  # Floored inside the logs: an empty target cell gives 0 log 0 = 0, an empty map cell a large
+  # but finite cost.
+  log_ratio = (jnp.log(jnp.maximum(target, tiny))
+               - jnp.log(jnp.maximum(saliency.astype(jnp.float32), tiny)))
+  return jnp.sum(target * log_ratio, axis=(1, 2))
+
+
 def _check_temperature(temperature):
   """A concrete temperature must be a positive finite real scalar; a traced one a 0-d real."""
   if isinstance(temperature, jax.core.Tracer):

@@ -73,9 +73,7 @@ def box_saliency_loss(saliency: jax.Array, targets: Mapping[str, jax.Array],
   """
   boxes = ops.normalize_boxes(targets["boxes"], image_size, align_corners=True)
   logits = ops.kde_saliency(boxes, saliency.shape[1:], valid=targets["labels"] >= 0)
-  log_target = jax.nn.log_softmax(logits.reshape(logits.shape[0], -1), axis=-1)
-  log_map = jnp.log(jnp.maximum(saliency.reshape(saliency.shape[0], -1), 1e-30))
-  return jnp.sum(jnp.exp(log_target) * (log_target - log_map), axis=-1)
+  return ops.saliency_divergence(ops.softmax_saliency(logits), saliency)
 
 
 def num_classes(outputs: jax.Array, task: str) -> int:
