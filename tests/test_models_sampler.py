@@ -572,13 +572,32 @@ def test_uniform_view_pools_the_warped_and_the_uniform_views(images):
 
 
 
+def _score(net, view):
+  """The evidence's score: the predicted class's logit less the mean logit, summed."""
+  logits = net(task_lib.imagenet_normalize(view))[0]
+  top = jnp.argmax(jax.lax.stop_gradient(logits), axis=-1)
+  return jnp.sum(logits[jnp.arange(len(view)), top] - logits.mean(-1))
+
+
+def _pooled_evidence(net, view, g):
+  """`[B, g, g]` the area-pooled magnitude of the score's gradient in `view` (`nnx.grad` of a
+  clone, so that the model's own network and batch statistics are left as they are)."""
+  gradient = jax.grad(lambda v: _score(nnx.clone(net), v))(jnp.asarray(view))
+  return np.asarray(ops.area_resize(jnp.sum(jnp.abs(gradient), -1)[..., None], (g, g)))[..., 0]
+
+
+def _density(evidence, g):
+  return 0.9 * evidence / evidence.sum((1, 2), keepdims=True) + 0.1 / g**2
+
+
 def test_evidence_supervision_charges_the_maps_distance_from_the_input_gradient(images):
   """In training, "penalty" is the weight times the confidence (the predicted class's
   probability rescaled from [1/K, 1] to [0, 1]) times KL(target || map), the target the
   area-pooled magnitude of the input gradient of the predicted class's logit less the mean logit
-  on the uniform view (here by `nnx.grad` of a clone and one central difference), mixed 9:1 with
-  the uniform density; it trains the saliency network, not the task network, and leaves the
-  task network's batch statistics as the plain forward pass leaves them."""
+  in the warped view (here by `nnx.grad` of a clone and one central difference), unwarped to the
+  map's cells by `ops.unwarp` (tested on its own) and mixed 9:1 with the uniform density; it
+  trains the saliency network, not the task network, and leaves the task network's batch
+  statistics as the plain forward pass leaves them."""
   weight = 0.5
   model = models.build_model({**CONFIG, "uniform_view": "mean", "saliency_supervision": weight},
                              num_outputs=5, rngs=_rngs())
@@ -589,29 +608,27 @@ def test_evidence_supervision_charges_the_maps_distance_from_the_input_gradient(
   plain(images)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
                nnx.state(model.task_net, nnx.BatchStat), nnx.state(plain.task_net, nnx.BatchStat))
-  view = np.asarray(task_lib.area_view(jnp.asarray(images), TASK), np.float32)
+  view = np.asarray(extras["sampled"], np.float32)  # The warped view.
+  assert float(ops.saliency_information(extras["saliency"]).min()) > 0.01  # Not the identity.
 
   clone = nnx.clone(model.task_net)
-  def score(net, v):
-    logits = net(task_lib.imagenet_normalize(v))[0]
-    top = jnp.argmax(jax.lax.stop_gradient(logits), axis=-1)
-    return jnp.sum(logits[jnp.arange(len(v)), top] - logits.mean(-1))
   logits = np.asarray(nnx.clone(clone)(task_lib.imagenet_normalize(jnp.asarray(view)))[0],
                       np.float64)
   probabilities = np.exp(logits - logits.max(-1, keepdims=True))
   probabilities /= probabilities.sum(-1, keepdims=True)
   confidence = (probabilities.max(-1) - 1 / 5) / (1 - 1 / 5)
-  gradient = np.asarray(jax.grad(lambda v: score(nnx.clone(clone), v))(jnp.asarray(view)))
+  gradient = np.asarray(jax.grad(lambda v: _score(nnx.clone(clone), v))(jnp.asarray(view)))
   eps = 1e-2
   bump = np.zeros_like(view)
   bump[1, 20, 30, 0] = eps
-  difference = (score(nnx.clone(clone), jnp.asarray(view + bump))
-                - score(nnx.clone(clone), jnp.asarray(view - bump))) / (2 * eps)
+  difference = (_score(nnx.clone(clone), jnp.asarray(view + bump))
+                - _score(nnx.clone(clone), jnp.asarray(view - bump))) / (2 * eps)
   np.testing.assert_allclose(difference, gradient[1, 20, 30, 0], rtol=0.05, atol=1e-3)
   g = extras["saliency"].shape[1]
-  magnitude = np.abs(gradient).sum(-1)
-  pooled = np.asarray(ops.area_resize(jnp.asarray(magnitude[..., None]), (g, g)))[..., 0]
-  target = 0.9 * pooled / pooled.sum((1, 2), keepdims=True) + 0.1 / g**2
+  pooled = _pooled_evidence(clone, view, g)
+  unwarped = ops.unwarp(jnp.asarray(pooled[..., None]), extras["grid"], (g, g),
+                        source_shape=images.shape[1:3], padding_mode="border")[0][..., 0]
+  target = _density(np.asarray(unwarped, np.float64), g)
   saliency = np.asarray(extras["saliency"], np.float64)
   divergence = np.sum(target * (np.log(target) - np.log(saliency)), axis=(1, 2))
   expected = weight * confidence * divergence
@@ -630,3 +647,20 @@ def test_evidence_supervision_charges_the_maps_distance_from_the_input_gradient(
                          rngs=_rngs())
   with pytest.raises(ValueError, match="evidence_supervision"):
     sampler_lib.SaliencySampler(model.task_net, model.saliency_net, evidence_supervision=-1.0)
+
+
+def test_evidence_at_the_identity_grid_is_the_uniform_views(images):
+  """With a zero saliency head (a uniform map) and the exact identity, the grid is the identity
+  and the evidence is the view's own pooled evidence (no unwarp involved in the reference), to
+  float32 rounding: the unwarp reads the align_corners=False grid in its own convention."""
+  model = models.build_model({**CONFIG, **models.SAMPLER_RECIPE, "saliency_head_init": "zero",
+                              "saliency_supervision": 1.0}, num_outputs=5, rngs=_rngs())
+  model.train()
+  _, extras = model(images)
+  np.testing.assert_allclose(extras["saliency"], 1 / 31**2, rtol=1e-6)
+  g = extras["saliency"].shape[1]
+  target, _ = model.evidence_map(extras["sampled"], extras["grid"], images.shape[1:3], (g, g))
+  view = np.asarray(extras["sampled"], np.float32)
+  expected = _density(_pooled_evidence(model.task_net, view, g).astype(np.float64), g)
+  np.testing.assert_allclose(target, expected, rtol=1e-4)
+  assert float(ops.saliency_information(jnp.asarray(expected)).min()) > 0.05  # Not flat.

@@ -105,7 +105,7 @@ def build_model(model_config: Mapping[str, Any], *, num_outputs: int, rngs: nnx.
       view on its own loss ("each", their sum; "mean", their mean) (`SaliencySampler`);
       sampler with logits only ["off"].
     saliency_supervision: nats of training loss per nat of the KL divergence of the sampler's
-      map from the task network's evidence on the uniform view (`SaliencySampler`'s
+      map from the task network's evidence in the view it reads, unwarped (`SaliencySampler`'s
       `evidence_supervision`); sampler with logits and one glimpse only; for "zoom_unzoom",
       see below [0.0].
     output_activation: None or "sigmoid" (gaze) [None].

@@ -106,14 +106,15 @@ class SaliencySampler(task.TaskModel):
       what uniform downsampling reads and the warped view adds what it alone reads; the task
       network runs twice per image. Evaluation also returns "view_outputs".
     evidence_supervision: in training mode (logits outputs, one glimpse), the extra "penalty"
-      `[B]` gains this times the KL divergence of the map from the task network's evidence on
-      the uniform view (`evidence_map`: where its input gradient is, pooled to the map's cells),
-      times the network's confidence there (0 at chance, so that a network that reads nothing
-      leaves the map alone), without gradient to the task network: the saliency network learns
-      to favour, in the low-resolution view, where the task network finds what it reads, which
-      the task's gradient through the warp alone does not teach it (README, the zoom-task
-      suite). 0 (the default) for none; the task network then runs once more per image,
-      forward and back.
+      `[B]` gains this times the KL divergence of the map from the task network's evidence in
+      the view it reads, brought back to the source (`evidence_map`: where its input gradient
+      is, unwarped to the map's cells), times the network's confidence there (0 at chance, so
+      that a network that reads nothing leaves the map alone), without gradient to the task
+      network: the saliency network learns to favour, in the low-resolution view, where the
+      task network finds what it reads, which the task's gradient through the warp alone does
+      not teach it (README, the zoom-task suite). At the identity grid the evidence is the
+      uniform view's; once the map zooms it follows what the zoomed view shows. 0 (the
+      default) for none; the task network then runs once more per image, forward and back.
     rngs: `nnx.Rngs` with a "params" stream, from which the exploration's stream is forked;
       needed only when `explore > 0`.
 
@@ -232,19 +233,27 @@ class SaliencySampler(task.TaskModel):
     cols = jnp.arange(gw, dtype=jnp.float32)[None, :] - (cell % gw)[..., None, None]
     return self.explore * jnp.exp(-(rows**2 + cols**2) / (2.0 * EXPLORE_WIDTH**2))
 
-  def evidence_map(self, view: jax.Array,
+  def evidence_map(self, view: jax.Array, grid: jax.Array, source_shape: tuple[int, int],
                    grid_shape: tuple[int, int]) -> tuple[jax.Array, jax.Array]:
-    """The task network's evidence in `view` (`[B, T, T, 3]`, 0..1), and its confidence.
+    """The task network's evidence in the view it reads, on the map's cells, and its confidence.
+
+    Args:
+      view: `[B, T, T, 3]` (0..1) the task network's input.
+      grid: `[B, T, T, 2]` the grid that sampled `view` from the source.
+      source_shape: `(H, W)` of the source image.
+      grid_shape: `(gh, gw)` of the saliency map.
 
     Returns:
-      `([B, g, g] density, [B] confidence)`, without gradient. The density: the magnitude of
+      `([B, gh, gw] density, [B] confidence)`, without gradient. The density: the magnitude of
       the gradient, with respect to the view, of each image's predicted class's logit less the
       mean logit (a label-free, non-saturating score), summed over the colours, area-pooled to
-      the map's cells, made a density and mixed with the uniform one (1/10). The confidence:
-      how far the predicted class's probability is from chance, `(p - 1/K) / (1 - 1/K)` in
-      [0, 1]: 0 where the network reads nothing and its gradient points at whatever it happens
-      to react to. The network runs as a copy in the model's mode, whose batch statistics and
-      random streams are left behind.
+      the map's size in the view and brought back to the source's cells by `ops.unwarp`: an
+      intensity per source area, which a magnified region's many pixels do not inflate, and at
+      the identity grid the uniform view's own pooled evidence. Made a density and mixed with
+      the uniform one (1/10). The confidence: how far the predicted class's probability is from
+      chance, `(p - 1/K) / (1 - 1/K)` in [0, 1]: 0 where the network reads nothing and its
+      gradient points at whatever it happens to react to. The network runs as a copy in the
+      model's mode, whose batch statistics and random streams are left behind.
     """
     graphdef, state = nnx.split(self.task_net)
     state = jax.lax.stop_gradient(state)
@@ -257,22 +266,30 @@ class SaliencySampler(task.TaskModel):
       return jnp.sum(score - jnp.mean(logits, axis=-1)), logits
 
     gradient, logits = jax.grad(margin, has_aux=True)(jax.lax.stop_gradient(view))
-    pooled = ops.area_resize(jnp.sum(jnp.abs(gradient), axis=-1)[..., None], grid_shape)[..., 0]
-    total = jnp.sum(pooled, axis=(1, 2), keepdims=True)
+    pooled = ops.area_resize(jnp.sum(jnp.abs(gradient), axis=-1)[..., None], grid_shape)
+    grid = jax.lax.stop_gradient(grid)
+    if not self.align_corners:  # ops.unwarp reads the grid's values as align_corners=True.
+      height, width = source_shape
+      grid = grid * jnp.asarray([width / (width - 1), height / (height - 1)], grid.dtype)
+    # "border": a source cell no view pixel samples reads its nearest neighbour's evidence.
+    unwarped = ops.unwarp(pooled, grid, grid_shape, source_shape=source_shape,
+                          padding_mode="border")[0][..., 0]
+    total = jnp.sum(unwarped, axis=(1, 2), keepdims=True)
     cells = grid_shape[0] * grid_shape[1]
-    density = jnp.where(total > 0, pooled / jnp.where(total > 0, total, 1.0), 1.0 / cells)
+    density = jnp.where(total > 0, unwarped / jnp.where(total > 0, total, 1.0), 1.0 / cells)
     chance = 1.0 / logits.shape[-1]
     top = jnp.max(jax.nn.softmax(logits, axis=-1), axis=-1)
     confidence = jnp.clip((top - chance) / (1.0 - chance), 0.0, 1.0)
     return jax.lax.stop_gradient((0.9 * density + 0.1 / cells, confidence))
 
-  def _evidence_penalty(self, images: jax.Array, saliency: jax.Array,
+  def _evidence_penalty(self, source_shape: tuple[int, int], sampled: jax.Array,
                         extras: dict[str, jax.Array]) -> dict[str, jax.Array]:
     """`extras` with the evidence supervision's KL divergence, weighted by the task network's
     confidence, added to its "penalty"."""
     if self.evidence_supervision == 0 or self.deterministic:
       return extras
-    target, confidence = self.evidence_map(task.area_view(images, self.task_size),
+    saliency = extras["saliency"]
+    target, confidence = self.evidence_map(sampled, extras["grid"], source_shape,
                                            saliency.shape[1:])
     divergence = ops.saliency_divergence(target, saliency)
     penalty = extras.get("penalty", 0.0) + self.evidence_supervision * confidence * divergence
@@ -327,7 +344,7 @@ class SaliencySampler(task.TaskModel):
     logits, cost = self._map_logits(images)
     sampled, grid, saliency = self._sample(images, self._explored(logits))
     sampled = sampled * task.unit_scale(images)
-    extras = self._evidence_penalty(images, saliency,
+    extras = self._evidence_penalty(images.shape[1:3], sampled,
                                     {"grid": grid, "saliency": saliency, **cost})
     if self.uniform_view == "off":
       return self.run_task_net(sampled, blur_key, extras)
