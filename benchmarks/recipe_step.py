@@ -13,7 +13,9 @@ compares, and reports it as training throughput (images per second):
 - recipe: the project's recipe (`default.with_sampler_recipe`): the uniform view with the exact
   identity (`model.exact_identity=True`, `model.align_corners=False`);
 - demo: `configs/default.py` itself, the recipe with the magnification capped at the source's
-  resolution (`model.cap_at_source=True`).
+  resolution (`model.cap_at_source=True`);
+- evidence: the demo with the task network's evidence as the map's target
+  (`model.saliency_supervision=1.0`): one more forward and backward of the task network.
 Every contender sees the same batch; the blur warm-up is off, as in the demo.
 
   python benchmarks/recipe_step.py            # the demo's sizes, 7 repetitions
@@ -36,29 +38,31 @@ from saliency_jax import data  # noqa: E402
 from saliency_jax import files  # noqa: E402
 from saliency_jax import train  # noqa: E402
 
-# name -> the recipe: the fields it sets on top of `default.common_config()` (the paper's layer),
-# or the name of the configs/default.py function that builds it.
+# name -> the recipe: the configs/default.py function that builds its base (None:
+# `default.common_config()`, the paper's layer), and the fields it sets on top.
 RECIPES = {
-    "uniform": {"model.name": "uniform"},
-    "plain": {},
-    "antialias": {"model.antialias": True},
-    "uniform view": {"model.antialias": True, "model.uniform_view": "each",
-                     "optimizer.clip_per_group": True},
-    "recipe": "with_sampler_recipe",
-    "demo": "get_config",
+    "uniform": (None, {"model.name": "uniform"}),
+    "plain": (None, {}),
+    "antialias": (None, {"model.antialias": True}),
+    "uniform view": (None, {"model.antialias": True, "model.uniform_view": "each",
+                            "optimizer.clip_per_group": True}),
+    "recipe": ("with_sampler_recipe", {}),
+    "demo": ("get_config", {}),
+    "evidence": ("get_config", {"model.saliency_supervision": 1.0}),
 }
 
 
 def _config(quick: bool, recipe):
-  if recipe == "get_config":
+  base, fields = recipe
+  if base == "get_config":
     config = default.get_config()
-  elif recipe == "with_sampler_recipe":
+  elif base == "with_sampler_recipe":
     config = default.with_sampler_recipe(default.common_config())
   else:
     config = default.common_config()
-    for name, value in recipe.items():
-      section, field = name.split(".")
-      config[section][field] = value
+  for name, value in fields.items():
+    section, field = name.split(".")
+    config[section][field] = value
   if quick:
     config.data.image_size = 64
     config.data.synthetic.update(object_size=16, frame_width=2, detail_period=4)
@@ -112,8 +116,8 @@ def main():
       f"Training step of the demo's recipes, batch {batch_size}, {first.data.image_size} -> "
       f"{first.model.task_size} (medians of {repeats})", rows,
       ("recipe", "median ms", "min ms", "images/s"))
-  recipes = {name: RECIPES[name] if isinstance(RECIPES[name], dict)
-             else f"configs/default.py:{RECIPES[name]}" for name in names}
+  recipes = {name: {"base": f"configs/default.py:{RECIPES[name][0] or 'common_config'}",
+                   "fields": RECIPES[name][1]} for name in names}
   payload = {"environment": common.environment(), "quick": args.quick, "repeats": repeats,
              "batch_size": batch_size, "image_size": first.data.image_size,
              "task_size": first.model.task_size, "recipes": recipes, "times": times}
