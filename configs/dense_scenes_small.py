@@ -25,9 +25,9 @@ Measured (2026-12-06, this project's 2-core CPU, AMD EPYC VM; 600 steps instead 
 26.3 +- 0.5 %, small 12.2 +- 1.0 % (13.1, 11.1, 12.5), large 13.6 +- 0.9 %. Small objects
 +2.6 +- 6.3 points over uniform per seed (+8.3, +3.7, -4.2; seed 2's task network still
 predicted one class everywhere at step 600): not yet the issue's +10. At the config's 1,000 steps
-(2026-12-07), seed 0: mIoU 38.3 %, small 15.4 %, large 37.8 %; uniform 26.6 %, small 12.1 %,
-large 12.1 % (small +3.3); seed 1: mIoU 45.4 %, small 17.0 %, large 60.0 %; uniform 26.9 %,
-small 11.0 %, large 14.1 % (small +6.1).
+(2026-12-07), seeds 0-2: mIoU 36.0 +- 10.7 % (38.3, 45.4, 24.4), small 14.4 +- 3.2 % (15.4,
+17.0, 10.9), large 35.6 +- 25.5 %; uniform 27.1 +- 0.6 %, small 12.2 +- 1.2 % (12.1, 11.0,
+13.5), large 13.5 +- 1.1 %. Small objects +2.3 +- 4.4 points per seed (+3.3, +6.1, -2.5).
 """
 from configs import default
 from configs import dense_scenes
