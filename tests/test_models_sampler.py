@@ -649,6 +649,46 @@ def test_evidence_supervision_charges_the_maps_distance_from_the_input_gradient(
     sampler_lib.SaliencySampler(model.task_net, model.saliency_net, evidence_supervision=-1.0)
 
 
+def test_without_the_warps_gradient_the_map_learns_from_the_evidence_alone(images):
+  """`warp_gradient=False`: the same outputs and penalty as the paper's layer (same parameters);
+  the task's loss gives the saliency network no gradient and the task network the same one,
+  while the penalty's gradient on the saliency network is the paper's layer's (its target has
+  none in either)."""
+  fields = {**CONFIG, **models.SAMPLER_RECIPE, "saliency_supervision": 1.0}
+  paper = models.build_model(fields, num_outputs=5, rngs=_rngs())
+  cut = models.build_model({**fields, "warp_gradient": False}, num_outputs=5, rngs=_rngs())
+  labels = jnp.arange(len(images)) % 5
+
+  def grads(model, part):
+    def loss(m):
+      outputs, extras = m(images)
+      if part == "task":
+        return jnp.sum(optax.softmax_cross_entropy_with_integer_labels(outputs, labels))
+      return jnp.sum(extras["penalty"])
+    return nnx.state(nnx.grad(loss)(model), nnx.Param)
+
+  for m in (paper, cut):
+    m.train()
+  (out_p, ext_p), (out_c, ext_c) = paper(images), cut(images)
+  np.testing.assert_allclose(out_c, out_p, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(ext_c["penalty"], ext_p["penalty"], rtol=1e-5, atol=1e-7)
+  np.testing.assert_allclose(ext_c["saliency"], ext_p["saliency"], rtol=1e-6)
+  task_p, task_c = grads(paper, "task"), grads(cut, "task")
+  assert float(optax.global_norm(task_p["saliency_net"])) > 0
+  assert float(optax.global_norm(task_c["saliency_net"])) == 0
+  # Tolerances: float32 rounding of differently fused programs (5e-6 on gradients of order 1).
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=2e-5),
+               task_c["task_net"], task_p["task_net"])
+  penalty_p, penalty_c = grads(paper, "penalty"), grads(cut, "penalty")
+  assert float(optax.global_norm(penalty_c["saliency_net"])) > 0
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=2e-6),
+               penalty_c["saliency_net"], penalty_p["saliency_net"])
+  with pytest.raises(ValueError, match="warp_gradient"):
+    models.build_model({**CONFIG, "warp_gradient": False}, num_outputs=5, rngs=_rngs())
+  with pytest.raises(ValueError, match="warp_gradient=False needs evidence_supervision"):
+    sampler_lib.SaliencySampler(paper.task_net, paper.saliency_net, warp_gradient=False)
+
+
 def test_evidence_at_the_identity_grid_is_the_uniform_views(images):
   """With a zero saliency head (a uniform map) and the exact identity, the grid is the identity
   and the evidence is the view's own pooled evidence (no unwarp involved in the reference), to

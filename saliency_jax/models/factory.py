@@ -108,6 +108,9 @@ def build_model(model_config: Mapping[str, Any], *, num_outputs: int, rngs: nnx.
       map from the task network's evidence in the view it reads, unwarped (`SaliencySampler`'s
       `evidence_supervision`); sampler with logits and one glimpse only; for "zoom_unzoom",
       see below [0.0].
+    warp_gradient: False: the sampler's grid is made from its map without gradient, so that
+      the saliency network learns from `saliency_supervision` alone (`SaliencySampler`);
+      needs saliency_supervision > 0; sampler only [True].
     output_activation: None or "sigmoid" (gaze) [None].
     blur_min: smallest blur size of the warm-up at task size 224, scaled proportionally to
       `task_size` [64].
@@ -176,7 +179,8 @@ def build_model(model_config: Mapping[str, Any], *, num_outputs: int, rngs: nnx.
         detail_prior=c["detail_prior"], explore=c["explore"], glimpses=c["glimpses"],
         dead_zone=c["dead_zone"],
         saliency_cost=c["saliency_cost"], uniform_view=c["uniform_view"],
-        evidence_supervision=c["saliency_supervision"], rngs=rngs, **warping)
+        evidence_supervision=c["saliency_supervision"], warp_gradient=c["warp_gradient"],
+        rngs=rngs, **warping)
   if name in ("uniform", "deformable"):
     return baselines.UniformSampler(task_net, **common)
   if name == "stn_affine":

@@ -87,6 +87,7 @@ DEFAULTS = {
     "segmentation_loss": "pixel",
     "saliency": "network",
     "saliency_supervision": 0.0,
+    "warp_gradient": True,
     "dense_stages": ("layer2", "layer3", "layer4"),
     "out_stride": 8,
     "head_width": 64,
@@ -109,7 +110,8 @@ SAMPLER_RECIPE = {"antialias": True, "uniform_view": "mean", "exact_identity": T
 # The fields that only the saliency sampler may set away from their defaults (their checks are in
 # `CHECKS`); `compare_with_uniform`'s baseline resets them.
 SAMPLER_ONLY = ("axis_aligned", "cap_at_source", "detail_prior", "explore", "glimpses",
-                "dead_zone", "saliency_cost", "uniform_view", "saliency_supervision")
+                "dead_zone", "saliency_cost", "uniform_view", "saliency_supervision",
+                "warp_gradient")
 
 
 def default_model_config() -> ml_collections.ConfigDict:
@@ -229,6 +231,12 @@ CHECKS = (
                  "(saliency 'network' or 'both': towards the boxes' density) or "
                  "saliency_sampler with one glimpse and logits outputs (towards the task "
                  "network's evidence): it trains the network's map"),
+    schema.Check("warp_gradient",
+                 lambda c: isinstance(c.warp_gradient, bool) and (
+                     c.warp_gradient or (c.name == "saliency_sampler"
+                                         and c.saliency_supervision > 0)),
+                 "True, or False only for saliency_sampler with saliency_supervision > 0 (the "
+                 "map then learns from the evidence alone)"),
     schema.Check("dense_stages",
                  lambda c: len(c.dense_stages) > 0 and set(c.dense_stages) <= set(resnet.STAGES),
                  f"a non-empty tuple of ResNet stages {resnet.STAGES}"),

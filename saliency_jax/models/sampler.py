@@ -115,6 +115,11 @@ class SaliencySampler(task.TaskModel):
       not teach it (README, the zoom-task suite). At the identity grid the evidence is the
       uniform view's; once the map zooms it follows what the zoomed view shows. 0 (the
       default) for none; the task network then runs once more per image, forward and back.
+    warp_gradient: True (the paper): the task's loss trains the saliency network through the
+      warp. False (with `evidence_supervision > 0`): the grid is made from the map without
+      gradient, so that the saliency network learns from the evidence supervision alone, whose
+      gradient is consistent from batch to batch where the warp's is mostly noise (README, the
+      zoom-task suite).
     rngs: `nnx.Rngs` with a "params" stream, from which the exploration's stream is forked;
       needed only when `explore > 0`.
 
@@ -135,7 +140,7 @@ class SaliencySampler(task.TaskModel):
                cap_at_source: bool = False, detail_prior: bool = False, explore: float = 0.0,
                glimpses: int = 1, dead_zone: float = 0.0, saliency_cost: float = 0.0,
                uniform_view: str = "off", evidence_supervision: float = 0.0,
-               rngs: nnx.Rngs | None = None):
+               warp_gradient: bool = True, rngs: nnx.Rngs | None = None):
     super().__init__(task_net, task_size=task_size, blur_min=blur_min,
                      output_activation=output_activation)
     if temperature <= 0:
@@ -181,6 +186,10 @@ class SaliencySampler(task.TaskModel):
       raise ValueError(f"evidence_supervision needs a single glimpse and logits outputs "
                        f"(output_activation None); got glimpses {glimpses!r} and "
                        f"output_activation {output_activation!r}.")
+    if not warp_gradient and evidence_supervision == 0:
+      raise ValueError("warp_gradient=False needs evidence_supervision > 0, or the saliency "
+                       "network learns nothing; got evidence_supervision 0.")
+    self.warp_gradient = bool(warp_gradient)
     self.dead_zone = _check_amount(dead_zone, "dead_zone")
     self.saliency_cost = _check_amount(saliency_cost, "saliency_cost")
     # Only an exploring layer holds a stream, so that other checkpoints keep their state.
@@ -342,7 +351,12 @@ class SaliencySampler(task.TaskModel):
     if self.glimpses > 1 and not self.deterministic:
       return self._glimpse_call(images, blur_key)
     logits, cost = self._map_logits(images)
-    sampled, grid, saliency = self._sample(images, self._explored(logits))
+    logits = self._explored(logits)
+    if self.warp_gradient:
+      sampled, grid, saliency = self._sample(images, logits)
+    else:
+      sampled, grid, _ = self._sample(images, jax.lax.stop_gradient(logits))
+      saliency = ops.softmax_saliency(logits, temperature=self.temperature)
     sampled = sampled * task.unit_scale(images)
     extras = self._evidence_penalty(images.shape[1:3], sampled,
                                     {"grid": grid, "saliency": saliency, **cost})
