@@ -276,13 +276,10 @@ class SaliencySampler(task.TaskModel):
 
     gradient, logits = jax.grad(margin, has_aux=True)(jax.lax.stop_gradient(view))
     pooled = ops.area_resize(jnp.sum(jnp.abs(gradient), axis=-1)[..., None], grid_shape)
-    grid = jax.lax.stop_gradient(grid)
-    if not self.align_corners:  # ops.unwarp reads the grid's values as align_corners=True.
-      height, width = source_shape
-      grid = grid * jnp.asarray([width / (width - 1), height / (height - 1)], grid.dtype)
     # "border": a source cell no view pixel samples reads its nearest neighbour's evidence.
-    unwarped = ops.unwarp(pooled, grid, grid_shape, source_shape=source_shape,
-                          padding_mode="border")[0][..., 0]
+    unwarped = ops.unwarp(pooled, jax.lax.stop_gradient(grid), grid_shape,
+                          source_shape=source_shape, padding_mode="border",
+                          align_corners=self.align_corners)[0][..., 0]
     total = jnp.sum(unwarped, axis=(1, 2), keepdims=True)
     cells = grid_shape[0] * grid_shape[1]
     density = jnp.where(total > 0, unwarped / jnp.where(total > 0, total, 1.0), 1.0 / cells)

@@ -604,6 +604,7 @@ def invert_grid(
     out_shape: Sequence[int],
     *,
     axis_aligned: bool = False,
+    align_corners: bool = True,
 ) -> tuple[jax.Array, jax.Array]:
   """The exact inverse of the piecewise-bilinear warp of `grid`, on an `out_shape` source frame.
 
@@ -612,7 +613,10 @@ def invert_grid(
       pixel `(i, j)` reads source point `grid[b, i, j] = (x, y)`), its nodes on the
       align_corners=True lattice of the warped image.
     out_shape: `(H, W)` of the source frame: pixel `(I, J)` is the normalised source position
-      `p = (-1 + 2 J / (W - 1), -1 + 2 I / (H - 1))` (align_corners=True; 0 for a size of 1).
+      `p = (-1 + 2 J / (W - 1), -1 + 2 I / (H - 1))` (0 for a size of 1) with align_corners
+      True, `p = (-1 + (2 J + 1) / W, -1 + (2 I + 1) / H)` with False.
+    align_corners: the convention of the source positions in `grid`'s values (the one the
+      grid samples the source with).
     axis_aligned: True for grids whose `x` depends only on the column and `y` only on the row,
       with non-decreasing profiles (the axis-aligned attraction grid): inverts the two 1-D
       profiles, exactly and at almost no cost. Not detected automatically (that needs the
@@ -633,13 +637,18 @@ def invert_grid(
   """
   grid = check_grid(grid, axis_aligned=axis_aligned)
   big_h, big_w = validation.check_shape(out_shape, "out_shape")
-  return invert_lattice(grid, lattice(big_w), lattice(big_h), axis_aligned=bool(axis_aligned),
-                        fill=UNCOVERED)
+  align_corners = validation.check_bool(align_corners, "align_corners")
+  return invert_lattice(grid, _pixel_centres(big_w, big_w, align_corners),
+                        _pixel_centres(big_h, big_h, align_corners),
+                        axis_aligned=bool(axis_aligned), fill=UNCOVERED)
 
 
-def _pixel_centres(out_size: int, source_size: int) -> jax.Array:
-  """Normalised (align_corners=True over `source_size` pixels) centres of `out_size` even bins."""
+def _pixel_centres(out_size: int, source_size: int, align_corners: bool) -> jax.Array:
+  """Normalised positions, in the `align_corners` convention over `source_size` pixels, of the
+  centres of `out_size` even bins (the source's own pixels when the sizes are equal)."""
   centres = (np.arange(out_size) + 0.5) * (source_size / out_size) - 0.5
+  if not align_corners:
+    return jnp.asarray(-1.0 + (2.0 * centres + 1.0) / source_size, jnp.float32)
   if source_size == 1:
     return jnp.zeros((out_size,), jnp.float32)
   return jnp.asarray(-1.0 + 2.0 * centres / (source_size - 1), jnp.float32)
@@ -653,6 +662,7 @@ def unwarp(
     source_shape: Sequence[int] | None = None,
     axis_aligned: bool = False,
     padding_mode: str = "zeros",
+    align_corners: bool = True,
 ) -> tuple[jax.Array, jax.Array]:
   """Resamples features of the warped image into a uniform frame of the source (unzooming).
 
@@ -668,16 +678,17 @@ def unwarp(
       inverse of the grid, which costs most of the work.
     grid: `[B, h, w, 2]` the sampling grid that made the warped image (see `invert_grid`).
     out_shape: `(H, W)` of the output frame.
-    source_shape: None: output pixel `(I, J)` sits at `p = (-1 + 2 J / (W - 1), ...)`, the
-      align_corners=True lattice of `invert_grid`. `(Hs, Ws)`, the source image's size in pixels:
-      the output pixels tile the source evenly, each at the centre of its block of source pixels,
-      like the feature pixels on the warped image (so that a stride-s feature map unwarps to a
-      stride-s map of the source); positions then follow the source's align_corners=True
-      normalisation, as `saliency_sample` samples it.
+    source_shape: `(Hs, Ws)`, the source image's size in pixels: the output pixels tile the
+      source evenly, each at the centre of its block of source pixels, like the feature pixels
+      on the warped image (so that a stride-s feature map unwarps to a stride-s map of the
+      source). None: `out_shape` (output pixel `(I, J)` at source pixel `(I, J)`, as
+      `invert_grid` places it).
     axis_aligned: the fast path of `invert_grid`.
     padding_mode: how feature reads beyond the warped image are padded (`grid_sample`'s modes).
       With "zeros" the uncovered output pixels are exactly 0; with "border" or "reflection" they
       read the features at the extrapolated inverse (the nearest cell's patch extended).
+    align_corners: the convention of the source positions in `grid`'s values (the one
+      `grid_sample` or `saliency_sample` sampled the source with).
 
   Returns:
     `(unwarped [B, H, W, C] float32 (the features' dtype for floating features), covered [B, H, W]
@@ -702,11 +713,11 @@ def unwarp(
     raise ValueError(f"padding_mode must be one of {sampling.PADDING_MODES}; got "
                      f"{padding_mode!r}.")
   big_h, big_w = validation.check_shape(out_shape, "out_shape")
-  if source_shape is None:
-    xs, ys = lattice(big_w), lattice(big_h)
-  else:
-    source_h, source_w = validation.check_shape(source_shape, "source_shape")
-    xs, ys = _pixel_centres(big_w, source_w), _pixel_centres(big_h, source_h)
+  source_h, source_w = validation.check_shape(
+      out_shape if source_shape is None else source_shape, "source_shape")
+  align_corners = validation.check_bool(align_corners, "align_corners")
+  xs = _pixel_centres(big_w, source_w, align_corners)
+  ys = _pixel_centres(big_h, source_h, align_corners)
   outs, covered = _unwarp(tuple(maps), grid, xs, ys, bool(axis_aligned), padding_mode)
   return (outs if several else outs[0]), covered
 
