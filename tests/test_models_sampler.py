@@ -590,7 +590,7 @@ def _density(evidence, g):
   return 0.9 * evidence / evidence.sum((1, 2), keepdims=True) + 0.1 / g**2
 
 
-def test_evidence_supervision_charges_the_maps_distance_from_the_input_gradient(images):
+def test_saliency_supervision_charges_the_maps_distance_from_the_input_gradient(images):
   """In training, "penalty" is the weight times the confidence (the predicted class's
   probability rescaled from [1/K, 1] to [0, 1]) times KL(target || map), the target the
   area-pooled magnitude of the input gradient of the predicted class's logit less the mean logit
@@ -645,8 +645,8 @@ def test_evidence_supervision_charges_the_maps_distance_from_the_input_gradient(
     with pytest.raises(ValueError, match="saliency_supervision"):
       models.build_model({**CONFIG, "saliency_supervision": 1.0, **bad}, num_outputs=5,
                          rngs=_rngs())
-  with pytest.raises(ValueError, match="evidence_supervision"):
-    sampler_lib.SaliencySampler(model.task_net, model.saliency_net, evidence_supervision=-1.0)
+  with pytest.raises(ValueError, match="saliency_supervision"):
+    sampler_lib.SaliencySampler(model.task_net, model.saliency_net, saliency_supervision=-1.0)
 
 
 def test_without_the_warps_gradient_the_map_learns_from_the_evidence_alone(images):
@@ -685,7 +685,7 @@ def test_without_the_warps_gradient_the_map_learns_from_the_evidence_alone(image
                penalty_c["saliency_net"], penalty_p["saliency_net"])
   with pytest.raises(ValueError, match="warp_gradient"):
     models.build_model({**CONFIG, "warp_gradient": False}, num_outputs=5, rngs=_rngs())
-  with pytest.raises(ValueError, match="warp_gradient=False needs evidence_supervision"):
+  with pytest.raises(ValueError, match="warp_gradient=False needs saliency_supervision"):
     sampler_lib.SaliencySampler(paper.task_net, paper.saliency_net, warp_gradient=False)
 
 

@@ -62,7 +62,7 @@ def test_one_training_step_end_to_end(tmp_path, capsys, name, argument):
              os.listdir(os.path.join(workdir, "tensorboard")))
 
 
-def test_the_samplers_evidence_supervision_trains_end_to_end(tmp_path):
+def test_the_samplers_saliency_supervision_trains_end_to_end(tmp_path):
   """`model.saliency_supervision` on the classification sampler reaches the loss through the
   model's "penalty" (the dense targets' box loss is for dense tasks only), and the uniform
   baseline trains without it."""

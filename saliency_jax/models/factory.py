@@ -105,9 +105,8 @@ def build_model(model_config: Mapping[str, Any], *, num_outputs: int, rngs: nnx.
       view on its own loss ("each", their sum; "mean", their mean) (`SaliencySampler`);
       sampler with logits only ["off"].
     saliency_supervision: nats of training loss per nat of the KL divergence of the sampler's
-      map from the task network's evidence in the view it reads, unwarped (`SaliencySampler`'s
-      `evidence_supervision`); sampler with logits and one glimpse only; for "zoom_unzoom",
-      see below [0.0].
+      map from the task network's evidence in the view it reads, unwarped (`SaliencySampler`);
+      sampler with logits and one glimpse only; for "zoom_unzoom", see below [0.0].
     warp_gradient: False: the sampler's grid is made from its map without gradient, so that
       the saliency network learns from `saliency_supervision` alone (`SaliencySampler`);
       needs saliency_supervision > 0; sampler only [True].
@@ -179,7 +178,7 @@ def build_model(model_config: Mapping[str, Any], *, num_outputs: int, rngs: nnx.
         detail_prior=c["detail_prior"], explore=c["explore"], glimpses=c["glimpses"],
         dead_zone=c["dead_zone"],
         saliency_cost=c["saliency_cost"], uniform_view=c["uniform_view"],
-        evidence_supervision=c["saliency_supervision"], warp_gradient=c["warp_gradient"],
+        saliency_supervision=c["saliency_supervision"], warp_gradient=c["warp_gradient"],
         rngs=rngs, **warping)
   if name in ("uniform", "deformable"):
     return baselines.UniformSampler(task_net, **common)

@@ -105,7 +105,7 @@ class SaliencySampler(task.TaskModel):
       The task network learns to read the plain view whatever the warp does, so the layer keeps
       what uniform downsampling reads and the warped view adds what it alone reads; the task
       network runs twice per image. Evaluation also returns "view_outputs".
-    evidence_supervision: in training mode (logits outputs, one glimpse), the extra "penalty"
+    saliency_supervision: in training mode (logits outputs, one glimpse), the extra "penalty"
       `[B]` gains this times the KL divergence of the map from the task network's evidence in
       the view it reads, brought back to the source (`evidence_map`: where its input gradient
       is, unwarped to the map's cells), times the network's confidence there (0 at chance, so
@@ -116,7 +116,7 @@ class SaliencySampler(task.TaskModel):
       uniform view's; once the map zooms it follows what the zoomed view shows. 0 (the
       default) for none; the task network then runs once more per image, forward and back.
     warp_gradient: True (the paper): the task's loss trains the saliency network through the
-      warp. False (with `evidence_supervision > 0`): the grid is made from the map without
+      warp. False (with `saliency_supervision > 0`): the grid is made from the map without
       gradient, so that the saliency network learns from the evidence supervision alone, whose
       gradient is consistent from batch to batch where the warp's is mostly noise (README, the
       zoom-task suite).
@@ -139,7 +139,7 @@ class SaliencySampler(task.TaskModel):
                axis_aligned: bool = _GRID["axis_aligned"].default,
                cap_at_source: bool = False, detail_prior: bool = False, explore: float = 0.0,
                glimpses: int = 1, dead_zone: float = 0.0, saliency_cost: float = 0.0,
-               uniform_view: str = "off", evidence_supervision: float = 0.0,
+               uniform_view: str = "off", saliency_supervision: float = 0.0,
                warp_gradient: bool = True, rngs: nnx.Rngs | None = None):
     super().__init__(task_net, task_size=task_size, blur_min=blur_min,
                      output_activation=output_activation)
@@ -181,14 +181,14 @@ class SaliencySampler(task.TaskModel):
                        f"(output_activation None); got glimpses {glimpses!r} and "
                        f"output_activation {output_activation!r}.")
     self.uniform_view = uniform_view
-    self.evidence_supervision = _check_amount(evidence_supervision, "evidence_supervision")
-    if evidence_supervision > 0 and (glimpses > 1 or output_activation is not None):
-      raise ValueError(f"evidence_supervision needs a single glimpse and logits outputs "
+    self.saliency_supervision = _check_amount(saliency_supervision, "saliency_supervision")
+    if saliency_supervision > 0 and (glimpses > 1 or output_activation is not None):
+      raise ValueError(f"saliency_supervision needs a single glimpse and logits outputs "
                        f"(output_activation None); got glimpses {glimpses!r} and "
                        f"output_activation {output_activation!r}.")
-    if not warp_gradient and evidence_supervision == 0:
-      raise ValueError("warp_gradient=False needs evidence_supervision > 0, or the saliency "
-                       "network learns nothing; got evidence_supervision 0.")
+    if not warp_gradient and saliency_supervision == 0:
+      raise ValueError("warp_gradient=False needs saliency_supervision > 0, or the saliency "
+                       "network learns nothing; got saliency_supervision 0.")
     self.warp_gradient = bool(warp_gradient)
     self.dead_zone = _check_amount(dead_zone, "dead_zone")
     self.saliency_cost = _check_amount(saliency_cost, "saliency_cost")
@@ -292,13 +292,13 @@ class SaliencySampler(task.TaskModel):
                         extras: dict[str, jax.Array]) -> dict[str, jax.Array]:
     """`extras` with the evidence supervision's KL divergence, weighted by the task network's
     confidence, added to its "penalty"."""
-    if self.evidence_supervision == 0 or self.deterministic:
+    if self.saliency_supervision == 0 or self.deterministic:
       return extras
     saliency = extras["saliency"]
     target, confidence = self.evidence_map(sampled, extras["grid"], source_shape,
                                            saliency.shape[1:])
     divergence = ops.saliency_divergence(target, saliency)
-    penalty = extras.get("penalty", 0.0) + self.evidence_supervision * confidence * divergence
+    penalty = extras.get("penalty", 0.0) + self.saliency_supervision * confidence * divergence
     return {**extras, "penalty": penalty}
 
   def _sample(self, images: jax.Array, logits: jax.Array):
@@ -340,7 +340,7 @@ class SaliencySampler(task.TaskModel):
       `(outputs [B, num_outputs], extras)` with extras "sampled" `[B, T, T, 3]` (0..1, the task
       network's input), "grid" `[B, T, T, 2]` ((x, y) in [-1, 1]) and "saliency" `[B, g, g]`
       (the softmax map, summing to 1); in training mode with `saliency_cost > 0` or
-      `evidence_supervision > 0`, "penalty" `[B]`, to be added to each example's loss; with
+      `saliency_supervision > 0`, "penalty" `[B]`, to be added to each example's loss; with
       the uniform view, "view_outputs" `[2, B, C]` (the warped view's, then the uniform
       view's) in evaluation, and in training with "each" or "mean".
     """
