@@ -108,9 +108,9 @@ class SaliencySampler(task.TaskModel):
     saliency_supervision: in training mode (logits outputs, one glimpse), the extra "penalty"
       `[B]` gains this times the KL divergence of the map from the task network's evidence in
       the view it reads, brought back to the source (`evidence_map`: where its input gradient
-      is, unwarped to the map's cells), mixed with the uniform map by the network's confidence
-      there (all uniform at chance, so that a network that reads nothing holds the map at the
-      identity), without gradient to the task network: the saliency network learns to favour, in the low-resolution view, where the
+      is, unwarped to the map's cells), times the network's confidence there (0 at chance, so
+      that a network that reads nothing leaves the map alone), without gradient to the task
+      network: the saliency network learns to favour, in the low-resolution view, where the
       task network finds what it reads, which the task's gradient through the warp alone does
       not teach it (README, the zoom-task suite). At the identity grid the evidence is the
       uniform view's; once the map zooms it follows what the zoomed view shows. 0 (the
@@ -119,7 +119,8 @@ class SaliencySampler(task.TaskModel):
       warp. False (with `saliency_supervision > 0`): the grid is made from the map without
       gradient, so that the saliency network learns from the evidence supervision alone, whose
       gradient is consistent from batch to batch where the warp's is mostly noise (README, the
-      zoom-task suite).
+      zoom-task suite). Then the confidence's weight is the network's only gradient, which an
+      optimizer that normalises its step (Adam) follows at full speed even near chance.
     rngs: `nnx.Rngs` with a "params" stream, from which the exploration's stream is forked;
       needed only when `explore > 0`.
 
@@ -290,22 +291,15 @@ class SaliencySampler(task.TaskModel):
 
   def _evidence_penalty(self, source_shape: tuple[int, int], sampled: jax.Array,
                         extras: dict[str, jax.Array]) -> dict[str, jax.Array]:
-    """`extras` with the evidence supervision's KL divergence added to its "penalty": the
-    target is the evidence as far as the task network is confident, the uniform map for the
-    rest."""
+    """`extras` with the evidence supervision's KL divergence, weighted by the task network's
+    confidence, added to its "penalty"."""
     if self.saliency_supervision == 0 or self.deterministic:
       return extras
     saliency = extras["saliency"]
-    evidence, confidence = self.evidence_map(sampled, extras["grid"], source_shape,
-                                             saliency.shape[1:])
-    # A mixture rather than a weight: a weight vanishes at chance, and Adam's normalisation
-    # would then move the map at full speed along the faint gradient of a network that reads
-    # nothing; the mixture's pull towards uniform keeps the map at the identity instead.
-    confidence = confidence[:, None, None]
-    cells = saliency.shape[1] * saliency.shape[2]
-    target = confidence * evidence + (1.0 - confidence) / cells
+    target, confidence = self.evidence_map(sampled, extras["grid"], source_shape,
+                                           saliency.shape[1:])
     divergence = ops.saliency_divergence(target, saliency)
-    penalty = extras.get("penalty", 0.0) + self.saliency_supervision * divergence
+    penalty = extras.get("penalty", 0.0) + self.saliency_supervision * confidence * divergence
     return {**extras, "penalty": penalty}
 
   def _sample(self, images: jax.Array, logits: jax.Array):
