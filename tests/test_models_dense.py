@@ -11,7 +11,7 @@ SIZE, TASK, STRIDE, CLASSES, GRID = 128, 64, 8, 3, 11
 
 
 def _model(*, saliency=False, prior=None, head="segmentation", antialias=True, seed=0,
-           axis_aligned=False, detail_prior=False):
+           axis_aligned=False, detail_prior=False, warp_gradient=True):
   rngs = nnx.Rngs(seed)
   backbone = resnet.build_resnet("resnet_tiny", num_classes=None, rngs=rngs)
   net = (saliency_network.SaliencyNetwork(backbone="resnet_tiny", depth=6, grid_size=GRID,
@@ -19,7 +19,8 @@ def _model(*, saliency=False, prior=None, head="segmentation", antialias=True, s
   model = dense.ZoomUnzoom(backbone, net, prior=prior, num_classes=CLASSES, head=head,
                            task_size=TASK, low_res_size=32, out_stride=STRIDE, head_width=16,
                            antialias=antialias, axis_aligned=axis_aligned,
-                           detail_prior=detail_prior, grid_size=GRID, rngs=rngs)
+                           detail_prior=detail_prior, grid_size=GRID,
+                           warp_gradient=warp_gradient, rngs=rngs)
   model.eval()
   return model
 
@@ -162,6 +163,47 @@ def test_gradients_reach_the_saliency_network_through_the_unwarp(images):
   assert np.isfinite(np.asarray(head_kernel)).all()
   assert float(jnp.abs(head_kernel).max()) > 0
   assert float(jnp.abs(backbone_kernel).max()) > 0
+
+
+def test_without_the_warps_gradient_the_map_learns_from_a_loss_on_it_alone(images):
+  """`warp_gradient=False`: the same outputs and map as the paper's path (same parameters); the
+  task's loss gives the saliency network no gradient and the backbone the same one, while a loss
+  on the map (as the trainer's box supervision) gives the saliency network the paper's path's."""
+  paper, cut = _model(saliency=True), _model(saliency=True, warp_gradient=False)
+  for model in (paper, cut):
+    # A map that is not uniform, so that the warp is not the identity.
+    head = model.saliency_net.head
+    head.kernel.value = jax.random.normal(jax.random.key(3), head.kernel.value.shape)
+    model.train()
+  labels = jax.random.randint(jax.random.key(1), (2, SIZE // STRIDE, SIZE // STRIDE), 0,
+                              CLASSES + 1)
+  target = jax.nn.softmax(jax.random.normal(jax.random.key(2), (2, GRID * GRID))).reshape(
+      2, GRID, GRID)
+
+  def grads(model, part):
+    def loss(m):
+      outputs, extras = m(images)
+      if part == "task":
+        return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(outputs), labels[..., None], -1))
+      return jnp.sum(target * jnp.log(target / extras["saliency"]))
+    return nnx.state(nnx.grad(loss)(model), nnx.Param)
+
+  (out_p, ext_p), (out_c, ext_c) = paper(images), cut(images)
+  np.testing.assert_allclose(out_c, out_p, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(ext_c["saliency"], ext_p["saliency"], rtol=1e-6)
+  task_p, task_c = grads(paper, "task"), grads(cut, "task")
+  norm = lambda tree: float(sum(jnp.sum(x**2) for x in jax.tree.leaves(tree)))
+  assert norm(task_p["saliency_net"]) > 0
+  assert norm(task_c["saliency_net"]) == 0
+  # Tolerances: float32 rounding of differently fused programs.
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=2e-5),
+               task_c["task_net"], task_p["task_net"])
+  map_p, map_c = grads(paper, "map"), grads(cut, "map")
+  assert norm(map_c["saliency_net"]) > 0
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=2e-6),
+               map_c["saliency_net"], map_p["saliency_net"])
+  with pytest.raises(ValueError, match="warp_gradient=False needs a saliency network"):
+    _model(warp_gradient=False)
 
 
 def test_an_axis_aligned_warp_is_unwarped_by_the_fast_path_as_by_the_general_one(images,

@@ -83,6 +83,9 @@ def test_detection_with_the_box_prior_trains_and_keeps_the_prior_in_its_state(tm
      "zoom_unzoom with a saliency network"),
     (lambda c: setattr(c.model, "saliency_supervision", -1.0),
      "config.model.saliency_supervision"),
+    (lambda c: setattr(c.model, "warp_gradient", False),
+     "config.model.warp_gradient: expected True, or False only for saliency_sampler or "
+     "zoom_unzoom with saliency_supervision > 0"),
 ])
 def test_dense_configs_are_checked_before_anything_is_written(tmp_path, change, message):
   config = tiny(load_config("dense_scenes", None))

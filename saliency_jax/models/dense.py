@@ -64,6 +64,10 @@ class ZoomUnzoom(nnx.Module):
       its logits), or use it alone when there is neither a network nor a prior.
     grid_size: side g of the map of the detail prior alone (otherwise the network's or the
       prior's).
+    warp_gradient: True: the task's loss trains the saliency network through the warp and the
+      unwarp. False: the grid is made from the map without gradient, so that the saliency network
+      learns only from a loss on the extra "saliency" (the trainer's `saliency_supervision`, the
+      boxes' density); needs a saliency network.
     rngs: `nnx.Rngs` with a "params" stream.
   """
 
@@ -74,7 +78,7 @@ class ZoomUnzoom(nnx.Module):
                temperature: float = 1.0, fwhm: float = 13.0, padding: int = 30,
                antialias: bool = True, max_magnification: float | None = None,
                axis_aligned: bool = False, detail_prior: bool = False, grid_size: int = 31,
-               rngs: nnx.Rngs):
+               warp_gradient: bool = True, rngs: nnx.Rngs):
     if head not in HEADS:
       raise ValueError(f"head must be one of {HEADS}; got {head!r}.")
     if num_classes < 1:
@@ -86,6 +90,9 @@ class ZoomUnzoom(nnx.Module):
                        f"{tuple(channels)}; got {stages!r}.")
     if out_stride < 1:
       raise ValueError(f"out_stride must be at least 1; got {out_stride}.")
+    if not warp_gradient and saliency_net is None:
+      raise ValueError("warp_gradient=False needs a saliency network, the only part it leaves "
+                       "to a loss on the map; got saliency_net None.")
     if prior is not None:
       prior = jnp.asarray(prior, jnp.float32)
       if prior.ndim != 2 or prior.shape[0] < 2 or prior.shape[1] < 2:
@@ -101,6 +108,7 @@ class ZoomUnzoom(nnx.Module):
     self.antialias, self.max_magnification = antialias, max_magnification
     self.axis_aligned = bool(axis_aligned)
     self.detail_prior, self.grid_size = bool(detail_prior), grid_size
+    self.warp_gradient = bool(warp_gradient)
     self.lateral = nnx.List([
         layers.conv(channels[name], head_width, 1, use_bias=True, rngs=rngs) for name in stages])
     self.fuse = layers.conv(head_width, head_width, 3, padding=1, use_bias=True, rngs=rngs)
@@ -189,7 +197,8 @@ class ZoomUnzoom(nnx.Module):
       identity = local_magnification.identity_grid(self.task_size, self.task_size)
       grid = jnp.broadcast_to(identity, (images.shape[0],) + identity.shape)
     else:
-      grid = ops.attraction_grid(saliency, size, fwhm=self.fwhm, padding=self.padding,
+      warping = saliency if self.warp_gradient else jax.lax.stop_gradient(saliency)
+      grid = ops.attraction_grid(warping, size, fwhm=self.fwhm, padding=self.padding,
                                  max_magnification=self.max_magnification,
                                  axis_aligned=self.axis_aligned)
       extras["saliency"] = saliency

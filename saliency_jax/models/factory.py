@@ -109,7 +109,7 @@ def build_model(model_config: Mapping[str, Any], *, num_outputs: int, rngs: nnx.
       sampler with logits and one glimpse only; for "zoom_unzoom", see below [0.0].
     warp_gradient: False: the sampler's grid is made from its map without gradient, so that
       the saliency network learns from `saliency_supervision` alone (`SaliencySampler`);
-      needs saliency_supervision > 0; sampler only [True].
+      needs saliency_supervision > 0; for "zoom_unzoom", see below [True].
     output_activation: None or "sigmoid" (gaze) [None].
     blur_min: smallest blur size of the warm-up at task size 224, scaled proportionally to
       `task_size` [64].
@@ -135,6 +135,9 @@ def build_model(model_config: Mapping[str, Any], *, num_outputs: int, rngs: nnx.
       map from the kernel density of the image's own boxes (`ops.kde_saliency`), so that the
       saliency network learns to find the objects in the low-resolution view; 0 trains it
       through the warp alone [0]. A training-loss term (`train.dense_metrics`), not a model field.
+    warp_gradient: False: the grid is made from the network's map without gradient, so that
+      the saliency network learns from `saliency_supervision` alone (`dense.ZoomUnzoom`);
+      needs saliency_supervision > 0 [True].
     (`detail_prior` as above; with saliency "none", the detail prior alone.)
     dense_stages: the task network's stages unwarped and fused [("layer2", "layer3", "layer4")].
     out_stride: stride of the dense outputs on the source image [8].
@@ -225,4 +228,4 @@ def _build_dense(c: Mapping[str, Any], *, num_classes: int, rngs: nnx.Rngs,
       temperature=c["temperature"], fwhm=c["fwhm"], padding=c["padding"],
       antialias=c["antialias"], max_magnification=c["max_magnification"] or None,
       axis_aligned=c["axis_aligned"], detail_prior=c["detail_prior"],
-      grid_size=c["grid_size"], rngs=rngs)
+      grid_size=c["grid_size"], warp_gradient=c["warp_gradient"], rngs=rngs)

@@ -233,10 +233,10 @@ CHECKS = (
                  "network's evidence): it trains the network's map"),
     schema.Check("warp_gradient",
                  lambda c: isinstance(c.warp_gradient, bool) and (
-                     c.warp_gradient or (c.name == "saliency_sampler"
+                     c.warp_gradient or (c.name in ("saliency_sampler", "zoom_unzoom")
                                          and c.saliency_supervision > 0)),
-                 "True, or False only for saliency_sampler with saliency_supervision > 0 (the "
-                 "map then learns from the evidence alone)"),
+                 "True, or False only for saliency_sampler or zoom_unzoom with "
+                 "saliency_supervision > 0 (the map then learns from the supervision alone)"),
     schema.Check("dense_stages",
                  lambda c: len(c.dense_stages) > 0 and set(c.dense_stages) <= set(resnet.STAGES),
                  f"a non-empty tuple of ResNet stages {resnet.STAGES}"),
