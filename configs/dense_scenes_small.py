@@ -32,11 +32,14 @@ predicted one class everywhere at step 600): not yet the issue's +10. At the con
 (2026-12-07), seeds 0-2: mIoU 36.0 +- 10.7 % (38.3, 45.4, 24.4), small 14.4 +- 3.2 % (15.4,
 17.0, 10.9), large 35.6 +- 25.5 %; uniform 27.1 +- 0.6 %, small 12.2 +- 1.2 % (12.1, 11.0,
 13.5), large 13.5 +- 1.1 %. Small objects +2.3 +- 4.4 points per seed (+3.3, +6.1, -2.5).
-With the warp's gradient cut (this config since 2026-12-07 noon; seeds 0-2, the same uniform
-runs): mIoU 37.8 +- 12.3 % (42.8, 46.8, 23.8), small 21.6 +- 9.7 % (29.3, 24.9, 10.7), large
-51.3 +- 37.1 % (67.7, 77.4, 8.9). Small objects +9.4 +- 10.7 points per seed (+17.2, +13.9,
--2.7): seed 2's map magnifies the small objects as the others' do, and its task network still
-predicted one class for most objects at step 1,000.
+With the warp's gradient cut (this config since 2026-12-07 noon), seeds 0-4, each against its
+uniform run: mIoU 37.0 +- 11.2 % (42.8, 46.8, 23.8, 26.0, 45.5), small 20.0 +- 9.4 % (29.3, 24.9,
+10.7, 9.1, 26.3), large 48.4 +- 34.6 % (67.7, 77.4, 8.9, 12.4, 75.4); uniform 35.0 +- 10.9 %,
+small 12.5 +- 1.0 % (12.1, 11.0, 13.4, 13.2, 13.0), large 35.3 +- 30.2 % (12.1, 14.1, 14.1, 62.0,
+74.2). Small objects +7.5 +- 10.1 points per seed (+17.2, +13.9, -2.7, -4.1, +13.3): every
+seed's map magnifies the small objects, and in seeds 2 and 3 the task network still predicted
+one or two classes for most objects at step 1,000 (the take-off lottery, which uniform's large
+objects show too).
 """
 from configs import default
 from configs import dense_scenes
