@@ -5,13 +5,14 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from saliency_jax import models
 from saliency_jax.models import dense, resnet, saliency_network
 
 SIZE, TASK, STRIDE, CLASSES, GRID = 128, 64, 8, 3, 11
 
 
 def _model(*, saliency=False, prior=None, head="segmentation", antialias=True, seed=0,
-           axis_aligned=False, detail_prior=False, warp_gradient=True):
+           axis_aligned=False, detail_prior=False, warp_gradient=True, head_init="torch"):
   rngs = nnx.Rngs(seed)
   backbone = resnet.build_resnet("resnet_tiny", num_classes=None, rngs=rngs)
   net = (saliency_network.SaliencyNetwork(backbone="resnet_tiny", depth=6, grid_size=GRID,
@@ -20,7 +21,7 @@ def _model(*, saliency=False, prior=None, head="segmentation", antialias=True, s
                            task_size=TASK, low_res_size=32, out_stride=STRIDE, head_width=16,
                            antialias=antialias, axis_aligned=axis_aligned,
                            detail_prior=detail_prior, grid_size=GRID,
-                           warp_gradient=warp_gradient, rngs=rngs)
+                           warp_gradient=warp_gradient, head_init=head_init, rngs=rngs)
   model.eval()
   return model
 
@@ -235,6 +236,28 @@ def test_jit_gives_what_eager_gives(images):
   np.testing.assert_allclose(jitted, eager, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("head", dense.HEADS)
+def test_a_zero_head_starts_every_pixel_at_its_bias_and_changes_only_the_last_convolution(
+    images, head):
+  torch_model, zero_model = (_model(head=head, head_init=init) for init in ("torch", "zero"))
+  torch_params, zero_params = (nnx.to_flat_state(nnx.state(m, nnx.Param))
+                               for m in (torch_model, zero_model))
+  differing = {path[:-1] for (path, a), (_, b) in zip(torch_params, zero_params)
+               if not np.array_equal(a[...], b[...])}
+  assert differing == {("out",)}
+  outputs, _ = zero_model(images)
+  # Reference: a zero kernel leaves the bias alone: 0 for segmentation (every class at chance),
+  # CenterNet's log(0.1 / 0.9) on the heatmap's channels for detection.
+  bias = [0.0] * (CLASSES + 1) if head == "segmentation" else [-2.19] * CLASSES + [0.0] * 4
+  np.testing.assert_allclose(outputs, np.broadcast_to(bias, outputs.shape), atol=1e-6)
+  assert np.abs(np.asarray(torch_model(images)[0])).max() > 0.1
+  # build_model passes the task network's `task_head_init` to the dense head.
+  built = models.build_model({"name": "zoom_unzoom", "task_net": "resnet_tiny", "task_size": TASK,
+                              "saliency": "none", "task_head_init": "zero"},
+                             num_outputs=CLASSES, rngs=nnx.Rngs(0))
+  assert not np.any(built.out.kernel[...]) and not np.any(built.out.bias[...])
+
+
 @pytest.mark.parametrize("fields,message", [
     ({"head": "panoptic"}, "head must be one of ('segmentation', 'detection'); got 'panoptic'."),
     ({"stages": ("layer5",)}, "stages must be a non-empty tuple of the backbone's stages "
@@ -242,6 +265,7 @@ def test_jit_gives_what_eager_gives(images):
                               "('layer5',)."),
     ({"num_classes": 0}, "num_classes must be at least 1; got 0."),
     ({"prior": np.ones((5,))}, "prior must be a [g, g] saliency map; got shape (5,)."),
+    ({"head_init": "ones"}, "head_init must be one of ('torch', 'zero'); got 'ones'."),
 ])
 def test_bad_options_are_refused(fields, message):
   rngs = nnx.Rngs(0)

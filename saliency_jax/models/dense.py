@@ -34,6 +34,8 @@ from saliency_jax.models import layers
 from saliency_jax.models import task
 
 HEADS = ("segmentation", "detection")
+# The last convolution's initialisation; also the classifiers' (`model_config.HEAD_INITS`).
+HEAD_INITS = ("torch", "zero")
 # The segmentation head's training losses (`train.dense_metrics.segmentation_loss`).
 SEGMENTATION_LOSSES = ("pixel", "class_balanced", "object_balanced")
 _HEATMAP_BIAS = -2.19  # log(0.1 / 0.9)
@@ -68,6 +70,9 @@ class ZoomUnzoom(nnx.Module):
       unwarp. False: the grid is made from the map without gradient, so that the saliency network
       learns only from a loss on the extra "saliency" (the trainer's `saliency_supervision`, the
       boxes' density); needs a saliency network.
+    head_init: "torch" (the heads' last convolution like the others) or "zero" (its kernel and
+      bias at zero, but for the detection heatmap's prior bias: every pixel's logits start
+      equal, at chance, whatever the features' scale).
     rngs: `nnx.Rngs` with a "params" stream.
   """
 
@@ -78,7 +83,7 @@ class ZoomUnzoom(nnx.Module):
                temperature: float = 1.0, fwhm: float = 13.0, padding: int = 30,
                antialias: bool = True, max_magnification: float | None = None,
                axis_aligned: bool = False, detail_prior: bool = False, grid_size: int = 31,
-               warp_gradient: bool = True, rngs: nnx.Rngs):
+               warp_gradient: bool = True, head_init: str = "torch", rngs: nnx.Rngs):
     if head not in HEADS:
       raise ValueError(f"head must be one of {HEADS}; got {head!r}.")
     if num_classes < 1:
@@ -88,6 +93,8 @@ class ZoomUnzoom(nnx.Module):
     if not stages or missing:
       raise ValueError(f"stages must be a non-empty tuple of the backbone's stages "
                        f"{tuple(channels)}; got {stages!r}.")
+    if head_init not in HEAD_INITS:
+      raise ValueError(f"head_init must be one of {HEAD_INITS}; got {head_init!r}.")
     if out_stride < 1:
       raise ValueError(f"out_stride must be at least 1; got {out_stride}.")
     if not warp_gradient and saliency_net is None:
@@ -113,7 +120,8 @@ class ZoomUnzoom(nnx.Module):
         layers.conv(channels[name], head_width, 1, use_bias=True, rngs=rngs) for name in stages])
     self.fuse = layers.conv(head_width, head_width, 3, padding=1, use_bias=True, rngs=rngs)
     outputs = num_classes + (1 if head == "segmentation" else 4)
-    self.out = layers.conv(head_width, outputs, 1, use_bias=True, rngs=rngs)
+    zero = {"kernel_init": nnx.initializers.zeros_init()} if head_init == "zero" else {}
+    self.out = layers.conv(head_width, outputs, 1, use_bias=True, rngs=rngs, **zero)
     if head == "detection":
       # CenterNet's start: every centre logit at the log-odds of 0.1, so that the focal loss of
       # the (many) empty cells does not swamp the first steps.

@@ -84,7 +84,7 @@ def build_model(model_config: Mapping[str, Any], *, num_outputs: int, rngs: nnx.
     saliency_head_init: "torch" (PyTorch's default, the authors') or "zero" (the sampler starts
       at the identity grid, i.e. as uniform downsampling) ["torch"].
     task_head_init: "torch" or "zero": the task network's classifier (its last linear layer;
-      the dense model's heads keep their own) starts at zero, every class at chance ["torch"].
+      the dense model's last convolution) starts at zero, every class at chance ["torch"].
     cap_at_source: the sampler's magnification cap is the source's own resolution
       (`SaliencySampler`); needs max_magnification 0; sampler only [False].
     detail_prior: the saliency is the product of the network's map and
@@ -228,4 +228,5 @@ def _build_dense(c: Mapping[str, Any], *, num_classes: int, rngs: nnx.Rngs,
       temperature=c["temperature"], fwhm=c["fwhm"], padding=c["padding"],
       antialias=c["antialias"], max_magnification=c["max_magnification"] or None,
       axis_aligned=c["axis_aligned"], detail_prior=c["detail_prior"],
-      grid_size=c["grid_size"], warp_gradient=c["warp_gradient"], rngs=rngs)
+      grid_size=c["grid_size"], warp_gradient=c["warp_gradient"],
+      head_init=c["task_head_init"], rngs=rngs)

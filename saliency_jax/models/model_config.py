@@ -40,7 +40,7 @@ PRETRAINABLE_TASK_NETS = tuple(name for name in TASK_NETS if name != "inception_
 # A head's initialisation: "torch", PyTorch's default (the authors'), or "zero". The saliency
 # network's zero head gives a uniform map, hence the identity grid, so that the sampler starts as
 # uniform downsampling; the task network's zero classifier starts every class at chance.
-HEAD_INITS = ("torch", "zero")
+HEAD_INITS = dense.HEAD_INITS
 # Smallest input each task network accepts (AlexNet's strided stem and three pools; Inception-v3
 # as torchvision checks).
 _MIN_TASK_SIZE = {"alexnet": 63, "inception_v3": 75}
