@@ -15,7 +15,9 @@ compares, and reports it as training throughput (images per second):
 - demo: `configs/default.py` itself, the recipe with the magnification capped at the source's
   resolution (`model.cap_at_source=True`);
 - evidence: the demo with the task network's evidence as the map's target
-  (`model.saliency_supervision=1.0`): one more forward and backward of the task network.
+  (`model.saliency_supervision=1.0`): one more forward and backward of the task network;
+- evidence cut: the evidence with the warp's gradient cut (`model.warp_gradient=False`): the
+  map learns from its target alone, and the backward pass skips the warp.
 Every contender sees the same batch; the blur warm-up is off, as in the demo.
 
   python benchmarks/recipe_step.py            # the demo's sizes, 7 repetitions
@@ -49,6 +51,8 @@ RECIPES = {
     "recipe": ("with_sampler_recipe", {}),
     "demo": ("get_config", {}),
     "evidence": ("get_config", {"model.saliency_supervision": 1.0}),
+    "evidence cut": ("get_config", {"model.saliency_supervision": 1.0,
+                                    "model.warp_gradient": False}),
 }
 
 
