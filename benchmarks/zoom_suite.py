@@ -19,7 +19,11 @@ task size and model, one record per seed: evaluation top-1, the run's loss curve
 *collapse*: the largest rise of the training loss above its running minimum, in % of the
 minimum (the suite's no-collapse target is below 50 %), and for the sampler its *look*
 (`look`): whether the trained map zooms on the target tile, whatever the task network reads.
-`--look` adds the look to the records of finished runs that lack it (their workdirs kept). The
+`--look` adds the look to the records of finished runs that lack it (their workdirs kept). A tag
+records its overrides and, with `--sampler_recipe`, the recipe's model fields
+(`models.SAMPLER_RECIPE` as it was; `true` in tags recorded before 2026-12-07 afternoon: the
+recipe of then, without the evidence and the cut); runs that would differ from a tag's are
+refused, so that one tag never mixes two recipes. The
 summary prints mean +- std over seeds, the target's magnification, and checks the suite's targets
 against uniform downsampling at the same size.
 """
@@ -189,6 +193,26 @@ def _load(path: str) -> dict:
   return payload
 
 
+def _recipe(sampler_recipe: bool) -> dict | None:
+  """What a tag records of the sampler's recipe: its model fields now, or None without it."""
+  if not sampler_recipe:
+    return None
+  from saliency_jax import models  # pylint: disable=g-import-not-at-top
+  return dict(models.SAMPLER_RECIPE)
+
+
+def _check_tag(payload: dict, tag: str, overrides: dict, recipe: dict | None) -> None:
+  """Refuses runs whose overrides or recipe differ from those `tag` holds runs of."""
+  entry = payload["tags"].get(tag)
+  if not entry or not entry.get("runs"):
+    return
+  asked = json.loads(json.dumps({"overrides": overrides, "sampler_recipe": recipe}))
+  held = {"overrides": entry.get("overrides", {}), "sampler_recipe": entry.get("sampler_recipe")}
+  if asked != held:
+    raise SystemExit(f"--tag {tag!r}: its runs were made with {held}; these would be made with "
+                     f"{asked}: choose another --tag or --out.")
+
+
 def _runs(payload: dict, tag: str, family: str, size: int, model: str) -> list:
   """The records of one (tag, family, size, model), created empty if missing."""
   entry = payload["tags"].setdefault(tag, {"overrides": {}, "runs": {}})
@@ -212,8 +236,9 @@ def _record(out: str, args: argparse.Namespace, overrides: dict, family: str, si
   payload["environment"] = common.environment()
   records = _runs(payload, args.tag, family, size, model)
   payload["tags"][args.tag]["overrides"] = dict(overrides)
-  if args.sampler_recipe:
-    payload["tags"][args.tag]["sampler_recipe"] = True
+  recipe = _recipe(args.sampler_recipe)
+  if recipe is not None:
+    payload["tags"][args.tag]["sampler_recipe"] = recipe
   records[:] = [r for r in records if r["seed"] != seed]
   record = {"seed": seed, "top1": results["eval"]["top1"], "eval_loss": results["eval"]["loss"],
             "collapse": collapse(results["loss_curve"]), "loss_curve": results["loss_curve"],
@@ -286,6 +311,7 @@ def main(argv=None):
   out = args.out or os.path.join(ROOT, "benchmarks", "results",
                                  f"zoom_suite_{jax.default_backend()}"
                                  f"{'_quick' if args.quick else ''}.json")
+  _check_tag(_load(out), args.tag, overrides, _recipe(args.sampler_recipe))
   for family, size, model, seed, config in plan:
     workdir = os.path.join(args.workdir, args.tag, family, str(size), model, f"seed{seed}")
     looks = model == "saliency_sampler"

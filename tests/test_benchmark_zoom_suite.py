@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import saliency_jax as sj
+from saliency_jax import models
 from benchmarks import common
 from benchmarks import zoom_oracle
 from benchmarks import zoom_suite
@@ -54,7 +55,9 @@ def test_a_record_keeps_each_views_top1_when_the_sampler_has_two(tmp_path):
   zoom_suite._record(out, args, {}, "zoom_count", 128, "uniform", 0, {
       **base, "eval": {"top1": 0.796, "loss": 0.5}})
   with open(out) as f:
-    runs = json.load(f)["tags"]["t"]["runs"]["zoom_count"]["128"]
+    tag = json.load(f)["tags"]["t"]
+  runs = tag["runs"]["zoom_count"]["128"]
+  assert tag["sampler_recipe"] == models.SAMPLER_RECIPE  # The recipe's fields as they are now.
   assert runs["saliency_sampler"][0]["top1_views"] == {"warped": 0.536, "uniform": 0.542}
   assert "top1_views" not in runs["uniform"][0]
 
@@ -116,6 +119,13 @@ def test_quick_run_writes_and_resumes(tmp_path, capsys):
   # A second call finds every run in the JSON and trains nothing.
   zoom_suite.main(args)
   assert "===" not in capsys.readouterr().out
+  # The tag holds runs without the recipe and with the quick overrides: runs that would differ
+  # are refused before anything is trained or written.
+  before = out.read_text()
+  for extra in (["--sampler_recipe"], ["--set=model.temperature=2.0"]):
+    with pytest.raises(SystemExit, match="--tag 'default': its runs were made with"):
+      zoom_suite.main(args + extra)
+  assert "===" not in capsys.readouterr().out and out.read_text() == before
 
 
 def test_oracle_logits_magnify_the_target_tile():
