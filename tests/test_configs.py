@@ -230,7 +230,10 @@ def test_the_uniform_baseline_of_a_sampler_with_every_option_is_valid():
   validates, is uniform, and differs from the sampler's run in those fields only."""
   from saliency_jax.train import trainer
   config = load("default")
-  config.model.uniform_view = "off"  # Needs a single glimpse: checked on its own below.
+  # Each needs a single glimpse: checked on their own below.
+  config.model.uniform_view = "off"
+  config.model.saliency_supervision = 0.0
+  config.model.warp_gradient = True
   config.model.axis_aligned = True
   config.model.detail_prior = True
   config.model.cap_at_source = True
@@ -252,5 +255,9 @@ def test_the_uniform_baseline_of_a_sampler_with_every_option_is_valid():
   assert uniform.data.to_dict() == config.data.to_dict()
   config.model.glimpses = 1
   config.model.uniform_view = "each"
+  config.model.saliency_supervision = 1.0
+  config.model.warp_gradient = False
   validate_config(config)
-  assert trainer.uniform_baseline(config).model.uniform_view == "off"
+  uniform = trainer.uniform_baseline(config).model
+  assert (uniform.uniform_view, uniform.saliency_supervision, uniform.warp_gradient) == (
+      "off", 0.0, True)

@@ -655,7 +655,7 @@ def test_without_the_warps_gradient_the_map_learns_from_the_evidence_alone(image
   while the penalty's gradient on the saliency network is the paper's layer's (its target has
   none in either)."""
   fields = {**CONFIG, **models.SAMPLER_RECIPE, "saliency_supervision": 1.0}
-  paper = models.build_model(fields, num_outputs=5, rngs=_rngs())
+  paper = models.build_model({**fields, "warp_gradient": True}, num_outputs=5, rngs=_rngs())
   cut = models.build_model({**fields, "warp_gradient": False}, num_outputs=5, rngs=_rngs())
   labels = jnp.arange(len(images)) % 5
 

@@ -193,8 +193,8 @@ def test_the_models_the_table_lets_take_a_saliency_backbone_have_a_saliency_netw
   config = tiny(load_config("default"))
   config.compare_with_uniform = False
   # The sampler's alone: the others reject them.
-  config.model.uniform_view = "off"
-  config.model.cap_at_source = False
+  for field in models.model_config.SAMPLER_ONLY:
+    config.model[field] = models.model_config.DEFAULTS[field]
   for name in models.MODEL_NAMES:
     model = models.build_model({**config.model.to_dict(), "name": name}, num_outputs=3,
                                rngs=nnx.Rngs(0))

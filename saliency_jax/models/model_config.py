@@ -99,12 +99,14 @@ DEFAULTS = {
 # sampling; the task network also reads the uniform view, trained on the mean of the two views'
 # losses (the extras "view_outputs" and "view_weights"), whose gradient at the identity is
 # uniform downsampling's, so that a gradient clip acts on it as on the baseline's; the exact
-# identity, so that a uniform map samples as uniform downsampling.
+# identity, so that a uniform map samples as uniform downsampling; the map taught by the task
+# network's evidence in the view it reads, weighted by its confidence (the extra "penalty"),
+# and only by it: the grid is made from the map without the task loss's gradient.
 # `SaliencySampler(task_net, saliency_net, **SAMPLER_RECIPE)` or
 # `build_model({**fields, **SAMPLER_RECIPE}, ...)`; the trainer's configs/default.py adds
 # `optimizer.clip_per_group`.
 SAMPLER_RECIPE = {"antialias": True, "uniform_view": "mean", "exact_identity": True,
-                  "align_corners": False}
+                  "align_corners": False, "saliency_supervision": 1.0, "warp_gradient": False}
 
 
 # The fields that only the saliency sampler may set away from their defaults (their checks are in
