@@ -11,13 +11,16 @@ compares, and reports it as training throughput (images per second):
   loss, gradients clipped per parameter group (`model.uniform_view=each`,
   `optimizer.clip_per_group=True`): the task network runs twice per image;
 - recipe: the project's recipe (`default.with_sampler_recipe`): the uniform view with the exact
-  identity (`model.exact_identity=True`, `model.align_corners=False`);
+  identity (`model.exact_identity=True`, `model.align_corners=False`) and the task network's
+  evidence as the map's only teacher (`model.saliency_supervision=1.0`,
+  `model.warp_gradient=False`): one more forward and backward of the task network, none
+  through the warp;
 - demo: `configs/default.py` itself, the recipe with the magnification capped at the source's
   resolution (`model.cap_at_source=True`);
-- evidence: the demo with the task network's evidence as the map's target
-  (`model.saliency_supervision=1.0`): one more forward and backward of the task network;
-- evidence cut: the evidence with the warp's gradient cut (`model.warp_gradient=False`): the
-  map learns from its target alone, and the backward pass skips the warp.
+- no evidence: the demo without the evidence (`model.saliency_supervision=0.0`,
+  `model.warp_gradient=True`; the demo until 2026-12-07);
+- evidence through the warp: the demo with the task loss's gradient through the warp as well
+  (`model.warp_gradient=True`).
 Every contender sees the same batch; the blur warm-up is off, as in the demo.
 
   python benchmarks/recipe_step.py            # the demo's sizes, 7 repetitions
@@ -50,9 +53,9 @@ RECIPES = {
                             "optimizer.clip_per_group": True}),
     "recipe": ("with_sampler_recipe", {}),
     "demo": ("get_config", {}),
-    "evidence": ("get_config", {"model.saliency_supervision": 1.0}),
-    "evidence cut": ("get_config", {"model.saliency_supervision": 1.0,
-                                    "model.warp_gradient": False}),
+    "no evidence": ("get_config", {"model.saliency_supervision": 0.0,
+                                   "model.warp_gradient": True}),
+    "evidence through the warp": ("get_config", {"model.warp_gradient": True}),
 }
 
 
