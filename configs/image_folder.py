@@ -16,7 +16,9 @@ uniform baseline too), untuned to any one task: the sampler starts at a uniform 
 saliency head), which with the exact identity samples exactly as uniform downsampling, and the
 task network also reads the uniform view, on the mean of the two views' losses, so that the
 layer keeps what uniform downsampling reads and the warp adds what it alone reads (the task
-network runs twice per image). What it gave on the suite's families, measured over seeds, is in
+network runs twice per image); the map learns where to zoom from where the task network finds
+its evidence in the view it reads, weighted by its confidence, and only from that (the warp's
+gradient is cut). What it gave on the suite's families, measured over seeds, is in
 the README's zoom-suite table; on a folder of your own, run several `--config.seed`s before
 trusting one number.
 """
