@@ -19,5 +19,5 @@ def test_quick_run_times_every_step_and_the_unwarps_share(tmp_path, capsys):
   # The shares are the ratios of the medians they name.
   assert results["unwarp_share"] == median["unwarp"] / median["resize instead"] - 1
   assert results["unwarp_share_small"] == median["small"] / median["small, resize instead"] - 1
-  assert (results["batch_size"], results["image_size"], results["task_size"]) == (8, 272, 64)
+  assert (results["batch_size"], results["image_size"], results["task_size"]) == (2, 272, 64)
   assert "dense_scenes_small's" in capsys.readouterr().out
