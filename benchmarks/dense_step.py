@@ -96,7 +96,7 @@ def main(argv=None):
   parser.add_argument("--quick", action="store_true")
   parser.add_argument("--repeats", type=int, default=0)
   parser.add_argument("--output", default=None,
-                      help="JSON path (default: benchmarks/results/dense_step[_quick]_<backend>.json)")
+                      help="the JSON to write (default: results/dense_step[_quick]_<backend>.json)")
   args = parser.parse_args(argv)
   config = _config(args.quick)
   repeats = args.repeats or (2 if args.quick else 5)
