@@ -2,18 +2,22 @@ r"""Dense scenes with a fixed saliency prior: the KDE of the training boxes (FOV
 
     python train.py --workdir=runs/dense_scenes_prior --config=configs/dense_scenes_prior.py
 
-`dense_scenes.py` with `model.saliency = "prior"`: the saliency is the same map for every image,
-the kernel density estimate of the boxes of the first 2,000 training images
+`dense_scenes_small.py` (the 2-D grid, the object-balanced loss, AdamW, the zero head) with
+`model.saliency = "prior"` in place of the supervised saliency network: the saliency is the same
+map for every image, the kernel density estimate of the boxes of the first 2,000 training images
 (`saliency_jax.train.priors.box_prior`), so only the task network and head are trained. On the
 dense scenes the objects are spread evenly, so the prior is close to uniform: the variant shows
 what a dataset-level prior can and cannot do where the objects' positions vary per image.
 
-Result: not measured yet (README, "Dense tasks").
+Result: not measured yet with these settings (README, "Dense tasks: the dense scenes").
 """
-from configs import dense_scenes
+from configs import dense_scenes_small
 
 
 def get_config():
-  config = dense_scenes.get_config()
+  config = dense_scenes_small.get_config()
   config.model.saliency = "prior"
+  # Nothing to supervise, nor a network to cut the warp's gradient from.
+  config.model.saliency_supervision = 0.0
+  config.model.warp_gradient = True
   return config
