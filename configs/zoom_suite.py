@@ -13,11 +13,13 @@ baseline is trained second with the same everything (`compare_with_uniform`).
 Measured (README, "The zoom-task suite"; every run in docs/zoom_suite_log.md and
 benchmarks/results/zoom_suite_cpu.json): with the suite's distractor tiles a tiny ResNet reads
 nothing at any size in 600 steps, uniform included, so the suite is measured with
-`--set=data.zoom.repeats=4 --set=data.zoom.num_distractors=0`. There, with the project's recipe
-(`--sampler_recipe`; 2026-12-06): counts at 256 98.8 +- 1.4 % against uniform's 99.3 +- 0.5 %,
-at 128 70.8 +- 26.1 % against 70.7 +- 25.5 % (5 seeds each; one run in five of either stays at
-chance for the whole run), markers at 128 23.7 +- 1.3 % against 34.4 +- 22.9 %, glyphs at 128
-13.0 % against 11.6 % (chance 12.5 %).
+`--set=data.zoom.repeats=4 --set=data.zoom.num_distractors=0`. There, with AdamW for both
+models and the project's recipe for the sampler (`--sampler_recipe`, `models.SAMPLER_RECIPE` since
+2026-12-07 afternoon), at 128 px (4x): counts 74.6 +- 29.2 % against uniform's 43.1 +- 24.5 %
+(seeds 0-4), glyphs 50.9 +- 24.5 % against 53.0 +- 17.2 % (seeds 0-7); at 64 px (8x) both at
+chance on the counts (26.1 +- 3.2 % against 26.5 +- 4.3 %). In about one run in four of either
+model the task network stays at chance for the whole run (the take-off lottery), which sets
+these spreads.
 This config stays the paper's layer with the zero head, the recorded runs' base; a recipe is a
 `--tag` with its `--set`s.
 """
