@@ -178,6 +178,29 @@ def test_detection_loss_is_finite_on_an_empty_image_and_lower_for_a_perfect_outp
   assert good < 0.05 < bad
 
 
+def test_detection_class_term_is_the_softmax_cross_entropy_at_the_centres():
+  # Reference (NumPy): the class term is the loss with `class_weight=1` less the loss with 0
+  # (CenterNet's); it must be the mean, over the image's real objects, of the cross-entropy of
+  # the softmax over the K heatmap logits at the object's centre cell (stride 4: the boxes'
+  # centres (8, 9.5) and (22, 20) fall in the cells (column, row) (2, 2) and (5, 5)). The
+  # padding object counts for nothing.
+  size, stride, k = 32, 4, 3
+  target = _targets(size, [(4, 4, 12, 15), (16, 12, 28, 28), (0, 0, 0, 0)], [2, 0, -1],
+                    [True, False, False])
+  rng = np.random.default_rng(11)
+  outputs = rng.normal(size=(1, 8, 8, k + 4)).astype(np.float32)
+  with_term = dense_metrics.detection_loss(outputs, target, stride=stride)
+  without = dense_metrics.detection_loss(outputs, target, stride=stride, class_weight=0.0)
+  def ce(row, col, label):
+    z = outputs[0, row, col, :k].astype(np.float64)
+    return np.log(np.exp(z - z.max()).sum()) + z.max() - z[label]
+  expected = (ce(2, 2, 2) + ce(5, 5, 0)) / 2
+  np.testing.assert_allclose(float(with_term[0] - without[0]), expected, rtol=1e-4)
+  np.testing.assert_allclose(
+      float(dense_metrics.detection_loss(outputs, target, stride=stride, class_weight=2.0)[0]
+            - without[0]), 2 * expected, rtol=1e-4)
+
+
 def test_segmentation_losses_against_a_numpy_reference():
   # Logits at stride 1, so no upsampling: the reference is the cross-entropy of each pixel,
   # averaged over the pixels ("pixel") or per present class, then over the classes
