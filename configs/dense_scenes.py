@@ -18,7 +18,7 @@ saliency network), `dense_scenes_detection.py` (the CenterNet-style detection he
 supervised by the boxes at a 128 px view, the object-balanced loss, AdamW; its docstring).
 
 Measured so far, with the 2-D attraction grid first (2026-12-03, 2-core CPU, seed 0, 600 steps
-instead of 1,000; README, "Dense tasks: the dense scenes"): mIoU 28.9 % (small objects 0.5 %, large 12.2 %) against uniform's
+instead of 1,000; docs/dense_scenes_log.md): mIoU 28.9 % (small objects 0.5 %, large 12.2 %) against uniform's
 26.8 % (0.4 %, 9.3 %): both still undertrained, not yet a comparison. With
 `--config.model.segmentation_loss=class_balanced` (2026-12-04, same length, seeds 0-2):
 25.3 +- 3.6 % (small 8.2 +- 2.4 %, large 10.7 +- 4.6 %) against uniform's 24.2 +- 1.5 %
