@@ -21,9 +21,7 @@ sigmoid). The loss is the penalty-reduced focal loss on Gaussian centre heatmaps
 sizes and offsets at the centre cells, plus the cross-entropy of the softmax over the K heatmap
 logits at each centre cell, each normalised by the image's object count. The focal loss alone
 teaches an object's class only through its other classes' negatives at the centre, which it
-weighs by p^2; on the dense scenes neither model had learned even the large objects' classes
-after 1,000 steps without the cross-entropy, and both had with it (README, "Dense tasks: the
-dense scenes"). Decoding
+weighs by p^2, and learns it slowly (README, "Dense tasks: the dense scenes"). Decoding
 keeps the local maxima of the heatmap (3 x 3) and the `TOP_K` best; a detection is a true
 positive when its IoU with an unmatched ground-truth box of its class is at least 0.5 (greedy, by
 score). "ap" is the mean over classes of the VOC all-point average precision at IoU 0.5, computed
