@@ -257,11 +257,11 @@ def detection_loss(outputs: jax.Array, targets: Mapping[str, jax.Array], *,
   focal = jnp.where(positive, (1 - p) ** 2 * log_p, (1 - heat) ** 4 * p ** 2 * log_not_p)
   cell, offset, log_sides, valid = _centres(targets, shape, stride)
   count = jnp.maximum(jnp.sum(valid, axis=1).astype(jnp.float32), 1.0)
-  at = _at_cells(outputs[..., k:], cell)
-  regression = (jnp.abs(at[..., :2] - log_sides).sum(-1)
-                + jnp.abs(jax.nn.sigmoid(at[..., 2:]) - offset).sum(-1))
+  at = _at_cells(outputs, cell)  # [B, M, K + 4]: the class logits, then the box's.
+  regression = (jnp.abs(at[..., k:k + 2] - log_sides).sum(-1)
+                + jnp.abs(jax.nn.sigmoid(at[..., k + 2:]) - offset).sum(-1))
   classes = optax.softmax_cross_entropy_with_integer_labels(
-      _at_cells(logits, cell), jnp.maximum(targets["labels"], 0))
+      at[..., :k], jnp.maximum(targets["labels"], 0))
   per_object = regression + class_weight * classes
   return (-jnp.sum(focal, axis=(1, 2, 3)) + jnp.sum(per_object * valid, axis=1)) / count
 
