@@ -12,7 +12,8 @@ SIZE, TASK, STRIDE, CLASSES, GRID = 128, 64, 8, 3, 11
 
 
 def _model(*, saliency=False, prior=None, head="segmentation", antialias=True, seed=0,
-           axis_aligned=False, detail_prior=False, warp_gradient=True, head_init="torch"):
+           axis_aligned=False, detail_prior=False, warp_gradient=True, head_init="torch",
+           segmentation_auxiliary=False):
   rngs = nnx.Rngs(seed)
   backbone = resnet.build_resnet("resnet_tiny", num_classes=None, rngs=rngs)
   net = (saliency_network.SaliencyNetwork(backbone="resnet_tiny", depth=6, grid_size=GRID,
@@ -21,7 +22,8 @@ def _model(*, saliency=False, prior=None, head="segmentation", antialias=True, s
                            task_size=TASK, low_res_size=32, out_stride=STRIDE, head_width=16,
                            antialias=antialias, axis_aligned=axis_aligned,
                            detail_prior=detail_prior, grid_size=GRID,
-                           warp_gradient=warp_gradient, head_init=head_init, rngs=rngs)
+                           warp_gradient=warp_gradient, head_init=head_init,
+                           segmentation_auxiliary=segmentation_auxiliary, rngs=rngs)
   model.eval()
   return model
 
@@ -58,6 +60,22 @@ def test_detection_gives_a_heatmap_per_class_and_four_box_channels(images):
   assert outputs.shape == (2, SIZE // STRIDE, SIZE // STRIDE, CLASSES + 4)
   # CenterNet's start: the centre logits' bias at log(0.1 / 0.9), the box channels' at 0.
   np.testing.assert_allclose(model.out.bias.value, [-2.19] * CLASSES + [0.0] * 4)
+
+
+def test_the_auxiliary_segmentation_reads_the_detection_heads_fused_map(images):
+  plain, model = _model(head="detection"), _model(head="detection", segmentation_auxiliary=True)
+  outputs, extras = model(images)
+  # The extra head leaves the detection outputs as they were (same seed, same parameters).
+  np.testing.assert_allclose(outputs, plain(images)[0], rtol=1e-6, atol=1e-6)
+  assert "segmentation_outputs" not in plain(images)[1]
+  assert extras["segmentation_outputs"].shape == (2, SIZE // STRIDE, SIZE // STRIDE, CLASSES + 1)
+  # Reference: with the detection head's first K + 1 columns as its weights, the auxiliary
+  # output is those channels of the detection outputs, so both read one map.
+  model.segmentation_out.kernel.set_value(model.out.kernel[..., :CLASSES + 1])
+  model.segmentation_out.bias.set_value(model.out.bias[:CLASSES + 1])
+  outputs, extras = model(images)
+  np.testing.assert_allclose(extras["segmentation_outputs"], outputs[..., :CLASSES + 1],
+                             rtol=1e-5, atol=1e-5)
 
 
 def test_stages_coarser_than_the_outputs_are_unwarped_at_their_resolution_and_upsampled(images):
@@ -266,6 +284,8 @@ def test_a_zero_head_starts_every_pixel_at_its_bias_and_changes_only_the_last_co
     ({"num_classes": 0}, "num_classes must be at least 1; got 0."),
     ({"prior": np.ones((5,))}, "prior must be a [g, g] saliency map; got shape (5,)."),
     ({"head_init": "ones"}, "head_init must be one of ('torch', 'zero'); got 'ones'."),
+    ({"segmentation_auxiliary": True}, "segmentation_auxiliary needs the detection head, whose "
+                                       "extra output it is; got head 'segmentation'."),
 ])
 def test_bad_options_are_refused(fields, message):
   rngs = nnx.Rngs(0)

@@ -87,6 +87,9 @@ def test_detection_with_the_box_prior_trains_and_keeps_the_prior_in_its_state(tm
     (lambda c: setattr(c.model, "warp_gradient", False),
      "config.model.warp_gradient: expected True, or False only for saliency_sampler or "
      "zoom_unzoom with saliency_supervision > 0"),
+    (lambda c: setattr(c.model, "segmentation_auxiliary", 1.0),
+     "config.model.segmentation_auxiliary: expected a finite number >= 0, above 0 only for "
+     "zoom_unzoom with dense_head 'detection'"),
 ])
 def test_dense_configs_are_checked_before_anything_is_written(tmp_path, change, message):
   config = tiny(load_config("dense_scenes", None))
@@ -121,6 +124,34 @@ def test_saliency_supervision_adds_the_maps_box_loss_to_the_training_loss():
   mean_kl = float(np.sum(weights * np.asarray(kl)) / np.sum(weights))
   assert mean_kl > 0.01
   np.testing.assert_allclose(losses[2.0] - losses[0.0], 2.0 * mean_kl, rtol=1e-3)
+
+
+def test_the_segmentation_auxiliary_adds_its_outputs_segmentation_loss():
+  # As above for the detection head's auxiliary segmentation: the loss differs by the weight
+  # times the batch's mean segmentation loss (the config's kind) of the extra outputs.
+  config = tiny(load_config("dense_scenes", None))
+  config.model.update(dense_head="detection", segmentation_auxiliary=1.0,
+                      segmentation_loss="object_balanced")
+  loader = data.make_loader(config.data, split="train", global_batch_size=config.batch_size,
+                            mesh=train.make_mesh(), seed=0)
+  batch = jax.tree.map(np.asarray, next(iter(loader)))
+  loader.close()
+  model = train.create_model(config, num_outputs=4)
+  model.train()
+  graph, params, model_state = nnx.split(model, nnx.Param, ...)
+  tx = optax.sgd(0.0)
+  state = steps.initial_state(params, model_state, tx, seed=0)
+  step = lambda weight: jax.jit(functools.partial(
+      steps.train_step, blur=False, graphdef=graph, tx=tx, task="detection",
+      segmentation_loss="object_balanced", segmentation_auxiliary=weight))
+  losses = {weight: float(step(weight)(state, batch)[1]["loss"]) for weight in (0.0, 2.0)}
+  _, extras = nnx.merge(graph, params, model_state, copy=True)(batch["image"])
+  segmentation = dense_metrics.segmentation_loss(
+      extras["segmentation_outputs"], metrics.targets(batch, "detection"), kind="object_balanced")
+  weights = np.asarray(batch["mask"], np.float32)
+  mean = float(np.sum(weights * np.asarray(segmentation)) / np.sum(weights))
+  assert mean > 0.1
+  np.testing.assert_allclose(losses[2.0] - losses[0.0], 2.0 * mean, rtol=1e-3)
 
 
 def test_the_detail_prior_alone_compares_with_a_baseline_without_it():

@@ -13,7 +13,9 @@ The path of "Learning to Zoom and Unzoom" (LZU) with this project's ops:
    image, scaled to the source, but no finer than `out_stride`), then upsampled to `out_stride`;
 4. a head on the sum of the unwarped stages (each projected to `head_width` channels):
    "segmentation" gives per-pixel logits over background and the classes; "detection" a
-   CenterNet-style centre heatmap (one logit per class), box sizes and centre offsets.
+   CenterNet-style centre heatmap (one logit per class), box sizes and centre offsets; the
+   detection head may add segmentation logits of the same fused map as an auxiliary output
+   (the extra "segmentation_outputs", trained by the trainer's `segmentation_auxiliary`).
 With no saliency network, fixed prior or detail prior, the grid is the identity (uniform
 downsampling) and the model is the uniform baseline: the same backbone and head at the same
 input size.
@@ -73,6 +75,10 @@ class ZoomUnzoom(nnx.Module):
     head_init: "torch" (the heads' last convolution like the others) or "zero" (its kernel and
       bias at zero, but for the detection heatmap's prior bias: every pixel's logits start
       equal, at chance, whatever the features' scale).
+    segmentation_auxiliary: the detection head also gives segmentation logits (background and
+      the classes, initialised as `head_init` says) of the same fused map, in the extra
+      "segmentation_outputs": a loss on every pixel of an object teaches its class to the
+      features the centre heatmap reads, where the detection loss has one cell per object.
     rngs: `nnx.Rngs` with a "params" stream.
   """
 
@@ -83,7 +89,8 @@ class ZoomUnzoom(nnx.Module):
                temperature: float = 1.0, fwhm: float = 13.0, padding: int = 30,
                antialias: bool = True, max_magnification: float | None = None,
                axis_aligned: bool = False, detail_prior: bool = False, grid_size: int = 31,
-               warp_gradient: bool = True, head_init: str = "torch", rngs: nnx.Rngs):
+               warp_gradient: bool = True, head_init: str = "torch",
+               segmentation_auxiliary: bool = False, rngs: nnx.Rngs):
     if head not in HEADS:
       raise ValueError(f"head must be one of {HEADS}; got {head!r}.")
     if num_classes < 1:
@@ -95,6 +102,9 @@ class ZoomUnzoom(nnx.Module):
                        f"{tuple(channels)}; got {stages!r}.")
     if head_init not in HEAD_INITS:
       raise ValueError(f"head_init must be one of {HEAD_INITS}; got {head_init!r}.")
+    if segmentation_auxiliary and head != "detection":
+      raise ValueError(f"segmentation_auxiliary needs the detection head, whose extra output it "
+                       f"is; got head {head!r}.")
     if out_stride < 1:
       raise ValueError(f"out_stride must be at least 1; got {out_stride}.")
     if not warp_gradient and saliency_net is None:
@@ -122,6 +132,9 @@ class ZoomUnzoom(nnx.Module):
     outputs = num_classes + (1 if head == "segmentation" else 4)
     zero = {"kernel_init": nnx.initializers.zeros_init()} if head_init == "zero" else {}
     self.out = layers.conv(head_width, outputs, 1, use_bias=True, rngs=rngs, **zero)
+    self.segmentation_out = (
+        layers.conv(head_width, num_classes + 1, 1, use_bias=True, rngs=rngs, **zero)
+        if segmentation_auxiliary else None)
     if head == "detection":
       # CenterNet's start: every centre logit at the log-odds of 0.1, so that the focal loss of
       # the (many) empty cells does not swamp the first steps.
@@ -188,8 +201,9 @@ class ZoomUnzoom(nnx.Module):
       then the box's log width and log height in units of `s` source pixels and the centre's
       offset in its cell (x, y; logits of a sigmoid), as `saliency_jax.train.dense_metrics`
       reads them. `extras`: "grid" `[B, T, T, 2]`, "sampled" `[B, T, T, 3]` (0..1), "covered"
-      `[B, H / s, W / s]` (where the warp reaches the source), and "saliency" `[B, g, g]` unless
-      the model is uniform.
+      `[B, H / s, W / s]` (where the warp reaches the source), "saliency" `[B, g, g]` unless
+      the model is uniform, and with `segmentation_auxiliary` "segmentation_outputs"
+      `[B, H / s, W / s, K + 1]` (segmentation logits, channel 0 the background).
     """
     if blur_key is not None:
       raise ValueError("blur_key must be None: the dense model has no blur warm-up.")
@@ -234,6 +248,9 @@ class ZoomUnzoom(nnx.Module):
       blank = jnp.zeros((images.shape[0], 1, 1, 1), jnp.float32)
       covered = ops.unwarp(blank, grid, out_shape, source_shape=(height, width),
                            axis_aligned=self.axis_aligned)[1]
-    outputs = self.out(nnx.relu(self.fuse(nnx.relu(fused))))
+    hidden = nnx.relu(self.fuse(nnx.relu(fused)))
+    outputs = self.out(hidden)
+    if self.segmentation_out is not None:
+      extras["segmentation_outputs"] = self.segmentation_out(hidden)
     extras.update(grid=grid, sampled=sampled, covered=covered)
     return outputs, extras

@@ -129,6 +129,10 @@ def build_model(model_config: Mapping[str, Any], *, num_outputs: int, rngs: nnx.
       own, so that a small object weighs as much as a large one) ["pixel"]; see
       `train.dense_metrics`. Evaluation reports the pixel loss whichever it is, so that runs
       with different losses compare.
+    segmentation_auxiliary: nats of training loss per nat of `segmentation_loss` on an
+      auxiliary segmentation output of the detection head (`dense.ZoomUnzoom`), which needs the
+      images' masks (pixels without a label, `IGNORE`, are left out); 0: none [0]. A
+      training-loss term, as `saliency_supervision`.
     saliency: "network", "prior" (fixed: `prior`), "both" or "none" (the uniform baseline,
       unless `detail_prior`) ["network"].
     saliency_supervision: nats of training loss per nat of the KL divergence of the network's
@@ -229,4 +233,5 @@ def _build_dense(c: Mapping[str, Any], *, num_classes: int, rngs: nnx.Rngs,
       antialias=c["antialias"], max_magnification=c["max_magnification"] or None,
       axis_aligned=c["axis_aligned"], detail_prior=c["detail_prior"],
       grid_size=c["grid_size"], warp_gradient=c["warp_gradient"],
-      head_init=c["task_head_init"], rngs=rngs)
+      head_init=c["task_head_init"], segmentation_auxiliary=c["segmentation_auxiliary"] > 0,
+      rngs=rngs)

@@ -85,6 +85,7 @@ DEFAULTS = {
     "deformable_convs": 3,
     "dense_head": "segmentation",
     "segmentation_loss": "pixel",
+    "segmentation_auxiliary": 0.0,
     "saliency": "network",
     "saliency_supervision": 0.0,
     "warp_gradient": True,
@@ -222,6 +223,12 @@ CHECKS = (
     schema.Check("dense_head", lambda c: c.dense_head in dense.HEADS, f"one of {dense.HEADS}"),
     schema.Check("segmentation_loss", lambda c: c.segmentation_loss in dense.SEGMENTATION_LOSSES,
                  f"one of {dense.SEGMENTATION_LOSSES}"),
+    schema.Check("segmentation_auxiliary",
+                 lambda c: math.isfinite(c.segmentation_auxiliary) and (
+                     c.segmentation_auxiliary == 0 or (c.segmentation_auxiliary > 0 and (
+                         c.name == "zoom_unzoom" and c.dense_head == "detection"))),
+                 "a finite number >= 0, above 0 only for zoom_unzoom with dense_head "
+                 "'detection' (an auxiliary segmentation output of its head)"),
     schema.Check("saliency", lambda c: c.saliency in DENSE_SALIENCY, f"one of {DENSE_SALIENCY}"),
     schema.Check("saliency_supervision",
                  lambda c: math.isfinite(c.saliency_supervision) and (

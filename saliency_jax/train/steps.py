@@ -6,7 +6,8 @@ A model here is an NNX module called as `model(images, blur_key=None) -> (output
 cell its view was drawn at; the train step adds the score-function (REINFORCE) term that moves
 the map towards the cells whose views lose less than the example's mean view (`glimpse_credit`).
 A model's extra "penalty" `[B]` (the sampler's `saliency_cost`) is added to each example's loss,
-and so is, on dense tasks with `saliency_supervision`, the map's distance from the image's boxes;
+and so is, on dense tasks with `saliency_supervision`, the map's distance from the image's boxes,
+and with `segmentation_auxiliary` the segmentation loss of the extra "segmentation_outputs";
 its extra "view_outputs" `[V, B, C]` in training mode (the sampler's `uniform_view="each"` or
 "mean") replaces the outputs in the loss, which is then the sum of the views' losses weighted
 by its extra "view_weights" `[V]` (1 each when absent: each view gets the full gradient it
@@ -82,7 +83,8 @@ def glimpse_credit(extras: Mapping[str, jax.Array], labels: Any, *, task: str) -
 
 def train_step(state: TrainState, batch: Mapping[str, jax.Array], blur: bool, *,
                graphdef: nnx.GraphDef, tx: optax.GradientTransformation, task: str,
-               segmentation_loss: str = "pixel", saliency_supervision: float = 0.0
+               segmentation_loss: str = "pixel", saliency_supervision: float = 0.0,
+               segmentation_auxiliary: float = 0.0
                ) -> tuple[TrainState, dict[str, jax.Array]]:
   """One optimizer step on the mean loss of the batch's unmasked examples.
 
@@ -98,6 +100,9 @@ def train_step(state: TrainState, batch: Mapping[str, jax.Array], blur: bool, *,
     saliency_supervision: weight of `dense_metrics.box_saliency_loss` (dense tasks whose model
       has a saliency map), added to each example's loss; the classification sampler's
       supervision comes in its "penalty" instead.
+    segmentation_auxiliary: weight of the `segmentation_loss` of the model's extra
+      "segmentation_outputs" (the detection head's auxiliary segmentation), added to each
+      example's loss.
 
   Returns:
     The state after the step, and `{"loss", "grad_norm", "param_norm", "sum_<metric>"...}`:
@@ -128,6 +133,9 @@ def train_step(state: TrainState, batch: Mapping[str, jax.Array], blur: bool, *,
     total = losses
     if "glimpse_outputs" in extras:
       total = total + glimpse_credit(extras, labels, task=task)
+    if segmentation_auxiliary and "segmentation_outputs" in extras:
+      total = total + segmentation_auxiliary * dense_metrics.segmentation_loss(
+          extras["segmentation_outputs"], labels, kind=segmentation_loss)
     if "penalty" in extras:  # The model's own per-example terms (the sampler's saliency cost).
       total = total + extras["penalty"]
     if saliency_supervision and task in dense_metrics.DENSE_TASKS and "saliency" in extras:
