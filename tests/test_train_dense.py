@@ -99,11 +99,10 @@ def test_dense_configs_are_checked_before_anything_is_written(tmp_path, change, 
   assert not os.path.exists(tmp_path / "run")
 
 
-def test_saliency_supervision_adds_the_maps_box_loss_to_the_training_loss():
-  # One train step of the tiny dense model, without and with the supervision, from the same
-  # state and batch: the loss differs by the weight times the batch's mean `box_saliency_loss`
-  # of the map the model computes in training mode.
-  config = tiny(load_config("dense_scenes", None))
+def _loss_difference(config, term, **step_options):
+  """One train step of the tiny dense model with the weight `term` at 0 and at 2, from the same
+  state and batch: the two losses' difference, and the extras the model computes in training
+  mode with the batch."""
   loader = data.make_loader(config.data, split="train", global_batch_size=config.batch_size,
                             mesh=train.make_mesh(), seed=0)
   batch = jax.tree.map(np.asarray, next(iter(loader)))  # On one device, as the model.
@@ -113,45 +112,44 @@ def test_saliency_supervision_adds_the_maps_box_loss_to_the_training_loss():
   graph, params, model_state = nnx.split(model, nnx.Param, ...)
   tx = optax.sgd(0.0)
   state = steps.initial_state(params, model_state, tx, seed=0)
-  step = lambda weight: jax.jit(functools.partial(
-      steps.train_step, blur=False, graphdef=graph, tx=tx, task="segmentation",
-      saliency_supervision=weight))
-  losses = {weight: float(step(weight)(state, batch)[1]["loss"]) for weight in (0.0, 2.0)}
+  losses = [float(jax.jit(functools.partial(
+      steps.train_step, blur=False, graphdef=graph, tx=tx, **step_options, **{term: weight}))(
+          state, batch)[1]["loss"]) for weight in (0.0, 2.0)]
   _, extras = nnx.merge(graph, params, model_state, copy=True)(batch["image"])
-  kl = dense_metrics.box_saliency_loss(extras["saliency"], metrics.targets(batch, "segmentation"),
-                                       batch["image"].shape[1:3])
+  return losses[1] - losses[0], extras, batch
+
+
+def _batch_mean(values, batch):
   weights = np.asarray(batch["mask"], np.float32)
-  mean_kl = float(np.sum(weights * np.asarray(kl)) / np.sum(weights))
+  return float(np.sum(weights * np.asarray(values)) / np.sum(weights))
+
+
+def test_saliency_supervision_adds_the_maps_box_loss_to_the_training_loss():
+  # The loss differs by the weight times the batch's mean `box_saliency_loss` of the map.
+  config = tiny(load_config("dense_scenes", None))
+  difference, extras, batch = _loss_difference(config, "saliency_supervision",
+                                               task="segmentation")
+  mean_kl = _batch_mean(dense_metrics.box_saliency_loss(
+      extras["saliency"], metrics.targets(batch, "segmentation"), batch["image"].shape[1:3]),
+      batch)
   assert mean_kl > 0.01
-  np.testing.assert_allclose(losses[2.0] - losses[0.0], 2.0 * mean_kl, rtol=1e-3)
+  np.testing.assert_allclose(difference, 2.0 * mean_kl, rtol=1e-3)
 
 
 def test_the_segmentation_auxiliary_adds_its_outputs_segmentation_loss():
-  # As above for the detection head's auxiliary segmentation: the loss differs by the weight
-  # times the batch's mean segmentation loss (the config's kind) of the extra outputs.
+  # The loss differs by the weight times the batch's mean segmentation loss (the config's kind)
+  # of the detection head's extra outputs.
   config = tiny(load_config("dense_scenes", None))
   config.model.update(dense_head="detection", segmentation_auxiliary=1.0,
                       segmentation_loss="object_balanced")
-  loader = data.make_loader(config.data, split="train", global_batch_size=config.batch_size,
-                            mesh=train.make_mesh(), seed=0)
-  batch = jax.tree.map(np.asarray, next(iter(loader)))
-  loader.close()
-  model = train.create_model(config, num_outputs=4)
-  model.train()
-  graph, params, model_state = nnx.split(model, nnx.Param, ...)
-  tx = optax.sgd(0.0)
-  state = steps.initial_state(params, model_state, tx, seed=0)
-  step = lambda weight: jax.jit(functools.partial(
-      steps.train_step, blur=False, graphdef=graph, tx=tx, task="detection",
-      segmentation_loss="object_balanced", segmentation_auxiliary=weight))
-  losses = {weight: float(step(weight)(state, batch)[1]["loss"]) for weight in (0.0, 2.0)}
-  _, extras = nnx.merge(graph, params, model_state, copy=True)(batch["image"])
-  segmentation = dense_metrics.segmentation_loss(
-      extras["segmentation_outputs"], metrics.targets(batch, "detection"), kind="object_balanced")
-  weights = np.asarray(batch["mask"], np.float32)
-  mean = float(np.sum(weights * np.asarray(segmentation)) / np.sum(weights))
+  difference, extras, batch = _loss_difference(config, "segmentation_auxiliary",
+                                               task="detection",
+                                               segmentation_loss="object_balanced")
+  mean = _batch_mean(dense_metrics.segmentation_loss(
+      extras["segmentation_outputs"], metrics.targets(batch, "detection"),
+      kind="object_balanced"), batch)
   assert mean > 0.1
-  np.testing.assert_allclose(losses[2.0] - losses[0.0], 2.0 * mean, rtol=1e-3)
+  np.testing.assert_allclose(difference, 2.0 * mean, rtol=1e-3)
 
 
 def test_the_detail_prior_alone_compares_with_a_baseline_without_it():
