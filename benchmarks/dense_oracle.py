@@ -4,7 +4,8 @@ r"""Diagnostic: how much the dense model's warp can magnify the dense scenes' ob
 
 No training. The saliency is an *oracle*: the KDE of each evaluation image's true boxes
 (`ops.kde_saliency`, the target of `dense_metrics.box_saliency_loss`), softmaxed on the dense
-model's 31x31 map, optionally sharpened by a temperature or restricted to the small objects; the
+model's 31x31 map, optionally sharpened by a temperature, restricted to the small objects or with
+each object's mass in inverse proportion to its area (`box_mass="inverse_area"`); the
 grid is the model's (`ops.attraction_grid` at the task size, the 2-D attraction or its
 axis-aligned form). Per object the linear magnification relative to uniform downsampling is
 `sqrt(n / area) * source / task`: `n` the task input's pixels whose source point lies in the
@@ -65,19 +66,24 @@ def main():
   normalised = ops.normalize_boxes(jnp.asarray(boxes), (size, size), align_corners=True)
   rows = []
   for axis_aligned in (True, False):
-    for which, valid in (("all objects", real), ("small objects only", real & small)):
-      logits = ops.kde_saliency(normalised, (GRID, GRID), valid=jnp.asarray(valid))
+    for which, valid, box_mass in (("all objects", real, "equal"),
+                                   ("all objects", real, "inverse_area"),
+                                   ("small objects only", real & small, "equal")):
+      logits = ops.kde_saliency(normalised, (GRID, GRID), valid=jnp.asarray(valid),
+                                box_mass=box_mass)
       for temperature in (1.0, 0.5):
         saliency = jax.nn.softmax(logits.reshape(len(boxes), -1) / temperature, axis=-1)
         grid = np.asarray(ops.attraction_grid(saliency.reshape(logits.shape),
                                               (args.task_size, args.task_size),
                                               axis_aligned=axis_aligned))
-        row = {"axis_aligned": axis_aligned, "kde_of": which, "temperature": temperature,
+        row = {"axis_aligned": axis_aligned, "kde_of": which, "box_mass": box_mass,
+               "temperature": temperature,
                "small": summary(magnifications(grid, boxes, real & small, size)),
                "large": summary(magnifications(grid, boxes, real & ~small, size))}
         rows.append(row)
         s, l = row["small"], row["large"]
-        print(f"axis_aligned={axis_aligned!s:5} KDE of {which:18} T={temperature}: small "
+        print(f"axis_aligned={axis_aligned!s:5} KDE of {which:18} {box_mass:12} "
+              f"T={temperature}: small "
               f"median {s['median']:.2f}x (p10 {s['p10']:.2f}, p90 {s['p90']:.2f}, >= 2x "
               f"{s['at_least_2x']:.0%}, none {s['none']:.0%}); large median {l['median']:.2f}x",
               flush=True)

@@ -38,6 +38,7 @@ def test_a_small_run_writes_every_row(tmp_path, monkeypatch):
   monkeypatch.setattr(sys, "argv", ["dense_oracle.py", "--examples=2", f"--out={out}"])
   dense_oracle.main()
   rows = json.loads(out.read_text())["rows"]
-  assert len(rows) == 8  # 2 grids x 2 KDEs x 2 temperatures.
+  assert len(rows) == 12  # 2 grids x 3 KDEs x 2 temperatures.
+  assert {row["box_mass"] for row in rows} == {"equal", "inverse_area"}
   for row in rows:
     assert row["small"]["median"] >= 0 and 0 <= row["small"]["none"] <= 1

@@ -9,7 +9,8 @@ import pytest
 import saliency_jax as sj
 
 
-def _numpy_kde(boxes, valid, gh, gw, bandwidth=0.05, box_scale=0.25, uniform_weight=0.1):
+def _numpy_kde(boxes, valid, gh, gw, bandwidth=0.05, box_scale=0.25, uniform_weight=0.1,
+               box_mass="equal"):
   ys, xs = np.meshgrid(np.linspace(-1, 1, gh), np.linspace(-1, 1, gw), indexing="ij")
   out = []
   for image_boxes, image_valid in zip(boxes.astype(np.float64), valid):
@@ -17,13 +18,17 @@ def _numpy_kde(boxes, valid, gh, gw, bandwidth=0.05, box_scale=0.25, uniform_wei
     if len(kept) == 0:
       out.append(np.full((gh, gw), np.log(0.25)))
       continue
-    density = np.zeros((gh, gw))
+    density, total = np.zeros((gh, gw)), 0.0
     for x0, y0, x1, y1 in kept:
       sx = np.hypot(box_scale * (x1 - x0), bandwidth)
       sy = np.hypot(box_scale * (y1 - y0), bandwidth)
-      density += np.exp(-0.5 * ((xs - (x0 + x1) / 2) / sx) ** 2
-                        - 0.5 * ((ys - (y0 + y1) / 2) / sy) ** 2) / (2 * np.pi * sx * sy)
-    density = (1 - uniform_weight) * density / len(kept) + uniform_weight / 4
+      # "inverse_area": each box's mass 1 / area, its sides at least the bandwidth.
+      mass = (1.0 if box_mass == "equal"
+              else 1.0 / (max(x1 - x0, bandwidth) * max(y1 - y0, bandwidth)))
+      total += mass
+      density += mass * np.exp(-0.5 * ((xs - (x0 + x1) / 2) / sx) ** 2
+                               - 0.5 * ((ys - (y0 + y1) / 2) / sy) ** 2) / (2 * np.pi * sx * sy)
+    density = (1 - uniform_weight) * density / total + uniform_weight / 4
     out.append(np.log(density))
   return np.stack(out)
 
@@ -67,6 +72,37 @@ def test_dataset_prior_and_gradients():
                                 np.asarray(sj.kde_saliency(padded[:, :4], (5, 6))))
 
 
+def test_inverse_area_shares_the_mass_in_inverse_proportion_to_the_boxes_areas():
+  rng = np.random.default_rng(2)
+  boxes = _boxes(rng, 3, 4)
+  boxes[0, 2, 2:] = boxes[0, 2, :2]  # A zero-area box: its sides count as the bandwidth.
+  boxes[0, 3, 2] = boxes[0, 3, 0] + 0.2  # A box thinner than the bandwidth, wider than it.
+  boxes[0, 3, 3] = boxes[0, 3, 1] + 0.01
+  valid = np.ones((3, 4), bool)
+  valid[1, 2:] = False
+  boxes[1, 2:] = np.nan
+  valid[2] = False
+  logits = sj.kde_saliency(boxes, (9, 13), valid=valid, box_mass="inverse_area")
+  np.testing.assert_allclose(np.asarray(logits),
+                             _numpy_kde(boxes, valid, 9, 13, box_mass="inverse_area"),
+                             rtol=1e-5, atol=1e-5)
+  # One small and one large box: the small one's share of the mass near it grows from about a
+  # half ("equal") to about its area ratio, here 1 / (1 + (0.1 / 0.8)^2) of it.
+  pair = np.array([[[-0.9, -0.9, -0.8, -0.8], [0.0, 0.0, 0.8, 0.8]]], np.float32)
+  cells = np.linspace(-1, 1, 81)
+  near_small = (cells < -0.5)[:, None] & (cells < -0.5)[None, :]
+  shares = {}
+  for box_mass in ("equal", "inverse_area"):
+    density = np.exp(np.asarray(sj.kde_saliency(pair, (81, 81), box_mass=box_mass))[0])
+    shares[box_mass] = density[near_small].sum() / density.sum()
+  assert shares["equal"] == pytest.approx(0.9 * 0.5 + 0.1 * near_small.mean(), abs=0.01)
+  assert shares["inverse_area"] == pytest.approx(0.9 * 64 / 65 + 0.1 * near_small.mean(),
+                                                 abs=0.01)
+  grads = jax.grad(lambda b: jnp.sum(jnp.sin(sj.kde_saliency(
+      b, (5, 6), valid=jnp.asarray(valid[:2]), box_mass="inverse_area"))))(jnp.asarray(boxes[:2]))
+  assert np.all(np.isfinite(np.asarray(grads))) and np.all(np.asarray(grads)[1, 2:] == 0)
+
+
 def test_bad_input():
   boxes = np.zeros((2, 3, 4), np.float32)
   with pytest.raises(ValueError, match="boxes"):
@@ -79,6 +115,8 @@ def test_bad_input():
     sj.kde_saliency(boxes, (5, 5), bandwidth=0.0)
   with pytest.raises(ValueError, match="uniform_weight"):
     sj.kde_saliency(boxes, (5, 5), uniform_weight=0.0)
+  with pytest.raises(ValueError, match="box_mass"):
+    sj.kde_saliency(boxes, (5, 5), box_mass="area")
   boxes[1, 0, 0] = np.nan
   with pytest.raises(ValueError, match="finite"):
     sj.kde_saliency(boxes, (5, 5))

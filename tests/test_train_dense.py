@@ -90,6 +90,11 @@ def test_detection_with_the_box_prior_trains_and_keeps_the_prior_in_its_state(tm
     (lambda c: setattr(c.model, "segmentation_auxiliary", 1.0),
      "config.model.segmentation_auxiliary: expected a finite number >= 0, above 0 only for "
      "zoom_unzoom with dense_head 'detection'"),
+    (lambda c: setattr(c.model, "saliency_supervision_mass", "inverse_area"),
+     r"config.model.saliency_supervision_mass: expected one of \('equal', 'inverse_area'\), "
+     "other than 'equal' only for zoom_unzoom with saliency_supervision > 0"),
+    (lambda c: c.model.update(saliency_supervision=1.0, saliency_supervision_mass="area"),
+     "config.model.saliency_supervision_mass"),
 ])
 def test_dense_configs_are_checked_before_anything_is_written(tmp_path, change, message):
   config = tiny(load_config("dense_scenes", None))
@@ -124,14 +129,16 @@ def _batch_mean(values, batch):
   return float(np.sum(weights * np.asarray(values)) / np.sum(weights))
 
 
-def test_saliency_supervision_adds_the_maps_box_loss_to_the_training_loss():
+@pytest.mark.parametrize("box_mass", ["equal", "inverse_area"])
+def test_saliency_supervision_adds_the_maps_box_loss_to_the_training_loss(box_mass):
   # The loss differs by the weight times the batch's mean `box_saliency_loss` of the map.
   config = tiny(load_config("dense_scenes", None))
   difference, extras, batch = _loss_difference(config, "saliency_supervision",
-                                               task="segmentation")
+                                               task="segmentation",
+                                               saliency_supervision_mass=box_mass)
   mean_kl = _batch_mean(dense_metrics.box_saliency_loss(
-      extras["saliency"], metrics.targets(batch, "segmentation"), batch["image"].shape[1:3]),
-      batch)
+      extras["saliency"], metrics.targets(batch, "segmentation"), batch["image"].shape[1:3],
+      box_mass=box_mass), batch)
   assert mean_kl > 0.01
   np.testing.assert_allclose(difference, 2.0 * mean_kl, rtol=1e-3)
 
@@ -150,6 +157,16 @@ def test_the_segmentation_auxiliary_adds_its_outputs_segmentation_loss():
       kind="object_balanced"), batch)
   assert mean > 0.1
   np.testing.assert_allclose(difference, 2.0 * mean, rtol=1e-3)
+
+
+def test_the_uniform_baseline_drops_the_box_targets_masses():
+  from saliency_jax.train import trainer  # pylint: disable=import-outside-toplevel
+  config = tiny(load_config("dense_scenes", None))
+  config.model.update(saliency_supervision=1.0, saliency_supervision_mass="inverse_area")
+  config_lib.validate_config(config)
+  uniform = trainer.uniform_baseline(config).model
+  assert (uniform.saliency, uniform.saliency_supervision, uniform.saliency_supervision_mass) == (
+      "none", 0.0, "equal")
 
 
 def test_the_detail_prior_alone_compares_with_a_baseline_without_it():

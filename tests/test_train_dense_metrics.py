@@ -312,20 +312,25 @@ def test_void_pixels_count_for_nothing_in_the_losses_and_the_metrics():
   assert means["miou_small"] == pytest.approx(np.mean(list(expected.values())), abs=1e-9)
 
 
-def _box_density(boxes, size, g):
+def _box_density(boxes, size, g, box_mass="equal"):
   """The box saliency's target in NumPy, from `ops.kde_saliency`'s documented mixture: one
-  normal per box (centre, sd sqrt((0.25 side)^2 + 0.05^2) per axis), the boxes' mean, mixed
+  normal per box (centre, sd sqrt((0.25 side)^2 + 0.05^2) per axis), the boxes' mean (or with
+  `box_mass="inverse_area"` their mean weighted by 1 / area, sides at least 0.05), mixed
   0.9 / 0.1 with the uniform density 1/4, normalised over the g x g cells."""
   cells = np.linspace(-1.0, 1.0, g)
   density = np.zeros((g, g))
+  masses = []
   for box in boxes:
+    x0, y0, x1, y1 = (np.asarray(box, np.float64) - 0.5) * 2.0 / (size - 1) - 1.0
+    masses.append(1.0 if box_mass == "equal" else 1.0 / (max(x1 - x0, 0.05) * max(y1 - y0, 0.05)))
+  for box, mass in zip(boxes, masses):
     # Pixel edges -> the align_corners=True positions on which the cells sit.
     x0, y0, x1, y1 = (np.asarray(box, np.float64) - 0.5) * 2.0 / (size - 1) - 1.0
     sx = np.hypot(0.25 * (x1 - x0), 0.05)
     sy = np.hypot(0.25 * (y1 - y0), 0.05)
     nx = np.exp(-0.5 * ((cells - (x0 + x1) / 2) / sx) ** 2) / sx
     ny = np.exp(-0.5 * ((cells - (y0 + y1) / 2) / sy) ** 2) / sy
-    density += np.outer(ny, nx) / (2 * np.pi) / len(boxes)
+    density += mass * np.outer(ny, nx) / (2 * np.pi) / sum(masses)
   density = 0.9 * density + 0.1 / 4 if boxes else np.full((g, g), 0.25)
   return density / density.sum()
 
@@ -355,6 +360,23 @@ def test_box_saliency_loss_is_the_maps_kl_divergence_from_the_boxes_density():
     costs[cell] = float(dense_metrics.box_saliency_loss(
         jnp.asarray(peaked / peaked.sum(), jnp.float32), corner, (size, size))[0])
   assert min(costs, key=costs.get) == (0, g - 1), costs
+
+
+def test_box_saliency_loss_with_inverse_area_masses():
+  size, g = 64, 9
+  boxes, labels = [(2, 4, 10, 12), (30, 24, 62, 60)], [0, 2]
+  targets = _targets(size, boxes + [(0, 0, 0, 0)], labels + [-1], [True, False, False])
+  saliency = np.random.default_rng(1).uniform(0.1, 1.0, (1, g, g))
+  saliency /= saliency.sum()
+  got = dense_metrics.box_saliency_loss(jnp.asarray(saliency, jnp.float32), targets, (size, size),
+                                        box_mass="inverse_area")
+  want = _box_density(boxes, size, g, box_mass="inverse_area")
+  np.testing.assert_allclose(np.asarray(got), [np.sum(want * np.log(want / saliency[0]))],
+                             rtol=1e-4)
+  # The small box takes most of the mass: more of the target lies in its quadrant than with
+  # "equal" masses.
+  equal = _box_density(boxes, size, g)
+  assert want[:g // 2, :g // 2].sum() > equal[:g // 2, :g // 2].sum() + 0.2
 
 
 def test_box_saliency_loss_asks_an_image_without_objects_for_the_uniform_map():

@@ -139,6 +139,9 @@ def build_model(model_config: Mapping[str, Any], *, num_outputs: int, rngs: nnx.
       map from the kernel density of the image's own boxes (`ops.kde_saliency`), so that the
       saliency network learns to find the objects in the low-resolution view; 0 trains it
       through the warp alone [0]. A training-loss term (`train.dense_metrics`), not a model field.
+    saliency_supervision_mass: how that density shares an image's mass among its boxes
+      (`ops.kde_saliency`'s `box_mass`): "equal", or "inverse_area", which asks the warp to
+      magnify the small objects and leave the large near uniform ["equal"]. Also a loss term's.
     warp_gradient: False: the grid is made from the network's map without gradient, so that
       the saliency network learns from `saliency_supervision` alone (`dense.ZoomUnzoom`);
       needs saliency_supervision > 0 [True].

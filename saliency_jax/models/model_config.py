@@ -15,6 +15,7 @@ import ml_collections
 from ml_collections import config_dict
 
 from saliency_jax import ops
+from saliency_jax.ops import priors
 from saliency_jax import schema
 from saliency_jax.models import alexnet
 from saliency_jax.models import blur
@@ -88,6 +89,7 @@ DEFAULTS = {
     "segmentation_auxiliary": 0.0,
     "saliency": "network",
     "saliency_supervision": 0.0,
+    "saliency_supervision_mass": "equal",
     "warp_gradient": True,
     "dense_stages": ("layer2", "layer3", "layer4"),
     "out_stride": 8,
@@ -240,6 +242,12 @@ CHECKS = (
                  "(saliency 'network' or 'both': towards the boxes' density) or "
                  "saliency_sampler with one glimpse and logits outputs (towards the task "
                  "network's evidence): it trains the network's map"),
+    schema.Check("saliency_supervision_mass",
+                 lambda c: c.saliency_supervision_mass in priors.BOX_MASSES and (
+                     c.saliency_supervision_mass == "equal" or (
+                         c.name == "zoom_unzoom" and c.saliency_supervision > 0)),
+                 f"one of {priors.BOX_MASSES}, other than 'equal' only for zoom_unzoom with "
+                 f"saliency_supervision > 0 (how its box target shares the mass)"),
     schema.Check("warp_gradient",
                  lambda c: isinstance(c.warp_gradient, bool) and (
                      c.warp_gradient or (c.name in ("saliency_sampler", "zoom_unzoom")

@@ -13,7 +13,10 @@ with a fixed saliency built from boxes, per image (the previous frame's detectio
 whole dataset (its training boxes). Here each box is one Gaussian kernel centred on the box, with
 a standard deviation per axis of `sqrt((box_scale * size)^2 + bandwidth^2)` (the box's own
 extent, so that large boxes spread their mass, plus the kernel bandwidth, so that a zero-area box
-is still a proper kernel); the boxes of an image share its mass equally. The density is mixed
+is still a proper kernel); the boxes of an image share its mass equally (`box_mass="equal"`) or
+in inverse proportion to their areas (`"inverse_area"`: a warp that follows it gives its
+magnification to the small boxes, whose detail downsampling loses, and leaves the large ones near
+uniform sampling, where "equal" magnifies them too). The density is mixed
 with the uniform density on `[-1, 1]^2` by `uniform_weight`, so that it is positive everywhere
 and an image without boxes gets the uniform prior (the identity grid). The result is returned as
 log-density logits, ready for `softmax_saliency` / `saliency_sample`; the softmax of the logits
@@ -76,8 +79,12 @@ def normalize_boxes(boxes: jax.Array, image_shape: Sequence[int], *,
   return boxes * 2.0 / size - 1.0
 
 
-@functools.partial(jax.jit, static_argnames=("grid_shape",))
-def _kde(boxes, valid, grid_shape, bandwidth, box_scale, uniform_weight):
+# How `kde_saliency` shares an image's mass among its boxes.
+BOX_MASSES = ("equal", "inverse_area")
+
+
+@functools.partial(jax.jit, static_argnames=("grid_shape", "box_mass"))
+def _kde(boxes, valid, grid_shape, bandwidth, box_scale, uniform_weight, box_mass):
   gh, gw = grid_shape
   # Padding entries are replaced by a harmless box first, so that whatever they hold (NaN, inf)
   # reaches neither the values nor the gradients.
@@ -94,7 +101,16 @@ def _kde(boxes, valid, grid_shape, bandwidth, box_scale, uniform_weight):
   log_box = log_y[..., :, None] + log_x[..., None, :] - jnp.log(2.0 * jnp.pi)
   count = jnp.sum(valid, axis=-1)
   has_boxes = (count > 0)[:, None, None]
-  log_share = -jnp.log(jnp.maximum(count, 1).astype(jnp.float32))[:, None, None, None]
+  if box_mass == "equal":
+    log_mass = jnp.zeros(valid.shape, jnp.float32)
+  else:  # Sides below the bandwidth count as the bandwidth, so that no box's mass is infinite.
+    log_mass = -(jnp.log(jnp.maximum(boxes[..., 2] - boxes[..., 0], bandwidth))
+                 + jnp.log(jnp.maximum(boxes[..., 3] - boxes[..., 1], bandwidth)))
+  log_mass = jnp.where(valid, log_mass, -jnp.inf)
+  # Each box's share of the image's mass; images without boxes take 0 (unused below).
+  log_share = jnp.where(has_boxes[:, :, 0], log_mass - jax.nn.logsumexp(
+      jnp.where(has_boxes[:, :, 0], log_mass, 0.0), axis=-1, keepdims=True), 0.0)
+  log_share = log_share[..., None, None]
   terms = jnp.where(valid[..., None, None], log_box + log_share, -jnp.inf)
   # Images without boxes take finite dummy terms (their result is the uniform prior below), so
   # that the log-sum-exp of nothing cannot put NaN into any gradient.
@@ -113,6 +129,7 @@ def kde_saliency(
     bandwidth: float = 0.05,
     box_scale: float = 0.25,
     uniform_weight: float = 0.1,
+    box_mass: str = "equal",
 ) -> jax.Array:
   """Saliency logits from boxes by kernel density estimation (see the module docstring).
 
@@ -126,6 +143,8 @@ def kde_saliency(
     box_scale: the standard deviation added per unit of box size (0.25: a box spans about
       +-2 standard deviations).
     uniform_weight: the share of the uniform density in the mixture, in (0, 1].
+    box_mass: how an image's boxes share its mass, one of `BOX_MASSES`: "equal" (FOVEA, LZU),
+      or "inverse_area" (in proportion to `1 / (max(w, bandwidth) * max(h, bandwidth))`).
 
   Returns:
     `[B, gh, gw]` float32 logits, the log density at each cell. Under `jit`, NaN in a valid box
@@ -159,11 +178,13 @@ def kde_saliency(
                        f"number; got {value!r}.")
   if not 0 < uniform_weight <= 1:
     raise ValueError(f"uniform_weight must be in (0, 1]; got {uniform_weight!r}.")
+  if box_mass not in BOX_MASSES:
+    raise ValueError(f"box_mass must be one of {BOX_MASSES}; got {box_mass!r}.")
   box_values, valid_values = validation.concrete_value(boxes), validation.concrete_value(valid)
   if box_values is not None and valid_values is not None:
     validation.check_finite(box_values[valid_values], "boxes")
   return _kde(boxes, valid, grid_shape, jnp.float32(bandwidth), jnp.float32(box_scale),
-              jnp.float32(uniform_weight))
+              jnp.float32(uniform_weight), box_mass)
 
 
 def _lost_variance(images, task_shape, grid_shape):

@@ -64,18 +64,21 @@ SUM_PREFIXES = ("inter_", "union_")
 
 
 def box_saliency_loss(saliency: jax.Array, targets: Mapping[str, jax.Array],
-                      image_size: tuple[int, int]) -> jax.Array:
+                      image_size: tuple[int, int], *, box_mass: str = "equal") -> jax.Array:
   """`[B]` nats: the KL divergence of the saliency map `[B, g, g]` from its image's box density.
 
   The density is `ops.kde_saliency` of the image's real boxes (pixel edges, converted to the
   align_corners=True positions on which the map's cells sit), softmaxed over the map's cells: one
-  kernel per object, each object the same mass whatever its size, so that a map that matches it
-  magnifies the small objects as much as the large ones; an image without objects asks for the
-  uniform map (the identity grid). Its gradient trains the saliency network directly, where the
-  task's gradient reaches it only through the warp.
+  kernel per object, each object the same mass whatever its size (`box_mass="equal"`), so that a
+  map that matches it magnifies the small objects and the large ones alike, or a mass in inverse
+  proportion to its area (`"inverse_area"`), so that it magnifies the small ones and leaves the
+  large near uniform sampling; an image without objects asks for the uniform map (the identity
+  grid). Its gradient trains the saliency network directly, where the task's gradient reaches it
+  only through the warp.
   """
   boxes = ops.normalize_boxes(targets["boxes"], image_size, align_corners=True)
-  logits = ops.kde_saliency(boxes, saliency.shape[1:], valid=targets["labels"] >= 0)
+  logits = ops.kde_saliency(boxes, saliency.shape[1:], valid=targets["labels"] >= 0,
+                            box_mass=box_mass)
   return ops.saliency_divergence(ops.softmax_saliency(logits), saliency)
 
 

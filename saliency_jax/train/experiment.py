@@ -143,6 +143,7 @@ def build_experiment(config: ml_collections.ConfigDict, *, mesh: Mesh, num_outpu
   train_step = functools.partial(steps.train_step, graphdef=train_graph, tx=tx, task=task,
                                  segmentation_loss=config.model.segmentation_loss,
                                  saliency_supervision=config.model.saliency_supervision,
+                                 saliency_supervision_mass=config.model.saliency_supervision_mass,
                                  segmentation_auxiliary=config.model.segmentation_auxiliary)
   eval_step = functools.partial(steps.eval_step, graphdef=eval_graph, task=task,
                                 num_panels=config.num_panels)

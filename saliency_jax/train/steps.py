@@ -84,7 +84,7 @@ def glimpse_credit(extras: Mapping[str, jax.Array], labels: Any, *, task: str) -
 def train_step(state: TrainState, batch: Mapping[str, jax.Array], blur: bool, *,
                graphdef: nnx.GraphDef, tx: optax.GradientTransformation, task: str,
                segmentation_loss: str = "pixel", saliency_supervision: float = 0.0,
-               segmentation_auxiliary: float = 0.0
+               segmentation_auxiliary: float = 0.0, saliency_supervision_mass: str = "equal"
                ) -> tuple[TrainState, dict[str, jax.Array]]:
   """One optimizer step on the mean loss of the batch's unmasked examples.
 
@@ -100,6 +100,7 @@ def train_step(state: TrainState, batch: Mapping[str, jax.Array], blur: bool, *,
     saliency_supervision: weight of `dense_metrics.box_saliency_loss` (dense tasks whose model
       has a saliency map), added to each example's loss; the classification sampler's
       supervision comes in its "penalty" instead.
+    saliency_supervision_mass: that loss's `box_mass` (how an image's boxes share the target).
     segmentation_auxiliary: weight of the `segmentation_loss` of the model's extra
       "segmentation_outputs" (the detection head's auxiliary segmentation), added to each
       example's loss.
@@ -140,7 +141,7 @@ def train_step(state: TrainState, batch: Mapping[str, jax.Array], blur: bool, *,
       total = total + extras["penalty"]
     if saliency_supervision and task in dense_metrics.DENSE_TASKS and "saliency" in extras:
       total = total + saliency_supervision * dense_metrics.box_saliency_loss(
-          extras["saliency"], labels, batch["image"].shape[1:3])
+          extras["saliency"], labels, batch["image"].shape[1:3], box_mass=saliency_supervision_mass)
     loss = jnp.sum(weights * total) / jnp.maximum(jnp.sum(weights), 1.0)
     prediction_loss = jnp.sum(weights * prediction_losses) / jnp.maximum(jnp.sum(weights), 1.0)
     return loss, (outputs, losses, prediction_loss, nnx.state(model, nnx.Not(nnx.Param)))

@@ -500,6 +500,7 @@ def uniform_baseline(config: ml_collections.ConfigDict) -> ml_collections.Config
     uniform.model.saliency = "none"
     uniform.model.detail_prior = False
     uniform.model.saliency_supervision = 0.0
+    uniform.model.saliency_supervision_mass = "equal"
     uniform.model.warp_gradient = True
   else:
     uniform.model.name = "uniform"
