@@ -111,6 +111,8 @@ def test_unknown_field_is_rejected():
     ("seed", -1, r"config.seed: expected an int in \[0, 2\^63\); got -1"),
     ("model.task_size", 600, r"config.model.task_size: expected at most data.image_size \(512\)"),
     ("process_id", 3, r"config.process_id: expected -1 \(detected\) or in \[0, num_processes"),
+    ("model.magnification_input", True,
+     r"config.model.magnification_input: expected False, or True only for zoom_unzoom"),
 ])
 def test_bad_values_name_the_field(field, value, message):
   config = base_config()

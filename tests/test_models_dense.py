@@ -13,7 +13,7 @@ SIZE, TASK, STRIDE, CLASSES, GRID = 128, 64, 8, 3, 11
 
 def _model(*, saliency=False, prior=None, head="segmentation", antialias=True, seed=0,
            axis_aligned=False, detail_prior=False, warp_gradient=True, head_init="torch",
-           segmentation_auxiliary=False):
+           segmentation_auxiliary=False, magnification_input=False):
   rngs = nnx.Rngs(seed)
   backbone = resnet.build_resnet("resnet_tiny", num_classes=None, rngs=rngs)
   net = (saliency_network.SaliencyNetwork(backbone="resnet_tiny", depth=6, grid_size=GRID,
@@ -23,7 +23,8 @@ def _model(*, saliency=False, prior=None, head="segmentation", antialias=True, s
                            antialias=antialias, axis_aligned=axis_aligned,
                            detail_prior=detail_prior, grid_size=GRID,
                            warp_gradient=warp_gradient, head_init=head_init,
-                           segmentation_auxiliary=segmentation_auxiliary, rngs=rngs)
+                           segmentation_auxiliary=segmentation_auxiliary,
+                           magnification_input=magnification_input, rngs=rngs)
   model.eval()
   return model
 
@@ -76,6 +77,38 @@ def test_the_auxiliary_segmentation_reads_the_detection_heads_fused_map(images):
   outputs, extras = model(images)
   np.testing.assert_allclose(extras["segmentation_outputs"], outputs[..., :CLASSES + 1],
                              rtol=1e-5, atol=1e-5)
+
+
+def _read_magnification(model):
+  """Sets the head to output, in channel 0, its magnification input alone (weight 1)."""
+  kernel = np.zeros(model.out.kernel.shape, np.float32)
+  kernel[..., -1, 0] = 1.0
+  model.out.kernel.set_value(jnp.asarray(kernel))
+  model.out.bias.set_value(jnp.zeros(model.out.bias.shape))
+
+
+def test_the_head_reads_the_warps_log_magnification_in_the_source_frame(images):
+  from saliency_jax import ops  # pylint: disable=import-outside-toplevel
+  plain = _model(prior=_peaked_prior(), head="detection")
+  model = _model(prior=_peaked_prior(), head="detection", magnification_input=True)
+  assert model.out.kernel.shape[-2] == plain.out.kernel.shape[-2] + 1
+  _read_magnification(model)
+  outputs, extras = model(images)
+  # Reference: the grid's local magnification (1 = uniform), clipped, logged and unwarped into
+  # the outputs' frame by the ops directly.
+  local = np.clip(np.asarray(ops.magnification(extras["grid"], None)), 1 / 16, 16)
+  want, _ = ops.unwarp(jnp.log(jnp.asarray(local))[..., None], extras["grid"],
+                       (SIZE // STRIDE,) * 2, source_shape=(SIZE, SIZE))
+  np.testing.assert_allclose(outputs[..., 0], want[..., 0], rtol=1e-4, atol=1e-4)
+  # The prior's mass is near the top-left corner: the warp zooms into it (the rest of the
+  # source is not covered, where the input is 0), most at the peak.
+  covered, read = np.asarray(extras["covered"][0]), np.asarray(outputs[0, ..., 0])
+  assert covered[2, 2] and read[2, 2] > 1.0 and read[2, 2] > read[6, 6] > 0.0
+  assert np.all(read[~covered] == 0.0)
+  # On the identity grid (the uniform baseline) the input is log 1 = 0 everywhere.
+  uniform = _model(head="detection", magnification_input=True)
+  _read_magnification(uniform)
+  np.testing.assert_allclose(uniform(images)[0][..., 0], 0.0, atol=1e-5)
 
 
 def test_stages_coarser_than_the_outputs_are_unwarped_at_their_resolution_and_upsampled(images):

@@ -79,6 +79,11 @@ class ZoomUnzoom(nnx.Module):
       the classes, initialised as `head_init` says) of the same fused map, in the extra
       "segmentation_outputs": a loss on every pixel of an object teaches its class to the
       features the centre heatmap reads, where the detection loss has one cell per object.
+    magnification_input: the head's last convolutions also read the warp's log local
+      magnification (`ops.magnification` of the grid, clipped to [1/16, 16], unwarped into the
+      outputs' frame; 0 on the identity grid): the features describe an object as the warp shows
+      it, and a box's size in the source is its size there over the magnification, which the
+      features alone do not tell.
     rngs: `nnx.Rngs` with a "params" stream.
   """
 
@@ -90,7 +95,8 @@ class ZoomUnzoom(nnx.Module):
                antialias: bool = True, max_magnification: float | None = None,
                axis_aligned: bool = False, detail_prior: bool = False, grid_size: int = 31,
                warp_gradient: bool = True, head_init: str = "torch",
-               segmentation_auxiliary: bool = False, rngs: nnx.Rngs):
+               segmentation_auxiliary: bool = False, magnification_input: bool = False,
+               rngs: nnx.Rngs):
     if head not in HEADS:
       raise ValueError(f"head must be one of {HEADS}; got {head!r}.")
     if num_classes < 1:
@@ -126,14 +132,16 @@ class ZoomUnzoom(nnx.Module):
     self.axis_aligned = bool(axis_aligned)
     self.detail_prior, self.grid_size = bool(detail_prior), grid_size
     self.warp_gradient = bool(warp_gradient)
+    self.magnification_input = bool(magnification_input)
     self.lateral = nnx.List([
         layers.conv(channels[name], head_width, 1, use_bias=True, rngs=rngs) for name in stages])
     self.fuse = layers.conv(head_width, head_width, 3, padding=1, use_bias=True, rngs=rngs)
     outputs = num_classes + (1 if head == "segmentation" else 4)
     zero = {"kernel_init": nnx.initializers.zeros_init()} if head_init == "zero" else {}
-    self.out = layers.conv(head_width, outputs, 1, use_bias=True, rngs=rngs, **zero)
+    read = head_width + int(self.magnification_input)
+    self.out = layers.conv(read, outputs, 1, use_bias=True, rngs=rngs, **zero)
     self.segmentation_out = (
-        layers.conv(head_width, num_classes + 1, 1, use_bias=True, rngs=rngs, **zero)
+        layers.conv(read, num_classes + 1, 1, use_bias=True, rngs=rngs, **zero)
         if segmentation_auxiliary else None)
     if head == "detection":
       # CenterNet's start: every centre logit at the log-odds of 0.1, so that the focal loss of
@@ -228,14 +236,22 @@ class ZoomUnzoom(nnx.Module):
     sampled = sampled * task.unit_scale(images)
     _, features = self.task_net(task.imagenet_normalize(sampled))
     out_shape = (height // self.out_stride, width // self.out_stride)
-    fused, covered = 0.0, None
+    extra = []
+    if self.magnification_input:
+      # An input describing the warp, not a path for training it.
+      local = ops.magnification(jax.lax.stop_gradient(grid), None)
+      extra = [jnp.log(jnp.clip(local, 1.0 / 16, 16.0))[..., None]]
+    fused, covered, log_magnification = 0.0, None, None
     for frame, names in self._frames(features, (height, width)).items():
       # Each stage is unwarped at its own resolution (one inverse per resolution), then
       # upsampled to the outputs' frame: deep stages have few pixels, and reading them at
       # every output pixel would only interpolate.
-      unwarped, covered_here = ops.unwarp([features[name] for name in names], grid, frame,
-                                          source_shape=(height, width),
+      here = extra if frame == out_shape else []
+      unwarped, covered_here = ops.unwarp([features[name] for name in names] + here, grid,
+                                          frame, source_shape=(height, width),
                                           axis_aligned=self.axis_aligned)
+      if here:
+        log_magnification = unwarped.pop()
       for name, stage in zip(names, unwarped):
         projected = self.lateral[self.stages.index(name)](stage)
         if frame != out_shape:
@@ -245,10 +261,14 @@ class ZoomUnzoom(nnx.Module):
       if frame == out_shape:
         covered = covered_here
     if covered is None:  # No stage as fine as the outputs: coverage at the outputs' pixels.
-      blank = jnp.zeros((images.shape[0], 1, 1, 1), jnp.float32)
-      covered = ops.unwarp(blank, grid, out_shape, source_shape=(height, width),
-                           axis_aligned=self.axis_aligned)[1]
+      maps = extra or [jnp.zeros((images.shape[0], 1, 1, 1), jnp.float32)]
+      unwarped, covered = ops.unwarp(maps, grid, out_shape, source_shape=(height, width),
+                                     axis_aligned=self.axis_aligned)
+      if extra:
+        log_magnification = unwarped[0]
     hidden = nnx.relu(self.fuse(nnx.relu(fused)))
+    if log_magnification is not None:
+      hidden = jnp.concatenate([hidden, log_magnification.astype(hidden.dtype)], axis=-1)
     outputs = self.out(hidden)
     if self.segmentation_out is not None:
       extras["segmentation_outputs"] = self.segmentation_out(hidden)

@@ -87,6 +87,7 @@ DEFAULTS = {
     "dense_head": "segmentation",
     "segmentation_loss": "pixel",
     "segmentation_auxiliary": 0.0,
+    "magnification_input": False,
     "saliency": "network",
     "saliency_supervision": 0.0,
     "saliency_supervision_mass": "equal",
@@ -231,6 +232,10 @@ CHECKS = (
                          c.name == "zoom_unzoom" and c.dense_head == "detection"))),
                  "a finite number >= 0, above 0 only for zoom_unzoom with dense_head "
                  "'detection' (an auxiliary segmentation output of its head)"),
+    schema.Check("magnification_input",
+                 lambda c: isinstance(c.magnification_input, bool) and (
+                     not c.magnification_input or c.name == "zoom_unzoom"),
+                 "False, or True only for zoom_unzoom (its head reads the warp's magnification)"),
     schema.Check("saliency", lambda c: c.saliency in DENSE_SALIENCY, f"one of {DENSE_SALIENCY}"),
     schema.Check("saliency_supervision",
                  lambda c: math.isfinite(c.saliency_supervision) and (
