@@ -144,7 +144,8 @@ def build_model(model_config: Mapping[str, Any], *, num_outputs: int, rngs: nnx.
       through the warp alone [0]. A training-loss term (`train.dense_metrics`), not a model field.
     saliency_supervision_mass: how that density shares an image's mass among its boxes
       (`ops.kde_saliency`'s `box_mass`): "equal", or "inverse_area", which asks the warp to
-      magnify the small objects and leave the large near uniform ["equal"]. Also a loss term's.
+      magnify the small objects and leave the large near uniform ["equal"]. An option of that
+      training-loss term, as `saliency_supervision`.
     warp_gradient: False: the grid is made from the network's map without gradient, so that
       the saliency network learns from `saliency_supervision` alone (`dense.ZoomUnzoom`);
       needs saliency_supervision > 0 [True].
