@@ -113,6 +113,9 @@ def test_unknown_field_is_rejected():
     ("process_id", 3, r"config.process_id: expected -1 \(detected\) or in \[0, num_processes"),
     ("model.magnification_input", True,
      r"config.model.magnification_input: expected False, or True only for zoom_unzoom"),
+    ("model.warped_box_sizes", True,
+     r"config.model.warped_box_sizes: expected False, or True only for zoom_unzoom with "
+     r"dense_head 'detection'"),
 ])
 def test_bad_values_name_the_field(field, value, message):
   config = base_config()

@@ -13,7 +13,7 @@ SIZE, TASK, STRIDE, CLASSES, GRID = 128, 64, 8, 3, 11
 
 def _model(*, saliency=False, prior=None, head="segmentation", antialias=True, seed=0,
            axis_aligned=False, detail_prior=False, warp_gradient=True, head_init="torch",
-           segmentation_auxiliary=False, magnification_input=False):
+           segmentation_auxiliary=False, magnification_input=False, warped_box_sizes=False):
   rngs = nnx.Rngs(seed)
   backbone = resnet.build_resnet("resnet_tiny", num_classes=None, rngs=rngs)
   net = (saliency_network.SaliencyNetwork(backbone="resnet_tiny", depth=6, grid_size=GRID,
@@ -24,7 +24,8 @@ def _model(*, saliency=False, prior=None, head="segmentation", antialias=True, s
                            detail_prior=detail_prior, grid_size=GRID,
                            warp_gradient=warp_gradient, head_init=head_init,
                            segmentation_auxiliary=segmentation_auxiliary,
-                           magnification_input=magnification_input, rngs=rngs)
+                           magnification_input=magnification_input,
+                           warped_box_sizes=warped_box_sizes, rngs=rngs)
   model.eval()
   return model
 
@@ -109,6 +110,101 @@ def test_the_head_reads_the_warps_log_magnification_in_the_source_frame(images):
   uniform = _model(head="detection", magnification_input=True)
   _read_magnification(uniform)
   np.testing.assert_allclose(uniform(images)[0][..., 0], 0.0, atol=1e-5)
+
+
+def test_source_box_sizes_follow_the_axis_profiles():
+  # An axis-aligned grid from two monotone 1-D profiles: its warp is piecewise linear along each
+  # axis, so np.interp of the profiles (and of their inverses) is an independent reference.
+  t, source, stride = 16, 64, 8
+  lattice = np.linspace(-1, 1, t)
+  profile_x = np.sinh(2 * lattice) / np.sinh(2)  # Magnifies the centre 2.8x, compresses the sides.
+  profile_y = np.clip(lattice * 0.6 - 0.2, -1, 1)  # Zooms 1.67x into a band above the middle.
+  grid = np.stack(np.broadcast_arrays(profile_x[None, :], profile_y[:, None]), -1)[None]
+  cells = source // stride
+  centres = -1 + 2 * ((np.arange(cells) + 0.5) * stride - 0.5) / (source - 1)
+  u = np.interp(centres, profile_x, lattice)  # Every cell's warped position.
+  v = np.interp(centres, profile_y, lattice)
+  position = np.stack(np.broadcast_arrays(u[None, :], v[:, None]), -1)[None].astype(np.float32)
+  log_sizes = np.random.default_rng(0).uniform(-1, 1.5, (1, cells, cells, 2)).astype(np.float32)
+  covered = np.ones((1, cells, cells), bool)
+  covered[0, 0, 0] = False
+  got = dense.source_box_sizes(jnp.asarray(log_sizes), jnp.asarray(position),
+                               jnp.asarray(covered), jnp.asarray(grid, jnp.float32),
+                               (source, source), stride=stride)
+  half = np.exp(log_sizes) * stride / (source - 1)  # Normalised half-sides (identity units).
+  width = np.interp(u[None, :] + half[0, ..., 0], lattice, profile_x) - np.interp(
+      u[None, :] - half[0, ..., 0], lattice, profile_x)
+  height = np.interp(v[:, None] + half[0, ..., 1], lattice, profile_y) - np.interp(
+      v[:, None] - half[0, ..., 1], lattice, profile_y)
+  want = np.log(np.maximum(np.stack([width, height], -1) * (source - 1) / 2 / stride, 1e-4))
+  want[0, 0] = log_sizes[0, 0, 0]  # Not covered: left as predicted.
+  np.testing.assert_allclose(got[0], want, rtol=1e-4, atol=1e-4)
+  # The centre columns are magnified, so the same warped size spans less of the source there.
+  assert got[0, 4, 4, 0] < log_sizes[0, 4, 4, 0] < got[0, 4, 0, 0] + 1.0
+
+
+def _constant_sizes(model, log_size):
+  """Sets the head's size channels to `log_size` at every cell (kernel 0, bias `log_size`)."""
+  kernel = np.asarray(model.out.kernel.value).copy()
+  kernel[..., CLASSES:CLASSES + 2] = 0.0
+  model.out.kernel.set_value(jnp.asarray(kernel))
+  model.out.bias.set_value(model.out.bias.value.at[CLASSES:CLASSES + 2].set(log_size))
+
+
+def test_warped_box_sizes_are_the_warped_windows_extent_in_the_source(images):
+  from saliency_jax import ops  # pylint: disable=import-outside-toplevel
+  model = _model(prior=_peaked_prior(), head="detection", axis_aligned=True,
+                 warped_box_sizes=True)
+  log_size = np.log(1.5)
+  _constant_sizes(model, log_size)
+  outputs, extras = model(images)
+  grid, covered = extras["grid"], np.asarray(extras["covered"])
+  # Reference: each cell's centre sent into the warped image by the point inverse, the warped
+  # box of side 1.5 strides around it brought back by the exact box unwarp.
+  cells = SIZE // STRIDE
+  centres = -1 + 2 * ((np.arange(cells) + 0.5) * STRIDE - 0.5) / (SIZE - 1)
+  points = np.stack(np.meshgrid(centres, centres), -1).reshape(1, -1, 2)
+  points = jnp.asarray(np.repeat(points, 2, axis=0), jnp.float32)
+  warped, _ = ops.warp_points(points, grid, axis_aligned=True)
+  half = 1.5 * STRIDE / (SIZE - 1)
+  boxes = ops.unwarp_boxes(jnp.concatenate([warped - half, warped + half], -1), grid)
+  sides = np.asarray(boxes[..., 2:] - boxes[..., :2]).reshape(2, cells, cells, 2)
+  want = np.log(sides * (SIZE - 1) / 2 / STRIDE)
+  got = np.asarray(outputs[..., CLASSES:CLASSES + 2])
+  np.testing.assert_allclose(got[covered], want[covered], rtol=1e-3, atol=1e-3)
+  # The prior zooms into the top-left: a box there spans less of the source than elsewhere.
+  assert got[0, 2, 2, 0] < log_size - 0.3 and got[0, 2, 2, 0] < got[0, 12, 12, 0]
+  # Classes and offsets are the head's own.
+  plain = _model(prior=_peaked_prior(), head="detection", axis_aligned=True)
+  _constant_sizes(plain, log_size)
+  reference = np.asarray(plain(images)[0])
+  np.testing.assert_allclose(outputs[..., :CLASSES], reference[..., :CLASSES], atol=1e-5)
+  np.testing.assert_allclose(outputs[..., CLASSES + 2:], reference[..., CLASSES + 2:], atol=1e-5)
+
+
+def test_warped_box_sizes_change_nothing_on_the_identity_grid_and_pass_gradients(images):
+  got = np.asarray(_model(head="detection", warped_box_sizes=True)(images)[0])
+  plain = np.asarray(_model(head="detection")(images)[0])
+  # The same outputs wherever the box lies inside the image; a box beyond its border is cut
+  # there, as the source's boxes are.
+  centres = (np.arange(SIZE // STRIDE) + 0.5) * STRIDE - 0.5  # Pixel indices, 0..SIZE - 1.
+  half = np.exp(plain[..., CLASSES:CLASSES + 2]) * STRIDE / 2
+  inside = ((centres[None, None, :] - half[..., 0] >= 0)
+            & (centres[None, None, :] + half[..., 0] <= SIZE - 1)
+            & (centres[None, :, None] - half[..., 1] >= 0)
+            & (centres[None, :, None] + half[..., 1] <= SIZE - 1))
+  assert inside.mean() > 0.25
+  np.testing.assert_allclose(got[inside], plain[inside], rtol=1e-3, atol=1e-3)
+  np.testing.assert_array_equal(got[..., :CLASSES], plain[..., :CLASSES])
+  assert np.all(got[..., CLASSES:CLASSES + 2][~inside] <= plain[..., CLASSES:CLASSES + 2][~inside]
+                + 1e-2)
+  zoomed = _model(prior=_peaked_prior(), head="detection", warped_box_sizes=True)
+
+  grads = nnx.grad(lambda m: jnp.sum(m(images)[0][..., CLASSES:CLASSES + 2]))(zoomed)
+  kernel = np.asarray(grads["out"]["kernel"].value)
+  assert np.isfinite(kernel).all() and np.abs(kernel[..., CLASSES:CLASSES + 2]).sum() > 0
+  with pytest.raises(ValueError, match="warped_box_sizes needs the detection head"):
+    _model(warped_box_sizes=True)
 
 
 def test_stages_coarser_than_the_outputs_are_unwarped_at_their_resolution_and_upsampled(images):

@@ -84,6 +84,13 @@ class ZoomUnzoom(nnx.Module):
       outputs' frame; 0 on the identity grid): the features describe an object as the warp shows
       it, and a box's size in the source is its size there over the magnification, which the
       features alone do not tell.
+    warped_box_sizes: the detection head's size channels are read as each box's log width and
+      height in the warped image, around the warped position of its cell (in units of `s`
+      source pixels as the identity warp would give them), and the model returns the log sides
+      that window spans in the source (`source_box_sizes`): the features see an object's extent
+      as the warp shows it, and the grid, not the head, undoes the warp. The outputs keep their
+      meaning, so losses and decoding are unchanged; on the identity grid it changes only boxes
+      that reach beyond the image, which it cuts at the border as the source's boxes are.
     rngs: `nnx.Rngs` with a "params" stream.
   """
 
@@ -96,7 +103,7 @@ class ZoomUnzoom(nnx.Module):
                axis_aligned: bool = False, detail_prior: bool = False, grid_size: int = 31,
                warp_gradient: bool = True, head_init: str = "torch",
                segmentation_auxiliary: bool = False, magnification_input: bool = False,
-               rngs: nnx.Rngs):
+               warped_box_sizes: bool = False, rngs: nnx.Rngs):
     if head not in HEADS:
       raise ValueError(f"head must be one of {HEADS}; got {head!r}.")
     if num_classes < 1:
@@ -111,6 +118,9 @@ class ZoomUnzoom(nnx.Module):
     if segmentation_auxiliary and head != "detection":
       raise ValueError(f"segmentation_auxiliary needs the detection head, whose extra output it "
                        f"is; got head {head!r}.")
+    if warped_box_sizes and head != "detection":
+      raise ValueError(f"warped_box_sizes needs the detection head, whose box sizes it reads; "
+                       f"got head {head!r}.")
     if out_stride < 1:
       raise ValueError(f"out_stride must be at least 1; got {out_stride}.")
     if not warp_gradient and saliency_net is None:
@@ -133,6 +143,7 @@ class ZoomUnzoom(nnx.Module):
     self.detail_prior, self.grid_size = bool(detail_prior), grid_size
     self.warp_gradient = bool(warp_gradient)
     self.magnification_input = bool(magnification_input)
+    self.warped_box_sizes = bool(warped_box_sizes)
     self.lateral = nnx.List([
         layers.conv(channels[name], head_width, 1, use_bias=True, rngs=rngs) for name in stages])
     self.fuse = layers.conv(head_width, head_width, 3, padding=1, use_bias=True, rngs=rngs)
@@ -236,22 +247,29 @@ class ZoomUnzoom(nnx.Module):
     sampled = sampled * task.unit_scale(images)
     _, features = self.task_net(task.imagenet_normalize(sampled))
     out_shape = (height // self.out_stride, width // self.out_stride)
-    extra = []
+    # Maps of the warped image's pixels read in the outputs' frame, unwarped with the stage of
+    # that resolution (no inverse of their own).
+    extra = {}
     if self.magnification_input:
       # An input describing the warp, not a path for training it.
       local = ops.magnification(jax.lax.stop_gradient(grid), None)
-      extra = [jnp.log(jnp.clip(local, 1.0 / 16, 16.0))[..., None]]
-    fused, covered, log_magnification = 0.0, None, None
+      extra["log_magnification"] = jnp.log(jnp.clip(local, 1.0 / 16, 16.0))[..., None]
+    if self.warped_box_sizes:
+      # The warped image's own coordinates, unwarped: where each output cell sits in it (exact,
+      # as the bilinear read of a linear map).
+      identity = local_magnification.identity_grid(self.task_size, self.task_size)
+      extra["warped_position"] = jnp.broadcast_to(identity, grid.shape)
+    fused, covered, read = 0.0, None, {}
     for frame, names in self._frames(features, (height, width)).items():
       # Each stage is unwarped at its own resolution (one inverse per resolution), then
       # upsampled to the outputs' frame: deep stages have few pixels, and reading them at
       # every output pixel would only interpolate.
-      here = extra if frame == out_shape else []
+      here = list(extra.values()) if frame == out_shape else []
       unwarped, covered_here = ops.unwarp([features[name] for name in names] + here, grid,
                                           frame, source_shape=(height, width),
                                           axis_aligned=self.axis_aligned)
       if here:
-        log_magnification = unwarped.pop()
+        read = dict(zip(extra, unwarped[len(names):]))
       for name, stage in zip(names, unwarped):
         projected = self.lateral[self.stages.index(name)](stage)
         if frame != out_shape:
@@ -261,16 +279,67 @@ class ZoomUnzoom(nnx.Module):
       if frame == out_shape:
         covered = covered_here
     if covered is None:  # No stage as fine as the outputs: coverage at the outputs' pixels.
-      maps = extra or [jnp.zeros((images.shape[0], 1, 1, 1), jnp.float32)]
+      maps = list(extra.values()) or [jnp.zeros((images.shape[0], 1, 1, 1), jnp.float32)]
       unwarped, covered = ops.unwarp(maps, grid, out_shape, source_shape=(height, width),
                                      axis_aligned=self.axis_aligned)
-      if extra:
-        log_magnification = unwarped[0]
+      read = dict(zip(extra, unwarped))
     hidden = nnx.relu(self.fuse(nnx.relu(fused)))
-    if log_magnification is not None:
-      hidden = jnp.concatenate([hidden, log_magnification.astype(hidden.dtype)], axis=-1)
+    if "log_magnification" in read:
+      hidden = jnp.concatenate([hidden, read["log_magnification"].astype(hidden.dtype)], axis=-1)
     outputs = self.out(hidden)
+    if "warped_position" in read:
+      k = self.num_classes
+      sizes = source_box_sizes(outputs[..., k:k + 2], read["warped_position"], covered,
+                               jax.lax.stop_gradient(grid), (height, width),
+                               stride=self.out_stride)
+      outputs = jnp.concatenate(
+          [outputs[..., :k], sizes.astype(outputs.dtype), outputs[..., k + 2:]], axis=-1)
     if self.segmentation_out is not None:
       extras["segmentation_outputs"] = self.segmentation_out(hidden)
     extras.update(grid=grid, sampled=sampled, covered=covered)
     return outputs, extras
+
+
+def source_box_sizes(log_sizes: jax.Array, warped_position: jax.Array, covered: jax.Array,
+                     grid: jax.Array, source_shape: tuple[int, int], *, stride: float
+                     ) -> jax.Array:
+  """Box sizes in the warped image -> the sizes they span in the source.
+
+  Args:
+    log_sizes: `[B, h, w, 2]` per output cell, the log width and height of a box in the warped
+      image, centred on the cell's warped position, in units of `stride` source pixels as the
+      identity warp would give them (a side of `exp(a) stride` source pixels spans
+      `exp(a) stride 2 / (W - 1)` of the normalised warped frame).
+    warped_position: `[B, h, w, 2]` the normalised warped position of each cell's centre (the
+      inverse warp of the cell's source position).
+    covered: `[B, h, w]` bool, where the warp reaches the cell.
+    grid: `[B, T, T, 2]` the sampling grid.
+    source_shape: `(H, W)` of the source image in pixels.
+    stride: source pixels per output cell.
+
+  Returns:
+    `[B, h, w, 2]` float32 log width and height in units of `stride` source pixels of the window
+    in the source: the horizontal (vertical) ends of the warped box, at the centre's height
+    (column), brought through the grid (`ops.unwarp_points`, so that an end beyond the warped
+    image stops at the border node's source position); exact for axis-aligned grids.
+    Where `covered` is False, `log_sizes` unchanged. Gradients flow to `log_sizes` and the grid.
+  """
+  batch, h, w, _ = log_sizes.shape
+  height, width = source_shape
+  # Normalised (align_corners=True) units per source pixel, along x and y.
+  per_pixel = jnp.array([2.0 / max(width - 1, 1), 2.0 / max(height - 1, 1)], jnp.float32)
+  log_sizes = log_sizes.astype(jnp.float32)
+  half = jnp.exp(log_sizes) * (stride / 2) * per_pixel  # [B, h, w, 2] normalised half-sides
+  zero = jnp.zeros_like(half[..., :1])
+  along_x = jnp.concatenate([half[..., :1], zero], axis=-1)
+  along_y = jnp.concatenate([zero, half[..., 1:]], axis=-1)
+  centre = warped_position.astype(jnp.float32)
+  ends = jnp.stack([centre - along_x, centre + along_x, centre - along_y, centre + along_y],
+                   axis=3)  # [B, h, w, 4, 2]
+  source = ops.unwarp_points(ends.reshape(batch, h * w * 4, 2), grid).reshape(batch, h, w, 4, 2)
+  sides = jnp.stack([source[..., 1, 0] - source[..., 0, 0],
+                     source[..., 3, 1] - source[..., 2, 1]], axis=-1) / (per_pixel * stride)
+  # A window the grid flattens (beyond the warped image, or a fold) has no size: a floor keeps
+  # the log finite.
+  converted = jnp.log(jnp.maximum(sides, 1e-4))
+  return jnp.where(covered[..., None], converted, log_sizes)

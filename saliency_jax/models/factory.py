@@ -136,6 +136,8 @@ def build_model(model_config: Mapping[str, Any], *, num_outputs: int, rngs: nnx.
     magnification_input: the head also reads the warp's log local magnification in the
       outputs' frame (`dense.ZoomUnzoom`), so that it can tell a box's size in the source from
       its size in the warped image [False].
+    warped_box_sizes: the detection head predicts each box's size in the warped image and the
+      grid brings it into the source (`dense.source_box_sizes`) [False].
     saliency: "network", "prior" (fixed: `prior`), "both" or "none" (the uniform baseline,
       unless `detail_prior`) ["network"].
     saliency_supervision: nats of training loss per nat of the KL divergence of the network's
@@ -241,5 +243,5 @@ def _build_dense(c: Mapping[str, Any], *, num_classes: int, rngs: nnx.Rngs,
       axis_aligned=c["axis_aligned"], detail_prior=c["detail_prior"],
       grid_size=c["grid_size"], warp_gradient=c["warp_gradient"],
       head_init=c["task_head_init"], segmentation_auxiliary=c["segmentation_auxiliary"] > 0,
-      magnification_input=c["magnification_input"],
+      magnification_input=c["magnification_input"], warped_box_sizes=c["warped_box_sizes"],
       rngs=rngs)

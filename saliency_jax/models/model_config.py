@@ -88,6 +88,7 @@ DEFAULTS = {
     "segmentation_loss": "pixel",
     "segmentation_auxiliary": 0.0,
     "magnification_input": False,
+    "warped_box_sizes": False,
     "saliency": "network",
     "saliency_supervision": 0.0,
     "saliency_supervision_mass": "equal",
@@ -236,6 +237,12 @@ CHECKS = (
                  lambda c: isinstance(c.magnification_input, bool) and (
                      not c.magnification_input or c.name == "zoom_unzoom"),
                  "False, or True only for zoom_unzoom (its head reads the warp's magnification)"),
+    schema.Check("warped_box_sizes",
+                 lambda c: isinstance(c.warped_box_sizes, bool) and (
+                     not c.warped_box_sizes or (c.name == "zoom_unzoom"
+                                                and c.dense_head == "detection")),
+                 "False, or True only for zoom_unzoom with dense_head 'detection' (its head's "
+                 "box sizes)"),
     schema.Check("saliency", lambda c: c.saliency in DENSE_SALIENCY, f"one of {DENSE_SALIENCY}"),
     schema.Check("saliency_supervision",
                  lambda c: math.isfinite(c.saliency_supervision) and (
