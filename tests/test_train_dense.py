@@ -50,8 +50,10 @@ def test_segmentation_trains_and_compares_with_its_uniform_baseline(tmp_path, ca
 
 def test_detection_with_the_box_prior_trains_and_keeps_the_prior_in_its_state(tmp_path):
   config = tiny(load_config("dense_scenes_detection", None))
-  # The prior in place of the supervised network, as configs/dense_scenes_prior.py does.
-  config.model.update(saliency="prior", saliency_supervision=0.0, warp_gradient=True)
+  # The prior in place of the supervised network, as configs/dense_scenes_prior.py does; the
+  # box sizes through the warp, so that the step and the metrics run that path too.
+  config.model.update(saliency="prior", saliency_supervision=0.0, warp_gradient=True,
+                      warped_box_sizes=True)
   config.compare_with_uniform = False
   results = train.train_and_evaluate(config, str(tmp_path / "run"))
   assert results["task"] == "detection"
