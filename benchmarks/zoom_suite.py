@@ -20,9 +20,11 @@ task size and model, one record per seed: evaluation top-1, the run's loss curve
 minimum (the suite's no-collapse target is below 50 %), and for the sampler its *look*
 (`look`): whether the trained map zooms on the target tile, whatever the task network reads.
 `--look` adds the look to the records of finished runs that lack it (their workdirs kept). A tag
-records its overrides and, with `--sampler_recipe`, the recipe's model fields
-(`models.SAMPLER_RECIPE` as it was; `true` in tags recorded before 2026-12-07 afternoon: the
-recipe of then, without the evidence and the cut); runs that would differ from a tag's are
+records its overrides and, with `--sampler_recipe`, the recipe's fields (`models.SAMPLER_RECIPE`
+and, since 2026-12-08, `default.RECIPE_OPTIMIZER` as "optimizer.FIELD", as they were; `true` in
+tags recorded before 2026-12-07 afternoon: the recipe of then, without the evidence and the
+cut; tags of 2026-12-07 hold the model fields alone, with the optimizer's clipping per group
+and no hold); runs that would differ from a tag's are
 refused, so that one tag never mixes two recipes. The
 summary prints mean +- std over seeds, the target's magnification, and checks the suite's targets
 against uniform downsampling at the same size.
@@ -194,11 +196,14 @@ def _load(path: str) -> dict:
 
 
 def _recipe(sampler_recipe: bool) -> dict | None:
-  """What a tag records of the sampler's recipe: its model fields now, or None without it."""
+  """What a tag records of the sampler's recipe: its model fields and its optimizer's (named
+  "optimizer.FIELD") now, or None without it."""
   if not sampler_recipe:
     return None
+  from configs import default  # pylint: disable=g-import-not-at-top
   from saliency_jax import models  # pylint: disable=g-import-not-at-top
-  return dict(models.SAMPLER_RECIPE)
+  return {**models.SAMPLER_RECIPE,
+          **{f"optimizer.{k}": v for k, v in default.RECIPE_OPTIMIZER.items()}}
 
 
 def _check_tag(payload: dict, tag: str, overrides: dict, recipe: dict | None) -> None:

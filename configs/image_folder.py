@@ -18,7 +18,9 @@ task network also reads the uniform view, on the mean of the two views' losses, 
 layer keeps what uniform downsampling reads and the warp adds what it alone reads (the task
 network runs twice per image); the map learns where to zoom from where the task network finds
 its evidence in the view it reads, weighted by its confidence, and only from that (the warp's
-gradient is cut). What it gave on the suite's families, measured over seeds, is in
+gradient is cut), and only once the task network reads something (the saliency hold: no update
+until the training loss falls below 0.9 of chance; a run that never gets there ends as uniform
+downsampling, and says so). What it gave on the suite's families, measured over seeds, is in
 the README's zoom-suite table; on a folder of your own, run several `--config.seed`s before
 trusting one number.
 """

@@ -57,7 +57,9 @@ def test_a_record_keeps_each_views_top1_when_the_sampler_has_two(tmp_path):
   with open(out) as f:
     tag = json.load(f)["tags"]["t"]
   runs = tag["runs"]["zoom_count"]["128"]
-  assert tag["sampler_recipe"] == models.SAMPLER_RECIPE  # The recipe's fields as they are now.
+  # The recipe's fields as they are now: the model's and the optimizer's.
+  assert tag["sampler_recipe"] == {**models.SAMPLER_RECIPE, "optimizer.clip_per_group": True,
+                                   "optimizer.saliency_delay_loss": 0.9}
   assert runs["saliency_sampler"][0]["top1_views"] == {"warped": 0.536, "uniform": 0.542}
   assert "top1_views" not in runs["uniform"][0]
 
@@ -88,7 +90,8 @@ def test_suite_config_overrides_and_rejects_unknown_fields():
   recipe = zoom_suite.suite_config("zoom_glyph", 256, "saliency_sampler", 0,
                                    {"model.exact_identity": False}, sampler_recipe=True)
   assert (recipe.model.antialias, recipe.model.uniform_view, recipe.optimizer.clip_per_group,
-          recipe.model.exact_identity) == (True, "mean", True, False)  # --set comes last.
+          recipe.optimizer.saliency_delay_loss, recipe.model.exact_identity) == (
+              True, "mean", True, 0.9, False)  # --set comes last.
   uniform = zoom_suite.suite_config("zoom_glyph", 256, "uniform", 0, {}, sampler_recipe=True)
   assert uniform.model.uniform_view == "off" and not uniform.optimizer.clip_per_group
   assert zoom_suite.parse_overrides(["model.antialias=True", "model.saliency_head_init=zero"]) == {

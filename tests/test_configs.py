@@ -246,6 +246,7 @@ def test_the_uniform_baseline_of_a_sampler_with_every_option_is_valid():
   config.model.glimpses = 3
   config.model.saliency_cost = 0.1
   config.model.dead_zone = 1.0
+  config.optimizer.saliency_delay_loss = 0.9
   validate_config(config)
   uniform = trainer.uniform_baseline(config)
   model = sj.models.default_model_config()
@@ -256,7 +257,10 @@ def test_the_uniform_baseline_of_a_sampler_with_every_option_is_valid():
     expected = "uniform" if field == "name" else (
         model[field] if field in changed else config.model[field])
     assert value == expected, field
-  assert uniform.optimizer.to_dict() == config.optimizer.to_dict()
+  # The same optimizer but for the saliency hold, which has nothing to hold there.
+  assert uniform.optimizer.saliency_delay_loss == 0
+  assert ({**uniform.optimizer.to_dict(), "saliency_delay_loss": 0.9}
+          == config.optimizer.to_dict())
   assert uniform.data.to_dict() == config.data.to_dict()
   config.model.glimpses = 1
   config.model.uniform_view = "each"

@@ -507,7 +507,9 @@ def uniform_baseline(config: ml_collections.ConfigDict) -> ml_collections.Config
     for field in model_config.SAMPLER_ONLY:
       uniform.model[field] = model_config.DEFAULTS[field]
   uniform.compare_with_uniform = False
-  uniform.pretrained.saliency_backbone = ""  # The baseline has no saliency network.
+  # The baseline has no saliency network to load or hold.
+  uniform.pretrained.saliency_backbone = ""
+  uniform.optimizer.saliency_delay_loss = 0.0
   config_lib.validate_config(uniform)
   return uniform
 
